@@ -1,0 +1,113 @@
+// swift-tools-version: 6.0
+// VoiceMeter: real-time cost metering for live voice-AI calls.
+//
+// Module map (pure logic inside, I/O at the edges):
+//   VoiceMeterDomain      pure domain: exact money, pricing, budgets, call ledger, protocol codec (no I/O)
+//   PostgresClient        libpq behind small Swift types (one owner per connection)
+//   VoiceMeterCrypto      OpenSSL: SHA-256, random tokens, constant-time compare
+//   EmbeddedPostgres      a private PostgreSQL cluster started with initdb/pg_ctl
+//   VoiceMeterStore       the schema's tables as Swift: migrations, tokens, prices
+//   voicemeter            the command-line tool and composition root
+//   C*                    system libraries and one C shim for macros Swift cannot import
+import PackageDescription
+
+let package = Package(
+    name: "voicemeter",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "voicemeter", targets: ["voicemeter"]),
+        .library(name: "VoiceMeterDomain", targets: ["VoiceMeterDomain"]),
+        .library(name: "PostgresClient", targets: ["PostgresClient"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // MARK: C libraries from Debian
+        .systemLibrary(
+            name: "CLibPQ",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]
+        ),
+        .systemLibrary(
+            name: "CLibWebSockets",
+            pkgConfig: "libwebsockets",
+            providers: [.apt(["libwebsockets-dev"])]
+        ),
+        .systemLibrary(
+            name: "COpenSSL",
+            pkgConfig: "openssl",
+            providers: [.apt(["libssl-dev"])]
+        ),
+        .target(
+            name: "CVoiceMeterShims",
+            dependencies: ["CLibWebSockets", "COpenSSL"]
+        ),
+
+        // MARK: Pure domain logic (no I/O)
+        .target(name: "VoiceMeterDomain"),
+
+        // MARK: Edges
+        .target(
+            name: "PostgresClient",
+            dependencies: ["CLibPQ"]
+        ),
+        .target(
+            name: "VoiceMeterCrypto",
+            dependencies: ["COpenSSL"]
+        ),
+        .target(
+            name: "EmbeddedPostgres",
+            dependencies: [
+                "PostgresClient",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "VoiceMeterStore",
+            dependencies: [
+                "VoiceMeterDomain",
+                "PostgresClient",
+                "VoiceMeterCrypto",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
+        // MARK: Composition root and CLI
+        .executableTarget(
+            name: "voicemeter",
+            dependencies: [
+                "VoiceMeterDomain",
+                "VoiceMeterStore",
+                "EmbeddedPostgres",
+                "PostgresClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
+        // MARK: Test support and tests
+        .target(
+            name: "VoiceMeterTestSupport",
+            dependencies: ["PostgresClient", "EmbeddedPostgres", "VoiceMeterStore"]
+        ),
+        .testTarget(
+            name: "VoiceMeterDomainTests",
+            dependencies: ["VoiceMeterDomain"]
+        ),
+        .testTarget(
+            name: "PostgresClientTests",
+            dependencies: ["PostgresClient", "VoiceMeterTestSupport", "EmbeddedPostgres"]
+        ),
+        .testTarget(
+            name: "VoiceMeterStoreTests",
+            dependencies: ["VoiceMeterStore", "VoiceMeterTestSupport", "VoiceMeterCrypto", "PostgresClient"]
+        ),
+        .testTarget(
+            name: "CBindingsTests",
+            dependencies: ["CVoiceMeterShims", "CLibWebSockets", "COpenSSL"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,2 @@
+// The libpq client API from Debian's libpq-dev (pkg-config: libpq).
+#include <libpq-fe.h>

@@ -1,0 +1,2 @@
+// libwebsockets 4.1.6 from Debian's libwebsockets-dev (pkg-config: libwebsockets).
+#include <libwebsockets.h>

@@ -1,0 +1,91 @@
+import CLibPQ
+
+extension PostgresConnection {
+    /// Streams rows into `COPY … FROM STDIN` (text format) and returns how many rows the server took.
+    ///
+    /// `copyStatement` is the full statement, e.g. `COPY staging (a, b) FROM STDIN`. `body` appends
+    /// rows to the writer; data goes to the server in chunks of about 64 KiB. If `body` throws, the
+    /// COPY is aborted on the server and the error is rethrown.
+    @discardableResult
+    public func copyIn(_ copyStatement: String, _ body: (inout PostgresCopyWriter) throws -> Void) throws -> Int {
+        try reconnectIfNeeded()
+        guard let start = PQexec(connectionHandle, copyStatement) else { throw connectionError() }
+        guard PQresultStatus(start) == PGRES_COPY_IN else {
+            defer { PQclear(start) }
+            if PQresultStatus(start) == PGRES_FATAL_ERROR { throw serverError(start) }
+            throw PostgresError(kind: .unexpectedResult, message: "the statement did not start COPY FROM STDIN")
+        }
+        PQclear(start)
+
+        var writer = PostgresCopyWriter(connection: self)
+        do {
+            try body(&writer)
+            try writer.flush()
+            guard PQputCopyEnd(connectionHandle, nil) == 1 else { throw connectionError() }
+        } catch {
+            _ = PQputCopyEnd(connectionHandle, "aborted by the client")
+            drainResults()
+            throw error
+        }
+        let rows = try consume(PQgetResult(connectionHandle))
+        drainResults()
+        return rows.affectedRows
+    }
+
+    /// Reads and discards results until libpq reports none are left.
+    func drainResults() {
+        while let leftover = PQgetResult(connectionHandle) { PQclear(leftover) }
+    }
+
+    func putCopyData(_ bytes: [UInt8]) throws(PostgresError) {
+        let status = bytes.withUnsafeBufferPointer { buffer in
+            buffer.withMemoryRebound(to: CChar.self) { PQputCopyData(connectionHandle, $0.baseAddress, Int32($0.count)) }
+        }
+        guard status == 1 else { throw connectionError() }
+    }
+}
+
+/// Encodes rows in COPY's text format and sends them in chunks.
+public struct PostgresCopyWriter: ~Copyable {
+    private let connection: PostgresConnection
+    private var buffer: [UInt8] = []
+    private static let chunkBytes = 64 * 1024
+    /// Rows appended so far.
+    public private(set) var rowCount = 0
+
+    init(connection: PostgresConnection) {
+        self.connection = connection
+        buffer.reserveCapacity(Self.chunkBytes + 1024)
+    }
+
+    /// Appends one row; `nil` is SQL NULL. Values are escaped for COPY's text format.
+    public mutating func append(_ values: [String?]) throws(PostgresError) {
+        for (position, value) in values.enumerated() {
+            if position > 0 { buffer.append(UInt8(ascii: "\t")) }
+            guard let value else {
+                buffer.append(UInt8(ascii: "\\"))
+                buffer.append(UInt8(ascii: "N"))
+                continue
+            }
+            for byte in value.utf8 {
+                switch byte {
+                case UInt8(ascii: "\\"): buffer.append(UInt8(ascii: "\\")); buffer.append(UInt8(ascii: "\\"))
+                case UInt8(ascii: "\t"): buffer.append(UInt8(ascii: "\\")); buffer.append(UInt8(ascii: "t"))
+                case UInt8(ascii: "\n"): buffer.append(UInt8(ascii: "\\")); buffer.append(UInt8(ascii: "n"))
+                case UInt8(ascii: "\r"): buffer.append(UInt8(ascii: "\\")); buffer.append(UInt8(ascii: "r"))
+                case 0: throw PostgresError(kind: .invalidArgument, message: "a COPY value contains a NUL byte")
+                default: buffer.append(byte)
+                }
+            }
+        }
+        buffer.append(UInt8(ascii: "\n"))
+        rowCount += 1
+        if buffer.count >= Self.chunkBytes { try flush() }
+    }
+
+    mutating func flush() throws(PostgresError) {
+        guard !buffer.isEmpty else { return }
+        try connection.putCopyData(buffer)
+        buffer.removeAll(keepingCapacity: true)
+    }
+}

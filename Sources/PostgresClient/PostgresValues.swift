@@ -1,0 +1,108 @@
+/// A Swift value sent as a query parameter in PostgreSQL's text format.
+///
+/// Parameters always travel separately from the SQL text (`PQexecParams`), so no value is ever
+/// spliced into a statement.
+public protocol PostgresEncodable {
+    /// The text form PostgreSQL parses for this value, or `nil` for SQL NULL.
+    var postgresText: String? { get }
+}
+
+/// A Swift value read from a column in PostgreSQL's text format.
+public protocol PostgresDecodable {
+    init(postgresText: String) throws(PostgresError)
+}
+
+extension String: PostgresEncodable, PostgresDecodable {
+    public var postgresText: String? { self }
+    public init(postgresText: String) { self = postgresText }
+}
+
+extension Int: PostgresEncodable, PostgresDecodable {
+    public var postgresText: String? { String(self) }
+    public init(postgresText: String) throws(PostgresError) {
+        guard let value = Int(postgresText) else { throw .undecodable(postgresText, as: "Int") }
+        self = value
+    }
+}
+
+extension Int32: PostgresEncodable, PostgresDecodable {
+    public var postgresText: String? { String(self) }
+    public init(postgresText: String) throws(PostgresError) {
+        guard let value = Int32(postgresText) else { throw .undecodable(postgresText, as: "Int32") }
+        self = value
+    }
+}
+
+extension Int64: PostgresEncodable, PostgresDecodable {
+    public var postgresText: String? { String(self) }
+    public init(postgresText: String) throws(PostgresError) {
+        guard let value = Int64(postgresText) else { throw .undecodable(postgresText, as: "Int64") }
+        self = value
+    }
+}
+
+extension Bool: PostgresEncodable, PostgresDecodable {
+    public var postgresText: String? { self ? "t" : "f" }
+    public init(postgresText: String) throws(PostgresError) {
+        switch postgresText {
+        case "t", "true": self = true
+        case "f", "false": self = false
+        default: throw .undecodable(postgresText, as: "Bool")
+        }
+    }
+}
+
+extension Optional: PostgresEncodable where Wrapped: PostgresEncodable {
+    public var postgresText: String? { self?.postgresText }
+}
+
+/// Binary data for a `bytea` column, sent and read in PostgreSQL's hex format (`\x0a1b`).
+public struct PostgresBytes: Hashable, Sendable, PostgresEncodable, PostgresDecodable {
+    public var bytes: [UInt8]
+    public init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+    public var postgresText: String? {
+        let digits: [Character] = Array("0123456789abcdef")
+        var text = "\\x"
+        text.reserveCapacity(2 + bytes.count * 2)
+        for byte in bytes {
+            text.append(digits[Int(byte >> 4)])
+            text.append(digits[Int(byte & 0x0f)])
+        }
+        return text
+    }
+
+    public init(postgresText: String) throws(PostgresError) {
+        let utf8 = Array(postgresText.utf8)
+        guard utf8.count >= 2, utf8[0] == UInt8(ascii: "\\"), utf8[1] == UInt8(ascii: "x"), utf8.count % 2 == 0 else {
+            throw .undecodable(postgresText, as: "bytea (hex format)")
+        }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity((utf8.count - 2) / 2)
+        var index = 2
+        while index < utf8.count {
+            guard let high = hexValue(utf8[index]), let low = hexValue(utf8[index + 1]) else {
+                throw .undecodable(postgresText, as: "bytea (hex format)")
+            }
+            bytes.append(high << 4 | low)
+            index += 2
+        }
+        self.bytes = bytes
+    }
+}
+
+private func hexValue(_ character: UInt8) -> UInt8? {
+    switch character {
+    case UInt8(ascii: "0")...UInt8(ascii: "9"): character - UInt8(ascii: "0")
+    case UInt8(ascii: "a")...UInt8(ascii: "f"): character - UInt8(ascii: "a") + 10
+    case UInt8(ascii: "A")...UInt8(ascii: "F"): character - UInt8(ascii: "A") + 10
+    default: nil
+    }
+}
+
+extension PostgresError {
+    static func undecodable(_ text: String, as type: String) -> PostgresError {
+        let shown = text.count > 40 ? String(text.prefix(40)) + "…" : text
+        return PostgresError(kind: .unexpectedResult, message: "cannot read '\(shown)' as \(type)")
+    }
+}

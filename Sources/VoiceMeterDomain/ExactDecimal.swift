@@ -1,0 +1,119 @@
+/// An exact base-10 number: `significand × 10^-scale`, for money and usage amounts.
+///
+/// Parsing, addition, subtraction and multiplication are exact. Division and rescaling round only
+/// when asked, with an explicit `RoundingRule`. Arithmetic that would leave the 128-bit range
+/// throws `DecimalOverflow` instead of wrapping or trapping: a server must not crash on a large
+/// input. Binary floating point is never involved.
+public struct ExactDecimal: Sendable, Hashable, Comparable, CustomStringConvertible {
+    /// The digits, as an integer.
+    public let significand: Int128
+    /// How many of those digits are after the decimal point (0 to `maximumScale`).
+    public let scale: Int
+
+    /// The most digits after the point any value may carry.
+    public static let maximumScale = 30
+
+    public static let zero = ExactDecimal(significand: 0, scale: 0)
+
+    /// `significand × 10^-scale`; `scale` must be within 0 … `maximumScale`.
+    public init(significand: Int128, scale: Int) {
+        precondition((0...Self.maximumScale).contains(scale), "ExactDecimal scale \(scale) out of range")
+        self.significand = significand
+        self.scale = scale
+    }
+
+    /// A whole number.
+    public init(_ integer: Int) {
+        self.init(significand: Int128(integer), scale: 0)
+    }
+
+    public var isNegative: Bool { significand < 0 }
+    public var isZero: Bool { significand == 0 }
+
+    // MARK: Comparison and hashing (by value: 1.50 == 1.5)
+
+    public static func == (lhs: ExactDecimal, rhs: ExactDecimal) -> Bool {
+        compare(lhs, rhs) == 0
+    }
+
+    public static func < (lhs: ExactDecimal, rhs: ExactDecimal) -> Bool {
+        compare(lhs, rhs) < 0
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        let normal = normalized
+        hasher.combine(normal.significand)
+        hasher.combine(normal.scale)
+    }
+
+    private static func compare(_ lhs: ExactDecimal, _ rhs: ExactDecimal) -> Int {
+        if lhs.isNegative != rhs.isNegative { return lhs.isNegative ? -1 : 1 }
+        let scale = max(lhs.scale, rhs.scale)
+        // Aligning can only overflow for magnitudes far apart; compare integral parts first then.
+        if let left = try? lhs.significandScaled(to: scale), let right = try? rhs.significandScaled(to: scale) {
+            return left < right ? -1 : (left > right ? 1 : 0)
+        }
+        let leftWhole = lhs.significand / power(lhs.scale)
+        let rightWhole = rhs.significand / power(rhs.scale)
+        return leftWhole < rightWhole ? -1 : (leftWhole > rightWhole ? 1 : 0)
+    }
+
+    /// The same value with trailing zero digits removed (`1.500` → `1.5`).
+    public var normalized: ExactDecimal {
+        var digits = significand
+        var scale = scale
+        while scale > 0, digits % 10 == 0 {
+            digits /= 10
+            scale -= 1
+        }
+        return ExactDecimal(significand: digits, scale: scale)
+    }
+
+    // MARK: Text
+
+    /// The shortest exact decimal text: `0.4045`, `-3`, `0.0000001`.
+    public var description: String { normalized.plainText }
+
+    /// Exactly `scale` digits after the point, rounding with `rule` if needed: `formatted(scale: 2)` → `"4.12"`.
+    public func formatted(scale: Int, rule: RoundingRule = .halfEven) -> String {
+        ((try? rounded(scale: scale, rule)) ?? self).plainText
+    }
+
+    private var plainText: String {
+        let magnitude = significand.magnitude
+        var digits = String(magnitude)
+        if scale > 0 {
+            if digits.count <= scale { digits = String(repeating: "0", count: scale - digits.count + 1) + digits }
+            digits.insert(".", at: digits.index(digits.endIndex, offsetBy: -scale))
+        }
+        return isNegative ? "-" + digits : digits
+    }
+
+    // MARK: Scaling helpers
+
+    static func power(_ exponent: Int) -> Int128 {
+        powersOfTen[exponent]
+    }
+
+    private static let powersOfTen: [Int128] = {
+        var values: [Int128] = [1]
+        for _ in 1...38 { values.append(values.last! * 10) }
+        return values
+    }()
+
+    /// The significand expressed at a larger or equal scale.
+    func significandScaled(to newScale: Int) throws(DecimalOverflow) -> Int128 {
+        precondition(newScale >= scale)
+        let factor = newScale - scale
+        guard factor <= 38 else { throw DecimalOverflow() }
+        let (value, overflow) = significand.multipliedReportingOverflow(by: Self.power(factor))
+        guard !overflow else { throw DecimalOverflow() }
+        return value
+    }
+}
+
+/// A result did not fit in 128 bits (about 38 significant digits).
+public struct DecimalOverflow: Error, Equatable, CustomStringConvertible {
+    public init() {}
+    public var description: String { "decimal arithmetic overflowed 38 significant digits" }
+}
