@@ -24,9 +24,9 @@ struct DatabaseOptions: ParsableArguments {
         return nil
     }
 
-    /// Connects, starting the embedded cluster when no URL is given, and makes sure the schema is
-    /// current: migrations are applied to the embedded cluster, and required for a given server
-    /// when `requireCurrentSchema` is set.
+    /// Connects, starting the embedded cluster when no URL is given. With `requireCurrentSchema`
+    /// the schema must be current: the embedded cluster is migrated on the spot, a given server
+    /// must have been migrated with `voicemeter migrate`.
     func connect(requireCurrentSchema: Bool = true) throws -> PostgresConnection {
         let migrations = try MigrationSet.load(directory: try MigrationSet.locateDirectory())
         guard let url = explicitURL else {
@@ -36,15 +36,17 @@ struct DatabaseOptions: ParsableArguments {
             let options = try cluster.start()
             printNotice("Using the embedded PostgreSQL \(binaries.majorVersion) with its data in \(directory) (set DATABASE_URL to use another server).")
             let connection = try PostgresConnection(options)
-            let applied = try Migrator(connection: connection, migrations: migrations).migrate()
-            if !applied.isEmpty { printNotice("Applied migrations: \(applied.map(\.fileName).joined(separator: ", ")).") }
+            if requireCurrentSchema {
+                let applied = try Migrator(connection: connection, migrations: migrations).migrate()
+                if !applied.isEmpty { printNotice("Applied migrations: \(applied.map(\.fileName).joined(separator: ", ")).") }
+            }
             return connection
         }
         let connection = try PostgresConnection(PostgresConnectionOptions(connectionString: url))
         if requireCurrentSchema {
             let status = try Migrator(connection: connection, migrations: migrations).status()
             guard status.isCurrent else {
-                throw ValidationError("the database at \(connection.options) has \(status.pending.count) pending migration(s); run `voicemeter migrate` first")
+                throw CommandFailure("the database at \(connection.options) has \(status.pending.count) pending migration(s); run `voicemeter migrate` first")
             }
         }
         return connection
@@ -54,4 +56,10 @@ struct DatabaseOptions: ParsableArguments {
 /// Progress and context for people go to standard error, so standard output stays parseable.
 func printNotice(_ message: String) {
     FileHandle.standardError.write(Data((message + "\n").utf8))
+}
+
+/// A failure at run time (not a usage mistake): printed as `Error: …` without the usage text, exit 1.
+struct CommandFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
 }
