@@ -1,0 +1,135 @@
+/// The rounding VoiceMeter applies to money: costs are kept to 1e-10 USD, half-even.
+public enum MoneyRounding {
+    /// Digits after the point of every cost (`api_call_events.total_cost`, rollups).
+    public static let costScale = 10
+    /// Digits after the point of billed usage amounts.
+    public static let usageScale = 9
+    public static let rule = RoundingRule.halfEven
+}
+
+/// One usage frame's quantity, as the pricing engine needs it.
+public struct MeteredUsage: Sendable, Hashable {
+    public var service: String
+    public var operation: String
+    public var model: String?
+    public var unit: UsageUnit
+    /// A delta since the previous frame, never a running total; non-negative.
+    public var amount: ExactDecimal
+    /// When the usage happened: the price in force then applies.
+    public var occurredAt: Timestamp
+
+    public init(service: String, operation: String, model: String? = nil, unit: UsageUnit, amount: ExactDecimal, occurredAt: Timestamp) {
+        self.service = service
+        self.operation = operation
+        self.model = model
+        self.unit = unit
+        self.amount = amount
+        self.occurredAt = occurredAt
+    }
+}
+
+/// What one frame costs.
+public struct PricedUsage: Sendable, Hashable {
+    /// The price version used (`service_pricing.id`).
+    public var priceID: Int64
+    /// The version's price per one unit of its own unit.
+    public var unitCost: ExactDecimal
+    /// This frame's cost in USD at `MoneyRounding.costScale`.
+    public var totalCost: ExactDecimal
+    /// The usage this frame was charged for after billing increments, in the frame's unit.
+    public var billedAmount: ExactDecimal
+
+    public init(priceID: Int64, unitCost: ExactDecimal, totalCost: ExactDecimal, billedAmount: ExactDecimal) {
+        self.priceID = priceID
+        self.unitCost = unitCost
+        self.totalCost = totalCost
+        self.billedAmount = billedAmount
+    }
+}
+
+/// Why a frame could not be priced; it is stored unpriced and priced later.
+public enum UnpricedReason: String, Sendable, Hashable {
+    /// No version of any compatible price key is in force at the frame's time.
+    case noPriceInForce = "no_price_in_force"
+    /// The key is priced as a percentage of a charge (payments): priced from the call's revenue instead.
+    case pricedFromRevenue = "priced_from_revenue"
+    /// The amounts are beyond what exact arithmetic can carry (about 38 digits).
+    case overflow
+}
+
+public enum PricingOutcome: Sendable, Hashable {
+    case priced(PricedUsage)
+    case unpriced(UnpricedReason)
+}
+
+/// The per-call billing state: usage accumulated per price key, so that billing increments
+/// (Twilio's whole minutes) and per-minute prices of per-second usage are exact over the call.
+///
+/// A frame costs `cost(billed(usage after)) − cost(billed(usage before))` at the price version in
+/// force at its time, each side rounded half-even at 1e-10 USD. Within a version the frame costs
+/// telescope: a call's total is `cost(billed(total usage))` however its usage is split into frames
+/// and in whatever order they arrive. The state is derivable from the call's stored events.
+public struct CallBillingMeter: Sendable {
+    private var usageByKey: [PriceKey: ExactDecimal] = [:]
+
+    public init() {}
+
+    /// Prices `usage` against `book` and advances the call's state (unless the frame stays unpriced).
+    public mutating func price(_ usage: MeteredUsage, book: PriceBook) -> PricingOutcome {
+        guard let version = book.price(
+            service: usage.service, operation: usage.operation, model: usage.model, unit: usage.unit, at: usage.occurredAt
+        ) else { return .unpriced(.noPriceInForce) }
+        return price(usage, with: version)
+    }
+
+    /// Prices `usage` with a known version (replaying stored events or repricing) and advances the state.
+    public mutating func price(_ usage: MeteredUsage, with version: PriceVersion) -> PricingOutcome {
+        guard case .perUnit(let unitPrice) = version.rule else { return .unpriced(.pricedFromRevenue) }
+        do throws(DecimalOverflow) {
+            let before = usageByKey[version.key] ?? .zero
+            let after = try before.adding(usage.unit.toBase(usage.amount))
+            let billedBefore = try Self.billed(before, version)
+            let billedAfter = try Self.billed(after, version)
+            let cost = try Self.cost(billedAfter, version, unitPrice).subtracting(Self.cost(billedBefore, version, unitPrice))
+            var billedDelta = try billedAfter.subtracting(billedBefore)
+            if let secondsPerUnit = usage.unit.secondsPerUnit {
+                billedDelta = try billedDelta.divided(by: secondsPerUnit, scale: MoneyRounding.usageScale, MoneyRounding.rule)
+            }
+            usageByKey[version.key] = after
+            return .priced(PricedUsage(priceID: version.id, unitCost: unitPrice, totalCost: cost, billedAmount: billedDelta))
+        } catch {
+            return .unpriced(.overflow)
+        }
+    }
+
+    /// Base-unit usage charged for `usage` base units: rounded up to the increment, at least the minimum.
+    static func billed(_ usage: ExactDecimal, _ version: PriceVersion) throws(DecimalOverflow) -> ExactDecimal {
+        guard usage > .zero else { return .zero }
+        var billed = usage
+        if let increment = version.billingIncrement { billed = try billed.roundedUp(toMultipleOf: increment) }
+        if let minimum = version.minimumBillable, billed < minimum { billed = minimum }
+        return billed
+    }
+
+    /// The cost of `billed` base units at `unitPrice` per unit of the version's unit, rounded once.
+    static func cost(_ billed: ExactDecimal, _ version: PriceVersion, _ unitPrice: ExactDecimal) throws(DecimalOverflow) -> ExactDecimal {
+        let exact = try billed.multiplied(by: unitPrice)
+        let divisor = version.key.unit.secondsPerUnit ?? ExactDecimal(1)
+        return try exact.divided(by: divisor, scale: MoneyRounding.costScale, MoneyRounding.rule)
+    }
+}
+
+/// Payment processing fees (Stripe: 3.4% + $0.30), charged once per paid call on its revenue.
+public enum PaymentFee {
+    /// The fee for a charge of `amount` under a percent-plus-fixed version, rounded at 1e-10 USD;
+    /// `nil` when the version is not a payment price or the amount is not positive.
+    public static func fee(forCharge amount: ExactDecimal, version: PriceVersion) -> ExactDecimal? {
+        guard case .percentPlusFixed(let percent, let fixed) = version.rule, amount > .zero else { return nil }
+        do throws(DecimalOverflow) {
+            let variable = try amount.multiplied(by: percent).divided(by: ExactDecimal(100), scale: MoneyRounding.costScale, MoneyRounding.rule)
+            return try variable.adding(fixed).rounded(scale: MoneyRounding.costScale, MoneyRounding.rule)
+        } catch {
+            return nil
+        }
+    }
+}
