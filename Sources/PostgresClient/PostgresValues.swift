@@ -106,3 +106,26 @@ extension PostgresError {
         return PostgresError(kind: .unexpectedResult, message: "cannot read '\(shown)' as \(type)")
     }
 }
+
+/// A one-dimensional array parameter in PostgreSQL's text form (`{"a","b",NULL}`); cast it in SQL,
+/// e.g. `unnest($1::bigint[])`. Every element is quoted and escaped.
+public struct PostgresTextArray: PostgresEncodable, Sendable {
+    public var elements: [String?]
+    public init(_ elements: [String?]) { self.elements = elements }
+    public init(_ elements: [some PostgresEncodable]) { self.elements = elements.map(\.postgresText) }
+
+    public var postgresText: String? {
+        var text = "{"
+        for (index, element) in elements.enumerated() {
+            if index > 0 { text += "," }
+            guard let element else { text += "NULL"; continue }
+            text += "\""
+            for character in element {
+                if character == "\"" || character == "\\" { text += "\\" }
+                text.append(character)
+            }
+            text += "\""
+        }
+        return text + "}"
+    }
+}

@@ -1,0 +1,105 @@
+import PostgresClient
+import VoiceMeterDomain
+
+/// What a committed batch did with each of its events.
+public struct EventCommitResult: Sendable, Equatable {
+    /// New rows, counted in the rollups.
+    public var inserted: Set<EventKey> = []
+    /// Already stored with the same payload: a harmless resend, acknowledged again, counted once.
+    public var duplicates: Set<EventKey> = []
+    /// Already stored with a different payload: refused with `seq_conflict`.
+    public var conflicts: Set<EventKey> = []
+}
+
+/// Writes priced events to `api_call_events` and their rollups in one transaction, exactly once.
+///
+/// The path (the fastest safe one measured on this machine): COPY into a session temp table,
+/// then `INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING` into the ledger, whose returned rows —
+/// only the ones actually inserted — feed `Rollups`. A replayed batch inserts and counts nothing.
+public struct EventStore {
+    private let connection: PostgresConnection
+
+    public init(connection: PostgresConnection) {
+        self.connection = connection
+    }
+
+    private static let stagingColumns = """
+        call_id, seq, user_id, call_started_at, persona_id, occurred_at, service, operation, model,
+        usage_amount, usage_unit, billed_amount, price_id, unit_cost, total_cost, estimated, metadata, external_id, payload_hash
+        """
+
+    /// Commits `events` (any mix of new, resent and conflicting) and says which was which.
+    public func commit(_ events: [UsageEvent]) throws -> EventCommitResult {
+        guard !events.isEmpty else { return EventCommitResult() }
+        return try connection.transaction { connection in
+            try connection.runScript("""
+                CREATE TEMP TABLE IF NOT EXISTS event_staging
+                    (LIKE api_call_events INCLUDING DEFAULTS EXCLUDING CONSTRAINTS) ON COMMIT DELETE ROWS;
+                \(Rollups.prepareScript);
+                """)
+            // A key sent twice in one batch is staged once; its other copies are classified below.
+            var staged = Set<EventKey>()
+            try connection.copyIn("COPY event_staging (\(Self.stagingColumns)) FROM STDIN") { writer in
+                for event in events where staged.insert(event.key).inserted { try writer.append(Self.copyRow(event)) }
+            }
+            let inserted = try connection.query("""
+                WITH inserted AS (
+                    INSERT INTO api_call_events (\(Self.stagingColumns))
+                    SELECT \(Self.stagingColumns) FROM event_staging ORDER BY call_id, seq
+                    ON CONFLICT DO NOTHING
+                    RETURNING call_id, seq, user_id, call_started_at, occurred_at, service, operation, usage_unit,
+                              usage_amount, total_cost
+                ), counted AS (
+                    INSERT INTO rollup_delta
+                    SELECT user_id, call_id, call_started_at, occurred_at, service, operation, usage_unit, usage_amount,
+                           coalesce(total_cost, 0), 1, CASE WHEN total_cost IS NULL THEN 1 ELSE 0 END
+                    FROM inserted
+                    RETURNING call_id
+                )
+                SELECT inserted.call_id, inserted.seq FROM inserted
+                """)
+            var result = EventCommitResult()
+            for row in inserted {
+                result.inserted.insert(EventKey(callID: try row.decode("call_id"), seq: try row.decode("seq")))
+            }
+            if result.inserted.count < events.count {
+                try classifyExisting(events, into: &result, on: connection)
+            }
+            try connection.runScript(Rollups.applyScript)
+            return result
+        }
+    }
+
+    /// Sorts events that were not inserted into resends (same payload hash) and conflicts.
+    private func classifyExisting(_ events: [UsageEvent], into result: inout EventCommitResult, on connection: PostgresConnection) throws {
+        let stored = try connection.query("""
+            SELECT e.call_id, e.seq, e.payload_hash FROM api_call_events e
+            JOIN (SELECT DISTINCT call_id, seq FROM event_staging) s USING (call_id, seq)
+            """)
+        var storedHashes: [EventKey: [UInt8]] = [:]
+        for row in stored {
+            storedHashes[EventKey(callID: try row.decode("call_id"), seq: try row.decode("seq"))] = try row.decode("payload_hash", as: PostgresBytes.self).bytes
+        }
+        var seen = Set<EventKey>()
+        for event in events {
+            let isFirstCopy = seen.insert(event.key).inserted
+            if isFirstCopy && result.inserted.contains(event.key) { continue }
+            if storedHashes[event.key] == event.payloadHash {
+                result.duplicates.insert(event.key)
+            } else {
+                result.conflicts.insert(event.key)
+            }
+        }
+    }
+
+    static func copyRow(_ event: UsageEvent) -> [String?] {
+        let priced: PricedUsage? = if case .priced(let priced) = event.pricing { priced } else { nil }
+        return [
+            event.key.callID, String(event.key.seq), event.userID, event.callStartedAt.description, event.personaID,
+            event.usage.occurredAt.description, event.usage.service, event.usage.operation, event.usage.model,
+            event.usage.amount.description, event.usage.unit.rawValue, priced?.billedAmount.description,
+            priced.map { String($0.priceID) }, priced?.unitCost.description, priced?.totalCost.description,
+            event.estimated ? "t" : "f", event.metadataJSON, event.externalID, PostgresBytes(event.payloadHash).postgresText,
+        ]
+    }
+}

@@ -1,0 +1,94 @@
+import PostgresClient
+
+/// Maintains `cost_summaries` from the changes of one transaction.
+///
+/// Whoever changes events (the ledger writer inserting them, repricing pricing them) first writes
+/// one row per changed event into the temporary table `rollup_delta`, in the same transaction,
+/// then runs `applyScript`, which upserts the four rollup levels from it in a fixed order — call,
+/// user_day, user_month, platform_day, each sorted by key — so concurrent writers cannot deadlock.
+/// Only changed rows are counted, so a replayed batch adds nothing.
+public enum Rollups {
+    /// Creates the session's `rollup_delta` table if it does not exist (rows vanish at commit).
+    public static let prepareScript = """
+        CREATE TEMP TABLE IF NOT EXISTS rollup_delta (
+            user_id         text NOT NULL,
+            call_id         text NOT NULL,
+            call_started_at timestamptz NOT NULL,
+            occurred_at     timestamptz NOT NULL,
+            service         text NOT NULL,
+            operation       text NOT NULL,
+            usage_unit      text NOT NULL,
+            usage_amount    numeric NOT NULL,  -- usage to add to the usage metrics (0 when repricing)
+            cost            numeric NOT NULL,  -- money to add
+            event_delta     integer NOT NULL,  -- +1 for a new event
+            unpriced_delta  integer NOT NULL   -- +1 new unpriced event, -1 event priced later
+        ) ON COMMIT DELETE ROWS
+        """
+
+    /// The SELECT list shared by the four levels: the per-service costs, usage metrics and counts.
+    /// The SELECT list shared by the four levels: the per-service costs, usage metrics and counts
+    /// (a FILTER that matches no row adds zero).
+    private static let measures = [
+        "sum(cost) FILTER (WHERE service = 'twilio')",
+        "sum(cost) FILTER (WHERE service = 'deepgram')",
+        "sum(cost) FILTER (WHERE service = 'cerebras')",
+        "sum(cost) FILTER (WHERE service = 'openai')",
+        "sum(cost) FILTER (WHERE service = 'elevenlabs')",
+        "sum(cost) FILTER (WHERE service NOT IN ('twilio', 'deepgram', 'cerebras', 'openai', 'elevenlabs'))",
+        "sum(cost)",
+        "sum(usage_amount * CASE usage_unit WHEN 'minutes' THEN 60 ELSE 1 END) FILTER (WHERE operation LIKE 'voice\\_%' AND usage_unit IN ('seconds', 'minutes'))",
+        "sum(usage_amount * CASE usage_unit WHEN 'minutes' THEN 60 ELSE 1 END) FILTER (WHERE operation LIKE 'stt\\_%' AND usage_unit IN ('seconds', 'minutes'))",
+        "sum(usage_amount) FILTER (WHERE usage_unit LIKE '%tokens')",
+        "sum(usage_amount) FILTER (WHERE usage_unit = 'characters')",
+        "sum(event_delta)",
+        "sum(unpriced_delta)",
+    ].map { "coalesce(\($0), 0)" }.joined(separator: ",\n    ")
+
+    private static let columns = """
+        twilio_cost, deepgram_cost, cerebras_cost, openai_cost, elevenlabs_cost, other_cost, total_cost,
+        total_duration_seconds, total_stt_seconds, total_ai_tokens, total_tts_characters, event_count, unpriced_event_count
+        """
+
+    private static let accumulate = """
+        twilio_cost = cost_summaries.twilio_cost + EXCLUDED.twilio_cost,
+        deepgram_cost = cost_summaries.deepgram_cost + EXCLUDED.deepgram_cost,
+        cerebras_cost = cost_summaries.cerebras_cost + EXCLUDED.cerebras_cost,
+        openai_cost = cost_summaries.openai_cost + EXCLUDED.openai_cost,
+        elevenlabs_cost = cost_summaries.elevenlabs_cost + EXCLUDED.elevenlabs_cost,
+        other_cost = cost_summaries.other_cost + EXCLUDED.other_cost,
+        total_cost = cost_summaries.total_cost + EXCLUDED.total_cost,
+        total_duration_seconds = cost_summaries.total_duration_seconds + EXCLUDED.total_duration_seconds,
+        total_stt_seconds = cost_summaries.total_stt_seconds + EXCLUDED.total_stt_seconds,
+        total_ai_tokens = cost_summaries.total_ai_tokens + EXCLUDED.total_ai_tokens,
+        total_tts_characters = cost_summaries.total_tts_characters + EXCLUDED.total_tts_characters,
+        event_count = cost_summaries.event_count + EXCLUDED.event_count,
+        unpriced_event_count = cost_summaries.unpriced_event_count + EXCLUDED.unpriced_event_count,
+        updated_at = now()
+        """
+
+    private static func level(type: String, user: String, call: String, start: String, end: String) -> String {
+        """
+        INSERT INTO cost_summaries (summary_type, user_id, call_id, period_start, period_end, \(columns))
+        SELECT '\(type)', \(user), \(call), \(start), \(end), \(measures)
+        FROM rollup_delta GROUP BY 2, 3, 4 ORDER BY 2, 3, 4
+        ON CONFLICT (summary_type, user_id, call_id, period_start) DO UPDATE SET
+            period_end = GREATEST(cost_summaries.period_end, EXCLUDED.period_end),
+        \(accumulate);
+        """
+    }
+
+    /// Upserts every rollup level from `rollup_delta`; run inside the transaction that filled it.
+    /// Periods are UTC days and months;
+    /// a call's period runs from its start to just after its latest event.
+    public static let applyScript = [
+        level(type: "call", user: "user_id", call: "call_id", start: "call_started_at",
+              end: "GREATEST(max(occurred_at), call_started_at) + interval '1 microsecond'"),
+        level(type: "user_day", user: "user_id", call: "''", start: "date_trunc('day', occurred_at, 'UTC')",
+              end: "date_trunc('day', occurred_at, 'UTC') + interval '1 day'"),
+        level(type: "user_month", user: "user_id", call: "''", start: "date_trunc('month', occurred_at, 'UTC')",
+              end: "date_trunc('month', occurred_at, 'UTC') + interval '1 month'"),
+        level(type: "platform_day", user: "''", call: "''", start: "date_trunc('day', occurred_at, 'UTC')",
+              end: "date_trunc('day', occurred_at, 'UTC') + interval '1 day'"),
+        "TRUNCATE rollup_delta;",
+    ].joined(separator: "\n")
+}

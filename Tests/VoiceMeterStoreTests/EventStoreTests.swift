@@ -1,0 +1,140 @@
+import PostgresClient
+import Testing
+import VoiceMeterCrypto
+import VoiceMeterDomain
+import VoiceMeterStore
+import VoiceMeterTestSupport
+
+@Suite("Ledger: events and rollups, exactly once")
+struct EventStoreTests {
+    let connection: PostgresConnection
+    let events: EventStore
+    let book: PriceBook
+    let start = Timestamp(rfc3339: "2026-11-22T18:00:00Z")!
+
+    init() throws {
+        connection = try PostgresConnection(try TestPostgres.migratedDatabase())
+        events = EventStore(connection: connection)
+        book = try PriceStore(connection: connection).load()
+    }
+
+    /// A priced stream for one call, as the metering actor would produce it.
+    private func stream(call: String, user: String, frames: [(seq: Int64, service: String, operation: String, model: String?, unit: UsageUnit, amount: String)]) -> [UsageEvent] {
+        var meter = CallBillingMeter()
+        return frames.map { frame in
+            let usage = MeteredUsage(service: frame.service, operation: frame.operation, model: frame.model, unit: frame.unit,
+                                     amount: ExactDecimal(frame.amount)!, occurredAt: start.adding(seconds: frame.seq * 10))
+            return UsageEvent(
+                key: EventKey(callID: call, seq: frame.seq), userID: user, callStartedAt: start, usage: usage,
+                pricing: meter.price(usage, book: book), payloadHash: SHA256.digest("\(call)|\(frame)")
+            )
+        }
+    }
+
+    private func canonicalCall(_ call: String, user: String) -> [UsageEvent] {
+        var frames: [(seq: Int64, service: String, operation: String, model: String?, unit: UsageUnit, amount: String)] = []
+        var seq: Int64 = 0
+        func add(_ service: String, _ operation: String, _ model: String?, _ unit: UsageUnit, _ amount: String, times: Int) {
+            for _ in 0..<times { seq += 1; frames.append((seq, service, operation, model, unit, amount)) }
+        }
+        add("twilio", "voice_outbound", nil, .seconds, "30", times: 10)
+        add("deepgram", "stt_streaming", "nova-2", .seconds, "10", times: 30)
+        add("cerebras", "chat_completion", "llama3.1-8b", .tokens, "10000", times: 5)
+        add("elevenlabs", "tts_generation", "eleven_turbo_v2_5", .characters, "100", times: 20)
+        return stream(call: call, user: user, frames: frames)
+    }
+
+    private func decimal(_ sql: String, _ parameters: [any PostgresEncodable] = []) throws -> ExactDecimal {
+        try connection.query(sql, parameters).single().decodeIfPresent("v") ?? .zero
+    }
+
+    @Test("duplicates and reordering store each key once and the rollups reconcile to the digit")
+    func exactlyOnceAndReconciled() throws {
+        let first = canonicalCall("CA1", user: "u1")
+        let second = canonicalCall("CA2", user: "u1")
+        let third = canonicalCall("CA3", user: "u2")
+        var random = SystemRandomNumberGenerator()
+        let all = (first + second + third).shuffled(using: &random)
+        // Three batches that overlap: half of every batch is a resend.
+        _ = try events.commit(Array(all[0..<120]))
+        let resent = try events.commit(Array(all[60..<195]))
+        _ = try events.commit(Array(all[100..<195]) + Array(all[0..<30]))
+        #expect(resent.duplicates.count == 60)
+        #expect(resent.inserted.count == 75)
+
+        #expect(try connection.query("SELECT count(*) AS n FROM api_call_events").single().decode("n", as: Int.self) == 195)
+        for call in ["CA1", "CA2", "CA3"] {
+            let events = try decimal("SELECT sum(total_cost) AS v FROM api_call_events WHERE call_id = $1", [call])
+            let summary = try decimal("SELECT total_cost AS v FROM cost_summaries WHERE summary_type = 'call' AND call_id = $1", [call])
+            #expect(events == ExactDecimal("0.4045")!)
+            #expect(summary == events)
+            let byService = try connection.query("""
+                SELECT twilio_cost AS t, deepgram_cost AS d, cerebras_cost AS c, elevenlabs_cost AS e, event_count AS n,
+                       total_duration_seconds AS secs, total_stt_seconds AS stt, total_ai_tokens AS tok, total_tts_characters AS chars
+                FROM cost_summaries WHERE summary_type = 'call' AND call_id = $1
+                """, [call]).single()
+            #expect(try byService.decode("t", as: ExactDecimal.self) == ExactDecimal("0.07")!)
+            #expect(try byService.decode("d", as: ExactDecimal.self) == ExactDecimal("0.0295")!)
+            #expect(try byService.decode("c", as: ExactDecimal.self) == ExactDecimal("0.005")!)
+            #expect(try byService.decode("e", as: ExactDecimal.self) == ExactDecimal("0.3")!)
+            #expect(try byService.decode("n", as: Int.self) == 65)
+            #expect(try byService.decode("secs", as: ExactDecimal.self) == ExactDecimal(300))
+            #expect(try byService.decode("stt", as: ExactDecimal.self) == ExactDecimal(300))
+            #expect(try byService.decode("tok", as: ExactDecimal.self) == ExactDecimal(50_000))
+            #expect(try byService.decode("chars", as: ExactDecimal.self) == ExactDecimal(2_000))
+        }
+        let u1Events = try decimal("SELECT sum(total_cost) AS v FROM api_call_events WHERE user_id = 'u1'")
+        #expect(try decimal("SELECT total_cost AS v FROM cost_summaries WHERE summary_type = 'user_day' AND user_id = 'u1'") == u1Events)
+        #expect(try decimal("SELECT total_cost AS v FROM cost_summaries WHERE summary_type = 'user_month' AND user_id = 'u1'") == u1Events)
+        #expect(try decimal("SELECT total_cost AS v FROM cost_summaries WHERE summary_type = 'platform_day'") == ExactDecimal("1.2135")!)
+    }
+
+    @Test("the same (call_id, seq) with different content is a seq_conflict and changes nothing")
+    func seqConflict() throws {
+        let original = canonicalCall("CA9", user: "u9")
+        _ = try events.commit(original)
+        var altered = original[3]
+        altered.usage.amount = ExactDecimal(31)
+        altered.payloadHash = SHA256.digest("something else")
+        let result = try events.commit([altered, original[4]])
+        #expect(result.conflicts == [altered.key])
+        #expect(result.duplicates == [original[4].key])
+        #expect(result.inserted.isEmpty)
+        #expect(try decimal("SELECT total_cost AS v FROM cost_summaries WHERE summary_type = 'call' AND call_id = 'CA9'") == ExactDecimal("0.4045")!)
+    }
+
+    @Test("unpriced usage is stored and counted, then repriced exactly once a price exists")
+    func repriceUnpriced() throws {
+        let frames: [(seq: Int64, service: String, operation: String, model: String?, unit: UsageUnit, amount: String)] = [
+            (1, "twilio", "voice_outbound", nil, .seconds, "30"),
+            (2, "deepgram", "stt_streaming", "nova-3", .seconds, "30"),
+            (3, "deepgram", "stt_streaming", "nova-3", .seconds, "30"),
+            (4, "twilio", "voice_outbound", nil, .seconds, "30"),
+        ]
+        let stream = stream(call: "CA7", user: "u7", frames: frames)
+        #expect(stream.filter { $0.pricing == .unpriced(.noPriceInForce) }.count == 2)
+        _ = try events.commit(stream)
+        let unpriced = try connection.query("SELECT unpriced_event_count AS n, total_cost AS c FROM cost_summaries WHERE summary_type = 'call'").single()
+        #expect(try unpriced.decode("n", as: Int.self) == 2)
+        #expect(try unpriced.decode("c", as: ExactDecimal.self) == ExactDecimal("0.014")!)
+
+        let prices = PriceStore(connection: connection)
+        try prices.set(PriceInput.change(.init(service: "deepgram", operation: "stt_streaming", model: "nova-3", unit: "minutes",
+                                               price: "0.0077", increment: "1s", effectiveFrom: "2026-01-01T00:00:00Z"), now: start))
+        let repricer = Repricer(connection: connection)
+        let summary = try repricer.run(book: prices.load())
+        #expect(summary == RepriceSummary(callsExamined: 1, eventsPriced: 2, eventsStillUnpriced: 0))
+        #expect(try repricer.run(book: prices.load()) == RepriceSummary())
+
+        let after = try connection.query("""
+            SELECT unpriced_event_count AS n, total_cost AS c, deepgram_cost AS d, event_count AS e
+            FROM cost_summaries WHERE summary_type = 'call'
+            """).single()
+        #expect(try after.decode("n", as: Int.self) == 0)
+        #expect(try after.decode("e", as: Int.self) == 4)
+        #expect(try after.decode("d", as: ExactDecimal.self) == ExactDecimal("0.0077")!)
+        #expect(try after.decode("c", as: ExactDecimal.self) == ExactDecimal("0.0217")!)
+        #expect(try decimal("SELECT sum(total_cost) AS v FROM api_call_events") == ExactDecimal("0.0217")!)
+        #expect(try decimal("SELECT total_cost AS v FROM cost_summaries WHERE summary_type = 'platform_day'") == ExactDecimal("0.0217")!)
+    }
+}
