@@ -16,6 +16,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "voicemeter", targets: ["voicemeter"]),
+        .executable(name: "voicemeter-bench", targets: ["voicemeter-bench"]),
         .library(name: "VoiceMeterDomain", targets: ["VoiceMeterDomain"]),
         .library(name: "PostgresClient", targets: ["PostgresClient"]),
     ],
@@ -85,6 +86,16 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
+        ),
+
+        // MARK: Simulators and benchmarks
+        .executableTarget(
+            name: "voicemeter-bench",
+            dependencies: [
+                "VoiceMeterDomain",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Simulators/VoiceMeterBench"
         ),
 
         // MARK: Test support and tests

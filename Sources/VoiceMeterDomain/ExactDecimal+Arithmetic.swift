@@ -77,8 +77,8 @@ extension ExactDecimal {
 
     /// Integer division with one rounding step.
     static func divide(_ numerator: Int128, by denominator: Int128, _ rule: RoundingRule) -> Int128 {
-        let quotient = numerator / denominator
-        let remainder = numerator % denominator
+        if denominator == 1 { return numerator }
+        let (quotient, remainder) = quotientAndRemainder(numerator, denominator)
         guard remainder != 0 else { return quotient }
         let positive = (numerator < 0) == (denominator < 0)
         switch rule {
@@ -95,4 +95,15 @@ extension ExactDecimal {
             return positive ? quotient + 1 : quotient - 1
         }
     }
+}
+
+/// 128-bit division through 64-bit hardware division when both operands fit (the common case for
+/// money), falling back to the 128-bit routine otherwise.
+@inline(__always)
+private func quotientAndRemainder(_ numerator: Int128, _ denominator: Int128) -> (Int128, Int128) {
+    if let small = Int64(exactly: numerator), let divisor = Int64(exactly: denominator), !(small == .min && divisor == -1) {
+        let (quotient, remainder) = small.quotientAndRemainder(dividingBy: divisor)
+        return (Int128(quotient), Int128(remainder))
+    }
+    return numerator.quotientAndRemainder(dividingBy: denominator)
 }

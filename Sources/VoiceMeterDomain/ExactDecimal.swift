@@ -47,6 +47,9 @@ public struct ExactDecimal: Sendable, Hashable, Comparable, CustomStringConverti
     }
 
     private static func compare(_ lhs: ExactDecimal, _ rhs: ExactDecimal) -> Int {
+        if lhs.scale == rhs.scale {
+            return lhs.significand < rhs.significand ? -1 : (lhs.significand > rhs.significand ? 1 : 0)
+        }
         if lhs.isNegative != rhs.isNegative { return lhs.isNegative ? -1 : 1 }
         let scale = max(lhs.scale, rhs.scale)
         // Aligning can only overflow for magnitudes far apart; compare integral parts first then.
@@ -105,6 +108,7 @@ public struct ExactDecimal: Sendable, Hashable, Comparable, CustomStringConverti
     func significandScaled(to newScale: Int) throws(DecimalOverflow) -> Int128 {
         precondition(newScale >= scale)
         let factor = newScale - scale
+        if factor == 0 { return significand }
         guard factor <= 38 else { throw DecimalOverflow() }
         let (value, overflow) = significand.multipliedReportingOverflow(by: Self.power(factor))
         guard !overflow else { throw DecimalOverflow() }

@@ -5,8 +5,8 @@ struct Migrate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Apply the numbered SQL files in Migrations/ that the database has not seen.",
         discussion: """
-            Each migration runs once, in its own transaction, and is recorded with its checksum in
-            schema_migrations. A migration edited after it was applied is refused: put the change in a
+            Each migration runs once, in its own transaction, and is recorded with its checksum in \
+            schema_migrations. A migration edited after it was applied is refused: put the change in a \
             new file instead. Safe to run repeatedly and from several servers at once.
             """
     )

@@ -6,8 +6,8 @@ struct VoiceMeterCommand: ParsableCommand {
         commandName: "voicemeter",
         abstract: "Real-time cost metering for live voice-AI calls.",
         discussion: """
-            Every command talks to PostgreSQL. With DATABASE_URL (or --database-url) it uses that server;
-            without, it starts (or reuses) a private PostgreSQL cluster under a per-user data directory
+            Every command talks to PostgreSQL. With DATABASE_URL (or --database-url) it uses that server; \
+            without, it starts (or reuses) a private PostgreSQL cluster under a per-user data directory \
             and applies the migrations, so a first run needs nothing but an installed PostgreSQL.
 
             Examples:
@@ -15,6 +15,6 @@ struct VoiceMeterCommand: ParsableCommand {
               voicemeter tokens create pipeline-eu
               DATABASE_URL=postgresql://voicemeter@db.internal/voicemeter voicemeter serve
             """,
-        subcommands: [Migrate.self, Serve.self, Tokens.self, Database.self]
+        subcommands: [Migrate.self, Serve.self, Pricing.self, Reprice.self, Tokens.self, Database.self]
     )
 }

@@ -70,7 +70,9 @@ public enum PricingOutcome: Sendable, Hashable {
 /// telescope: a call's total is `cost(billed(total usage))` however its usage is split into frames
 /// and in whatever order they arrive. The state is derivable from the call's stored events.
 public struct CallBillingMeter: Sendable {
-    private var usageByKey: [PriceKey: ExactDecimal] = [:]
+    /// Usage so far per price key. A call uses a handful of keys, so a linear search comparing
+    /// (mostly small, inline) strings beats hashing them on every frame.
+    private var usageByKey: [(key: PriceKey, usage: ExactDecimal)] = []
 
     public init() {}
 
@@ -86,7 +88,8 @@ public struct CallBillingMeter: Sendable {
     public mutating func price(_ usage: MeteredUsage, with version: PriceVersion) -> PricingOutcome {
         guard case .perUnit(let unitPrice) = version.rule else { return .unpriced(.pricedFromRevenue) }
         do throws(DecimalOverflow) {
-            let before = usageByKey[version.key] ?? .zero
+            let slot = usageByKey.firstIndex { $0.key == version.key }
+            let before = slot.map { usageByKey[$0].usage } ?? .zero
             let after = try before.adding(usage.unit.toBase(usage.amount))
             let billedBefore = try Self.billed(before, version)
             let billedAfter = try Self.billed(after, version)
@@ -95,7 +98,7 @@ public struct CallBillingMeter: Sendable {
             if let secondsPerUnit = usage.unit.secondsPerUnit {
                 billedDelta = try billedDelta.divided(by: secondsPerUnit, scale: MoneyRounding.usageScale, MoneyRounding.rule)
             }
-            usageByKey[version.key] = after
+            if let slot { usageByKey[slot].usage = after } else { usageByKey.append((version.key, after)) }
             return .priced(PricedUsage(priceID: version.id, unitCost: unitPrice, totalCost: cost, billedAmount: billedDelta))
         } catch {
             return .unpriced(.overflow)
