@@ -56,12 +56,15 @@ public struct EventStore {
                     FROM inserted
                     RETURNING call_id
                 )
-                SELECT inserted.call_id, inserted.seq FROM inserted
+                SELECT inserted.call_id, inserted.seq, inserted.total_cost IS NULL AS unpriced FROM inserted
                 """)
             var result = EventCommitResult()
+            var insertedUnpriced = false
             for row in inserted {
                 result.inserted.insert(EventKey(callID: try row.decode("call_id"), seq: try row.decode("seq")))
+                insertedUnpriced = try insertedUnpriced || row.decode("unpriced", as: Bool.self)
             }
+            if insertedUnpriced { try connection.runScript(Self.alertUnpricedScript) }
             if result.inserted.count < events.count {
                 try classifyExisting(events, into: &result, on: connection)
             }
@@ -69,6 +72,20 @@ public struct EventStore {
             return result
         }
     }
+
+    /// One `unpriced_usage` alert per call and price key that had usage with no price in force.
+    private static let alertUnpricedScript = """
+        INSERT INTO cost_alerts (alert_type, user_id, call_id, service, message, data)
+        SELECT DISTINCT 'unpriced_usage', s.user_id, s.call_id, s.service,
+               'no price in force for ' || s.service || '/' || s.operation || coalesce('/' || s.model, '') || ' per '
+                   || s.usage_unit || '; the usage is stored unpriced: add the price, then run voicemeter reprice',
+               jsonb_build_object('operation', s.operation, 'model', s.model, 'unit', s.usage_unit)
+        FROM event_staging s
+        WHERE s.price_id IS NULL AND NOT EXISTS (
+            SELECT 1 FROM cost_alerts a
+            WHERE a.alert_type = 'unpriced_usage' AND a.user_id = s.user_id AND a.call_id = s.call_id AND a.service = s.service
+              AND a.data = jsonb_build_object('operation', s.operation, 'model', s.model, 'unit', s.usage_unit))
+        """
 
     /// Sorts events that were not inserted into resends (same payload hash) and conflicts.
     private func classifyExisting(_ events: [UsageEvent], into result: inout EventCommitResult, on connection: PostgresConnection) throws {

@@ -117,6 +117,9 @@ struct EventStoreTests {
         let unpriced = try connection.query("SELECT unpriced_event_count AS n, total_cost AS c FROM cost_summaries WHERE summary_type = 'call'").single()
         #expect(try unpriced.decode("n", as: Int.self) == 2)
         #expect(try unpriced.decode("c", as: ExactDecimal.self) == ExactDecimal("0.014")!)
+        let alerts = try connection.query("SELECT message FROM cost_alerts WHERE alert_type = 'unpriced_usage' AND call_id = 'CA7'")
+        #expect(alerts.count == 1)
+        #expect(try alerts.first?.decode("message", as: String.self).contains("deepgram/stt_streaming/nova-3 per seconds") == true)
 
         let prices = PriceStore(connection: connection)
         try prices.set(PriceInput.change(.init(service: "deepgram", operation: "stt_streaming", model: "nova-3", unit: "minutes",
