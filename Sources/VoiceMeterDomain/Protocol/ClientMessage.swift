@@ -1,0 +1,64 @@
+/// `call.start`: opens a call; admission is checked here.
+public struct CallStart: Sendable, Hashable {
+    public var callID: String
+    public var userID: String
+    public var personaID: String?
+    /// When the call started; `nil` when the client did not say (the server uses its receive time).
+    public var startedAt: Timestamp?
+    public var revenue: ExactDecimal?
+    public var currency: String
+    public var paymentMethod: String
+}
+
+/// `usage`: one metered quantity of one service for one call.
+public struct UsageFrame: Sendable, Hashable {
+    public var callID: String
+    public var seq: Int64
+    public var usage: MeteredUsage
+    public var externalID: String?
+    /// The `metadata` object as compact JSON text.
+    public var metadataJSON: String?
+
+    /// The frame's content in one canonical byte form, whatever its JSON spelling (member order,
+    /// number form, whitespace): hashed to tell a harmless resend from a conflicting one.
+    public var canonicalContent: [UInt8] {
+        let fields: [String] = [
+            "v1", callID, String(seq), usage.occurredAt.description, usage.service, usage.operation,
+            usage.model ?? "", usage.amount.description, usage.unit.rawValue, externalID ?? "", metadataJSON ?? "",
+        ]
+        var bytes: [UInt8] = []
+        for field in fields {
+            bytes.append(contentsOf: String(field.utf8.count).utf8)
+            bytes.append(UInt8(ascii: ":"))
+            bytes.append(contentsOf: field.utf8)
+        }
+        return bytes
+    }
+}
+
+/// `call.end`: closes a call.
+public struct CallEnd: Sendable, Hashable {
+    public var callID: String
+    /// `nil` when the client did not say (the server uses its receive time).
+    public var endedAt: Timestamp?
+
+    public init(callID: String, endedAt: Timestamp?) {
+        self.callID = callID
+        self.endedAt = endedAt
+    }
+}
+
+/// A decoded client-to-server message.
+public enum ClientMessage: Sendable, Hashable {
+    case callStart(CallStart)
+    case usage(UsageFrame)
+    case callEnd(CallEnd)
+
+    public var callID: String {
+        switch self {
+        case .callStart(let start): start.callID
+        case .usage(let frame): frame.callID
+        case .callEnd(let end): end.callID
+        }
+    }
+}
