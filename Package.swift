@@ -23,6 +23,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
     ],
     targets: [
         // MARK: C libraries from Debian
@@ -53,6 +54,15 @@ let package = Package(
         .target(
             name: "PostgresClient",
             dependencies: ["CLibPQ"]
+        ),
+        .target(
+            name: "WebSocketTransport",
+            dependencies: [
+                "CLibWebSockets",
+                "CVoiceMeterShims",
+                "VoiceMeterDomain",
+                .product(name: "DequeModule", package: "swift-collections"),
+            ]
         ),
         .target(
             name: "VoiceMeterCrypto",
@@ -114,6 +124,10 @@ let package = Package(
         .testTarget(
             name: "VoiceMeterStoreTests",
             dependencies: ["VoiceMeterStore", "VoiceMeterTestSupport", "VoiceMeterCrypto", "PostgresClient"]
+        ),
+        .testTarget(
+            name: "WebSocketTransportTests",
+            dependencies: ["WebSocketTransport", "VoiceMeterDomain"]
         ),
         .testTarget(
             name: "CBindingsTests",

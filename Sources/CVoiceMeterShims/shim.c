@@ -15,3 +15,7 @@ int CVoiceMeterShims_harden_tls_context(SSL_CTX *context) {
     SSL_CTX_set_options(context, SSL_OP_NO_COMPRESSION);
     return 1;
 }
+
+long CVoiceMeterShims_tls_legacy_protocol_options(void) {
+    return (long)(SSL_OP_NO_SSLv3 | SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1 | SSL_OP_NO_COMPRESSION);
+}

@@ -15,4 +15,8 @@ size_t CVoiceMeterShims_LWS_PRE(void);
 /// Returns 1 on success, 0 when OpenSSL refused a setting.
 int CVoiceMeterShims_harden_tls_context(SSL_CTX *context);
 
+/// SSL_OP_* bits that switch off SSLv3, TLS 1.0, TLS 1.1 and compression, for libwebsockets'
+/// `ssl_options_set` (the SSL_OP_* values are macros over SSL_OP_BIT).
+long CVoiceMeterShims_tls_legacy_protocol_options(void);
+
 #endif

@@ -1,0 +1,54 @@
+import CLibWebSockets
+import CVoiceMeterShims
+
+/// Small helpers over the libwebsockets C API, used only on a service thread.
+enum LWS {
+    /// Bytes of headroom lws_write needs before every payload.
+    static let pre = CVoiceMeterShims_LWS_PRE()
+
+    /// Errors only: lws is chatty at its default level.
+    static func quietLogging() {
+        lws_set_log_level(Int32(LLL_ERR), nil)
+    }
+
+    /// A request header's value, or `nil` when absent.
+    static func header(_ wsi: OpaquePointer, _ token: lws_token_indexes) -> String? {
+        let length = Int(lws_hdr_total_length(wsi, token))
+        guard length > 0 else { return nil }
+        var buffer = [CChar](repeating: 0, count: length + 1)
+        guard lws_hdr_copy(wsi, &buffer, Int32(buffer.count), token) >= 0 else { return nil }
+        return String(decoding: buffer.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// The peer's numeric address.
+    static func peerAddress(_ wsi: OpaquePointer) -> String {
+        var buffer = [CChar](repeating: 0, count: 128)
+        guard lws_get_peer_simple(wsi, &buffer, buffer.count) != nil else { return "unknown" }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// Writes one text message with the headroom lws needs; returns false when the socket failed.
+    static func writeText(_ wsi: OpaquePointer, _ payload: [UInt8]) -> Bool {
+        var buffer = [UInt8](repeating: 0, count: pre + payload.count)
+        buffer.replaceSubrange(pre..<buffer.count, with: payload)
+        let written = buffer.withUnsafeMutableBufferPointer { pointer in
+            lws_write(wsi, pointer.baseAddress! + pre, payload.count, LWS_WRITE_TEXT)
+        }
+        return written >= 0
+    }
+
+    /// Sets the close code and reason of the close frame lws sends when the callback returns -1.
+    static func setCloseReason(_ wsi: OpaquePointer, code: UInt16, reason: String) {
+        var bytes = Array(reason.utf8.prefix(120))
+        lws_close_reason(wsi, lws_close_status(rawValue: UInt32(code)), &bytes, bytes.count)
+    }
+
+    /// The id stored on a connection, or 0 when none was set.
+    static func connectionID(of wsi: OpaquePointer) -> Int {
+        Int(bitPattern: lws_get_opaque_user_data(wsi))
+    }
+
+    static func setConnectionID(_ id: Int, on wsi: OpaquePointer) {
+        lws_set_opaque_user_data(wsi, UnsafeMutableRawPointer(bitPattern: id))
+    }
+}

@@ -1,0 +1,256 @@
+import CLibWebSockets
+import Foundation
+import Synchronization
+
+/// Identifies one client connection of a `WebSocketClient`.
+public struct ClientConnectionID: Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: Int
+    public var description: String { "client-\(rawValue)" }
+}
+
+/// What happens on a client connection, delivered on the client's service thread.
+public enum ClientEvent: Sendable, Equatable {
+    case connected
+    case message(String)
+    /// The server sent a close frame with this code (before `disconnected`).
+    case closeReceived(code: UInt16)
+    case disconnected
+    case connectFailed(String)
+}
+
+/// Where and how a client connects.
+public struct ClientEndpoint: Sendable {
+    public var host: String
+    public var port: Int
+    public var path = "/v1/stream"
+    public var subprotocol: String? = "voicemeter.v1"
+    public var bearerToken: String?
+    public var useTLS = false
+
+    public init(host: String, port: Int, bearerToken: String?) {
+        self.host = host
+        self.port = port
+        self.bearerToken = bearerToken
+    }
+}
+
+/// A libwebsockets client context with its own service thread, carrying any number of
+/// connections. The same threading rules as the server: only `lws_cancel_service` crosses threads.
+public final class WebSocketClient: Sendable {
+    private let onEvent: @Sendable (ClientConnectionID, ClientEvent) -> Void
+    private let outboxes: Outboxes
+    private let pending = Mutex<[(Int, ClientEndpoint)]>([])
+    private let nextID = Atomic<Int>(0)
+    let loop: ClientLoop
+    private let finished = DispatchSemaphore(value: 0)
+    private let startupFailed = Atomic<Bool>(false)
+
+    /// - Parameters:
+    ///   - certificateAuthorityPath: PEM file of the CA that signs the server's certificate (TLS).
+    ///   - onEvent: called on the service thread for every event; must return quickly.
+    public init(certificateAuthorityPath: String? = nil, connectionsMax: Int = 20_000,
+                onEvent: @escaping @Sendable (ClientConnectionID, ClientEvent) -> Void) throws {
+        self.onEvent = onEvent
+        self.outboxes = Outboxes(capacityPerConnection: 1 << 20)
+        self.loop = ClientLoop()
+        let ready = DispatchSemaphore(value: 0)
+        let thread = Thread { [self] in
+            self.run(certificateAuthorityPath: certificateAuthorityPath, connectionsMax: connectionsMax, ready: ready)
+        }
+        thread.name = "voicemeter.lws-client"
+        thread.start()
+        ready.wait()
+        if startupFailed.load(ordering: .acquiring) { throw WebSocketServerError(description: "cannot create the WebSocket client context") }
+    }
+
+    /// Starts connecting; the outcome arrives as `.connected` or `.connectFailed`.
+    public func connect(to endpoint: ClientEndpoint) -> ClientConnectionID {
+        let id = nextID.add(1, ordering: .relaxed).newValue
+        outboxes.open(id)
+        pending.withLock { $0.append((id, endpoint)) }
+        if outboxes.post(.resumeReceiving(0)) { wake() }
+        return ClientConnectionID(rawValue: id)
+    }
+
+    /// Queues a text message (sent once connected).
+    public func send(_ text: String, on connection: ClientConnectionID) {
+        if outboxes.enqueue(Array(text.utf8), for: connection.rawValue) == true { wake() }
+    }
+
+    /// Closes with 1000 after the queued messages.
+    public func close(_ connection: ClientConnectionID) {
+        if outboxes.post(.close(connection.rawValue, code: 1000, reason: "client done")) { wake() }
+    }
+
+    /// Drops every connection and stops the service thread.
+    public func shutdown() {
+        if outboxes.requestStop() { wake() }
+        finished.wait()
+    }
+
+    private func wake() {
+        loop.context.withLock { address in
+            if let context = OpaquePointer(bitPattern: address) { lws_cancel_service(context) }
+        }
+    }
+
+    private func run(certificateAuthorityPath: String?, connectionsMax: Int, ready: DispatchSemaphore) {
+        LWS.quietLogging()
+        let protocols = UnsafeMutablePointer<lws_protocols>.allocate(capacity: 2)
+        protocols.initialize(repeating: lws_protocols(), count: 2)
+        let name = strdup("voicemeter-client")!
+        protocols[0].name = UnsafePointer(name)
+        protocols[0].callback = clientCallback
+        let authority = certificateAuthorityPath.map { strdup($0)! }
+        defer {
+            free(name)
+            authority.map { free($0) }
+            protocols.deallocate()
+        }
+        var info = lws_context_creation_info()
+        info.port = -1  // CONTEXT_PORT_NO_LISTEN: a client only
+        info.protocols = UnsafePointer(protocols)
+        info.gid = -1
+        info.uid = -1
+        info.user = Unmanaged.passUnretained(self).toOpaque()
+        info.fd_limit_per_thread = UInt32(connectionsMax + 64)
+        info.options |= UInt64(LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT)
+        if let authority { info.client_ssl_ca_filepath = UnsafePointer(authority) }
+        guard let context = lws_create_context(&info) else {
+            startupFailed.store(true, ordering: .releasing)
+            ready.signal()
+            finished.signal()
+            return
+        }
+        loop.context.withLock { $0 = Int(bitPattern: context) }
+        ready.signal()
+        while lws_service(context, 0) >= 0 && !outboxes.isStopping {}
+        loop.context.withLock { $0 = 0 }
+        lws_context_destroy(context)
+        for (_, connection) in loop.connections { connection.strings.forEach { free($0) } }
+        finished.signal()
+    }
+
+    // MARK: Service thread
+
+    func handle(_ wsi: OpaquePointer, _ reason: lws_callback_reasons, _ input: UnsafeMutableRawPointer?, _ length: Int) -> Int32 {
+        let id = LWS.connectionID(of: wsi)
+        switch reason {
+        case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+            woken(wsi)
+        case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER:
+            guard let token = loop.connections[id]?.endpoint.bearerToken, let input else { return 0 }
+            let cursor = input.assumingMemoryBound(to: UnsafeMutablePointer<UInt8>?.self)
+            let end = cursor.pointee! + length
+            let value = "Bearer \(token)"
+            if lws_add_http_header_by_name(wsi, "authorization:", value, Int32(value.utf8.count), cursor, end) != 0 { return -1 }
+        case LWS_CALLBACK_CLIENT_ESTABLISHED:
+            onEvent(ClientConnectionID(rawValue: id), .connected)
+            lws_callback_on_writable(wsi)
+        case LWS_CALLBACK_CLIENT_RECEIVE:
+            guard loop.connections[id] != nil else { return -1 }
+            if let input { loop.connections[id]!.received.append(contentsOf: UnsafeRawBufferPointer(start: input, count: length)) }
+            if lws_is_final_fragment(wsi) != 0 && lws_remaining_packet_payload(wsi) == 0 {
+                let text = String(decoding: loop.connections[id]!.received, as: UTF8.self)
+                loop.connections[id]!.received.removeAll(keepingCapacity: true)
+                onEvent(ClientConnectionID(rawValue: id), .message(text))
+            }
+        case LWS_CALLBACK_CLIENT_WRITEABLE:
+            if let (payload, more) = outboxes.next(for: id) {
+                guard LWS.writeText(wsi, payload) else { return -1 }
+                if more || loop.connections[id]?.closing == true { lws_callback_on_writable(wsi) }
+            } else if loop.connections[id]?.closing == true {
+                LWS.setCloseReason(wsi, code: 1000, reason: "client done")
+                return -1
+            }
+        case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+            if let input, length >= 2 {
+                let bytes = input.assumingMemoryBound(to: UInt8.self)
+                onEvent(ClientConnectionID(rawValue: id), .closeReceived(code: UInt16(bytes[0]) << 8 | UInt16(bytes[1])))
+            }
+        case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+            let reason = input.map { String(cString: $0.assumingMemoryBound(to: CChar.self)) } ?? "connection failed"
+            forget(id)
+            onEvent(ClientConnectionID(rawValue: id), .connectFailed(reason))
+        case LWS_CALLBACK_CLIENT_CLOSED:
+            forget(id)
+            onEvent(ClientConnectionID(rawValue: id), .disconnected)
+        default:
+            break
+        }
+        return 0
+    }
+
+    private func forget(_ id: Int) {
+        guard let connection = loop.connections.removeValue(forKey: id) else { return }
+        connection.strings.forEach { free($0) }
+        outboxes.remove(id)
+    }
+
+    private func woken(_ vhostWSI: OpaquePointer) {
+        // Clear the wake flag before taking the pending connects, so a connect queued meanwhile wakes us again.
+        let (ready, commands, _) = outboxes.drainWake()
+        let starting = pending.withLock { list in defer { list.removeAll() }; return list }
+        for (id, endpoint) in starting { open(id, endpoint, context: lws_get_context(vhostWSI)) }
+        for id in ready {
+            if let wsi = loop.connections[id]?.wsi { lws_callback_on_writable(wsi) }
+        }
+        for case .close(let id, _, _) in commands {
+            guard let wsi = loop.connections[id]?.wsi else { continue }
+            loop.connections[id]!.closing = true
+            lws_callback_on_writable(wsi)
+        }
+    }
+
+    private func open(_ id: Int, _ endpoint: ClientEndpoint, context: OpaquePointer?) {
+        let address = strdup(endpoint.host)!
+        let path = strdup(endpoint.path)!
+        let host = strdup("\(endpoint.host):\(endpoint.port)")!
+        let subprotocol = endpoint.subprotocol.map { strdup($0)! }
+        var info = lws_client_connect_info()
+        info.context = context
+        info.address = UnsafePointer(address)
+        info.port = Int32(endpoint.port)
+        info.path = UnsafePointer(path)
+        info.host = UnsafePointer(host)
+        info.origin = UnsafePointer(host)
+        info.protocol = subprotocol.map { UnsafePointer($0) }
+        info.ssl_connection = endpoint.useTLS ? Int32(LCCSCF_USE_SSL.rawValue) : 0
+        info.opaque_user_data = UnsafeMutableRawPointer(bitPattern: id)
+        // Registered before connecting: the handshake-header callback runs inside the connect call.
+        loop.connections[id] = ClientLoop.Connection(wsi: nil, endpoint: endpoint, strings: [address, path, host] + (subprotocol.map { [$0] } ?? []))
+        guard let wsi = lws_client_connect_via_info(&info) else {
+            forget(id)
+            onEvent(ClientConnectionID(rawValue: id), .connectFailed("lws could not start the connection"))
+            return
+        }
+        loop.connections[id]?.wsi = wsi
+    }
+}
+
+/// The client's service-thread state.
+///
+/// `@unchecked Sendable` is safe for the same reason as `ServiceLoop`: `connections` is touched
+/// only by the client's service thread (inside lws callbacks); other threads use only the
+/// mutex-guarded `context`.
+final class ClientLoop: @unchecked Sendable {
+    struct Connection {
+        var wsi: OpaquePointer?
+        var endpoint: ClientEndpoint
+        /// C strings handed to lws for this connection, freed when it ends.
+        var strings: [UnsafeMutablePointer<CChar>]
+        var received: [UInt8] = []
+        var closing = false
+    }
+
+    let context = Mutex<Int>(0)
+    var connections: [Int: Connection] = [:]
+}
+
+func clientCallback(
+    _ wsi: OpaquePointer?, _ reason: lws_callback_reasons, _ user: UnsafeMutableRawPointer?,
+    _ input: UnsafeMutableRawPointer?, _ length: Int
+) -> Int32 {
+    guard let wsi, let context = lws_get_context(wsi), let owner = lws_context_user(context) else { return 0 }
+    return Unmanaged<WebSocketClient>.fromOpaque(owner).takeUnretainedValue().handle(wsi, reason, input, length)
+}

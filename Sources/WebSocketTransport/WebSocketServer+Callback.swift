@@ -1,0 +1,225 @@
+import CLibWebSockets
+import CVoiceMeterShims
+import Dispatch
+import VoiceMeterDomain
+
+/// The lws protocol callback: a global function because C needs a plain function pointer. It finds
+/// the server through the context's user pointer and hands every event to `handle`.
+func serverCallback(
+    _ wsi: OpaquePointer?, _ reason: lws_callback_reasons, _ user: UnsafeMutableRawPointer?,
+    _ input: UnsafeMutableRawPointer?, _ length: Int
+) -> Int32 {
+    guard let wsi, let context = lws_get_context(wsi), let owner = lws_context_user(context) else { return 0 }
+    let server = Unmanaged<WebSocketServer>.fromOpaque(owner).takeUnretainedValue()
+    return server.handle(wsi, reason, user, input, length)
+}
+
+extension WebSocketServer {
+    /// Runs on the service thread only; this is the one place lws events become actions.
+    func handle(_ wsi: OpaquePointer, _ reason: lws_callback_reasons, _ user: UnsafeMutableRawPointer?,
+                _ input: UnsafeMutableRawPointer?, _ length: Int) -> Int32 {
+        loop.assertOnServiceThread()
+        switch reason {
+        case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+            return confirmUpgrade(wsi)
+        case LWS_CALLBACK_ESTABLISHED:
+            opened(wsi)
+        case LWS_CALLBACK_RECEIVE:
+            return received(wsi, input, length)
+        case LWS_CALLBACK_SERVER_WRITEABLE:
+            return writable(wsi)
+        case LWS_CALLBACK_CLOSED:
+            closed(wsi)
+        case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+            woken()
+        case LWS_CALLBACK_HTTP:
+            return httpRequest(wsi, path: input.map { String(cString: $0.assumingMemoryBound(to: CChar.self)) } ?? "/")
+        case LWS_CALLBACK_HTTP_WRITEABLE:
+            return httpWritable(wsi)
+        case LWS_CALLBACK_CLOSED_HTTP:
+            loop.pendingHTTP[LWS.connectionID(of: wsi)] = nil
+        case LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS:
+            // `user` is the vhost's SSL_CTX: TLS 1.2 and newer only, no compression.
+            if let user, CVoiceMeterShims_harden_tls_context(OpaquePointer(user)) != 1 { return 1 }
+        default:
+            break
+        }
+        return 0
+    }
+
+    private static var now: UInt64 { DispatchTime.now().uptimeNanoseconds }
+
+    // MARK: WebSocket connections
+
+    private func confirmUpgrade(_ wsi: OpaquePointer) -> Int32 {
+        let path = LWS.header(wsi, WSI_TOKEN_GET_URI) ?? ""
+        let peer = LWS.peerAddress(wsi)
+        let refusal: (Int, String)?
+        if path != configuration.path {
+            refusal = (404, "no WebSocket endpoint at \(path); use \(configuration.path)")
+        } else if outboxes.isStopping {
+            refusal = (503, "the server is shutting down; reconnect to another node or retry shortly")
+        } else if loop.connections.count >= configuration.limits.connectionsMax {
+            refusal = (503, "the server is at its connection limit (\(configuration.limits.connectionsMax)); retry later")
+        } else if loop.connectionsPerPeer[peer, default: 0] >= configuration.limits.connectionsPerPeerMax {
+            refusal = (429, "too many connections from \(peer) (limit \(configuration.limits.connectionsPerPeerMax)); carry several calls per connection")
+        } else if let allowed = configuration.allowedOrigins, let origin = LWS.header(wsi, WSI_TOKEN_ORIGIN), !allowed.contains(origin) {
+            refusal = (403, "origin \(origin) is not allowed")
+        } else {
+            let request = UpgradeRequest(peer: peer, bearerToken: Self.bearerToken(LWS.header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION)),
+                                         origin: LWS.header(wsi, WSI_TOKEN_ORIGIN))
+            switch delegate.authorize(request) {
+            case .accept: refusal = nil
+            case .refuse(let status, let reason): refusal = (status, reason)
+            }
+        }
+        guard let (status, reason) = refusal else { return 0 }
+        let body = #"{"error":"\#(status == 401 ? "unauthorized" : "refused")","message":\#(JSONValue.string(reason).serialized)}"#
+        writeImmediateHTTP(wsi, HTTPResponse(status: status, body: body + "\n"),
+                           extraHeaders: status == 401 ? [("www-authenticate:", #"Bearer realm="voicemeter""#)] : [])
+        return 1
+    }
+
+    private func opened(_ wsi: OpaquePointer) {
+        let id = loop.allocateID()
+        LWS.setConnectionID(id, on: wsi)
+        let peer = LWS.peerAddress(wsi)
+        loop.connections[id] = ServiceLoop.Connection(wsi: wsi, peer: peer, session: IngressSession(limits: configuration.limits, nowNanoseconds: Self.now))
+        loop.connectionsPerPeer[peer, default: 0] += 1
+        outboxes.open(id)
+        delegate.connectionOpened(ConnectionID(rawValue: id), peer: peer)
+    }
+
+    private func received(_ wsi: OpaquePointer, _ input: UnsafeMutableRawPointer?, _ length: Int) -> Int32 {
+        let id = LWS.connectionID(of: wsi)
+        guard loop.connections[id] != nil else { return -1 }
+        let chunk = UnsafeRawBufferPointer(start: input, count: input == nil ? 0 : length)
+        let endsMessage = lws_is_final_fragment(wsi) != 0 && lws_remaining_packet_payload(wsi) == 0
+        let actions = loop.connections[id]!.session.receive(chunk, endsMessage: endsMessage, isBinary: lws_frame_is_binary(wsi) != 0,
+                                                            nowNanoseconds: Self.now)
+        for action in actions {
+            switch action {
+            case .deliver(let message):
+                delegate.received(message, from: ConnectionID(rawValue: id))
+            case .reply(let error):
+                if outboxes.enqueue(Array(ServerMessage.error(error).json.utf8), for: id) != nil { lws_callback_on_writable(wsi) }
+            case .close(let code, let reason):
+                LWS.setCloseReason(wsi, code: code, reason: reason)
+                return -1
+            }
+        }
+        return 0
+    }
+
+    private func writable(_ wsi: OpaquePointer) -> Int32 {
+        let id = LWS.connectionID(of: wsi)
+        guard let connection = loop.connections[id] else { return -1 }
+        if let (payload, more) = outboxes.next(for: id) {
+            guard LWS.writeText(wsi, payload) else { return -1 }
+            if more || connection.pendingClose != nil { lws_callback_on_writable(wsi) }
+            return 0
+        }
+        if let close = connection.pendingClose {
+            LWS.setCloseReason(wsi, code: close.code, reason: close.reason)
+            return -1
+        }
+        return 0
+    }
+
+    private func closed(_ wsi: OpaquePointer) {
+        let id = LWS.connectionID(of: wsi)
+        guard let connection = loop.connections.removeValue(forKey: id) else { return }
+        loop.connectionsPerPeer[connection.peer, default: 1] -= 1
+        if loop.connectionsPerPeer[connection.peer] == 0 { loop.connectionsPerPeer[connection.peer] = nil }
+        outboxes.remove(id)
+        delegate.connectionClosed(ConnectionID(rawValue: id))
+    }
+
+    /// Another thread queued messages or commands, or asked to stop.
+    private func woken() {
+        let (ready, commands, stopping) = outboxes.drainWake()
+        for id in ready {
+            if let wsi = loop.connections[id]?.wsi { lws_callback_on_writable(wsi) }
+        }
+        for command in commands {
+            switch command {
+            case .pauseReceiving(let id):
+                if let wsi = loop.connections[id]?.wsi { lws_rx_flow_control(wsi, 0) }
+            case .resumeReceiving(let id):
+                if let wsi = loop.connections[id]?.wsi { lws_rx_flow_control(wsi, 1) }
+            case .close(let id, let code, let reason):
+                requestClose(id, code: code, reason: reason)
+            }
+        }
+        if stopping && !loop.closingAll {
+            loop.closingAll = true
+            for id in Array(loop.connections.keys) { requestClose(id, code: 1001, reason: "server shutting down") }
+        }
+    }
+
+    private func requestClose(_ id: Int, code: UInt16, reason: String) {
+        guard loop.connections[id] != nil, loop.connections[id]!.pendingClose == nil else { return }
+        loop.connections[id]!.pendingClose = (code, reason)
+        lws_callback_on_writable(loop.connections[id]!.wsi)
+    }
+
+    static func bearerToken(_ header: String?) -> String? {
+        guard let header else { return nil }
+        let parts = header.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
+        return String(parts[1]).trimmingCharacters(in: .whitespaces)
+    }
+
+    // MARK: Plain HTTP
+
+    private func httpRequest(_ wsi: OpaquePointer, path: String) -> Int32 {
+        let request = HTTPRequest(
+            path: path, query: LWS.header(wsi, WSI_TOKEN_HTTP_URI_ARGS),
+            bearerToken: Self.bearerToken(LWS.header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION)),
+            accept: LWS.header(wsi, WSI_TOKEN_HTTP_ACCEPT)
+        )
+        let response = delegate.respond(to: request)
+        guard writeHTTPHeaders(wsi, response, extraHeaders: []) else { return -1 }
+        let id = loop.allocateID()
+        LWS.setConnectionID(id, on: wsi)
+        loop.pendingHTTP[id] = response
+        lws_callback_on_writable(wsi)
+        return 0
+    }
+
+    private func httpWritable(_ wsi: OpaquePointer) -> Int32 {
+        guard let response = loop.pendingHTTP.removeValue(forKey: LWS.connectionID(of: wsi)) else { return 0 }
+        guard writeHTTPBody(wsi, response) else { return -1 }
+        return lws_http_transaction_completed(wsi) != 0 ? -1 : 0
+    }
+
+    /// Headers and body at once: only for short refusals, where lws closes the connection after.
+    private func writeImmediateHTTP(_ wsi: OpaquePointer, _ response: HTTPResponse, extraHeaders: [(String, String)]) {
+        guard writeHTTPHeaders(wsi, response, extraHeaders: extraHeaders) else { return }
+        _ = writeHTTPBody(wsi, response)
+    }
+
+    private func writeHTTPHeaders(_ wsi: OpaquePointer, _ response: HTTPResponse, extraHeaders: [(String, String)]) -> Bool {
+        var buffer = [UInt8](repeating: 0, count: LWS.pre + 2_048)
+        return buffer.withUnsafeMutableBufferPointer { storage -> Bool in
+            let start = storage.baseAddress! + LWS.pre
+            let end = storage.baseAddress! + storage.count - 1
+            var cursor: UnsafeMutablePointer<UInt8>? = start
+            guard lws_add_http_common_headers(wsi, UInt32(response.status), response.contentType,
+                                              UInt64(response.body.utf8.count), &cursor, end) == 0 else { return false }
+            for (name, value) in extraHeaders {
+                guard lws_add_http_header_by_name(wsi, name, value, Int32(value.utf8.count), &cursor, end) == 0 else { return false }
+            }
+            return lws_finalize_write_http_header(wsi, start, &cursor, end) == 0
+        }
+    }
+
+    private func writeHTTPBody(_ wsi: OpaquePointer, _ response: HTTPResponse) -> Bool {
+        let body = Array(response.body.utf8)
+        var buffer = [UInt8](repeating: 0, count: LWS.pre + body.count)
+        buffer.replaceSubrange(LWS.pre..<buffer.count, with: body)
+        return buffer.withUnsafeMutableBufferPointer { storage in
+            lws_write(wsi, storage.baseAddress! + LWS.pre, body.count, LWS_WRITE_HTTP_FINAL) >= 0
+        }
+    }
+}

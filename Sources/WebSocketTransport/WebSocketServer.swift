@@ -1,0 +1,260 @@
+import CLibWebSockets
+import CVoiceMeterShims
+import Foundation
+import Synchronization
+import VoiceMeterDomain
+
+/// Identifies one WebSocket connection for as long as it is open.
+public struct ConnectionID: Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: Int
+    public var description: String { "conn-\(rawValue)" }
+}
+
+/// What the server knows of a WebSocket upgrade request when deciding whether to accept it.
+public struct UpgradeRequest: Sendable {
+    public var peer: String
+    /// The token of an `Authorization: Bearer …` header.
+    public var bearerToken: String?
+    public var origin: String?
+}
+
+public enum UpgradeDecision: Sendable, Equatable {
+    case accept
+    /// Refuse with this HTTP status before any WebSocket exists.
+    case refuse(status: Int, reason: String)
+}
+
+/// A plain HTTP request on the same listener (health checks, later metrics and the read API).
+public struct HTTPRequest: Sendable {
+    public var path: String
+    public var query: String?
+    public var bearerToken: String?
+    public var accept: String?
+}
+
+public struct HTTPResponse: Sendable, Equatable {
+    public var status: Int
+    public var contentType: String
+    public var body: String
+
+    public init(status: Int, contentType: String = "application/json", body: String) {
+        self.status = status
+        self.contentType = contentType
+        self.body = body
+    }
+}
+
+/// The application side of the server. Called on the service thread: every method must return
+/// quickly (hand work to other queues) and must not call back into lws.
+public protocol WebSocketServerDelegate: AnyObject, Sendable {
+    func authorize(_ request: UpgradeRequest) -> UpgradeDecision
+    func connectionOpened(_ connection: ConnectionID, peer: String)
+    func received(_ message: ClientMessage, from connection: ConnectionID)
+    func connectionClosed(_ connection: ConnectionID)
+    func respond(to request: HTTPRequest) -> HTTPResponse
+}
+
+public struct WebSocketServerConfiguration: Sendable {
+    /// The address to bind exactly (no other interface): an IPv4 address, an IPv6 literal, or `0.0.0.0`.
+    public var host = "127.0.0.1"
+    /// 0 picks a free port (tests); `WebSocketServer.port` tells which.
+    public var port = 8787
+    public var path = "/v1/stream"
+    public var subprotocol = "voicemeter.v1"
+    /// PEM files; both set means TLS (1.2 and newer only, no compression).
+    public var tlsCertificatePath: String?
+    public var tlsPrivateKeyPath: String?
+    /// When set, upgrades whose `Origin` is not listed are refused with 403.
+    public var allowedOrigins: [String]?
+    public var limits = IngressLimits()
+
+    public init() {}
+}
+
+public struct WebSocketServerError: Error, CustomStringConvertible {
+    public var description: String
+}
+
+/// A libwebsockets server on one service thread that owns the lws context.
+///
+/// No other thread touches lws except through `lws_cancel_service`: `send`, `pauseReceiving`,
+/// `resumeReceiving` and `close` leave work in `Outboxes` and wake the loop, which performs it on
+/// `LWS_CALLBACK_EVENT_WAIT_CANCELLED` and writable callbacks (one `lws_write` each).
+public final class WebSocketServer: Sendable {
+    public let configuration: WebSocketServerConfiguration
+    let delegate: any WebSocketServerDelegate
+    let outboxes: Outboxes
+    let loop: ServiceLoop
+    private let startup = Mutex<(port: Int?, error: String?)>((nil, nil))
+    private let finished = DispatchSemaphore(value: 0)
+
+    public init(configuration: WebSocketServerConfiguration, delegate: any WebSocketServerDelegate) {
+        self.configuration = configuration
+        self.delegate = delegate
+        self.outboxes = Outboxes(capacityPerConnection: configuration.limits.outboxMessagesPerConnectionMax)
+        self.loop = ServiceLoop(limits: configuration.limits)
+    }
+
+    /// The port the server listens on (after `start`).
+    public var port: Int { startup.withLock { $0.port ?? 0 } }
+
+    /// Creates the context on a new service thread and returns once it listens (or failed to).
+    public func start() throws {
+        let ready = DispatchSemaphore(value: 0)
+        let thread = Thread { [self] in
+            self.run(signalling: ready)
+        }
+        thread.name = "voicemeter.lws"
+        thread.stackSize = 1 << 20
+        thread.start()
+        ready.wait()
+        if let error = startup.withLock({ $0.error }) { throw WebSocketServerError(description: error) }
+    }
+
+    /// Queues a message for a connection; dropped silently if the connection is gone.
+    public func send(_ message: ServerMessage, to connection: ConnectionID) {
+        if outboxes.enqueue(Array(message.json.utf8), for: connection.rawValue) == true { wake() }
+    }
+
+    /// Stops reading from a connection (backpressure) until `resumeReceiving`.
+    public func pauseReceiving(_ connection: ConnectionID) {
+        if outboxes.post(.pauseReceiving(connection.rawValue)) { wake() }
+    }
+
+    public func resumeReceiving(_ connection: ConnectionID) {
+        if outboxes.post(.resumeReceiving(connection.rawValue)) { wake() }
+    }
+
+    /// Closes a connection with a WebSocket close code, after the messages already queued for it.
+    public func close(_ connection: ConnectionID, code: UInt16, reason: String) {
+        if outboxes.post(.close(connection.rawValue, code: code, reason: reason)) { wake() }
+    }
+
+    /// Closes every connection with 1001 (going away), stops listening and returns when the service
+    /// thread has finished, at the latest after `drainSeconds`.
+    public func shutdown(drainSeconds: Double = 5) {
+        loop.shutdownDeadline.withLock { $0 = Date().addingTimeInterval(drainSeconds) }
+        _ = outboxes.requestStop()
+        // lws_service sleeps until an event; wake it every 50 ms so it notices the deadline.
+        repeat { lws_cancel_service_if_running() } while finished.wait(timeout: .now() + .milliseconds(50)) == .timedOut
+    }
+
+    private func lws_cancel_service_if_running() {
+        loop.context.withLock { address in
+            if let context = OpaquePointer(bitPattern: address) { lws_cancel_service(context) }
+        }
+    }
+
+    private func wake() { lws_cancel_service_if_running() }
+
+    // MARK: The service thread
+
+    private func run(signalling ready: DispatchSemaphore) {
+        LWS.quietLogging()
+        let protocolName = strdup(configuration.subprotocol)!
+        let protocols = UnsafeMutablePointer<lws_protocols>.allocate(capacity: 2)
+        protocols.initialize(repeating: lws_protocols(), count: 2)
+        protocols[0].name = UnsafePointer(protocolName)
+        protocols[0].callback = serverCallback
+        protocols[0].per_session_data_size = 0
+        let host = strdup(configuration.host)!
+        var idlePolicy = lws_retry_bo_t()
+        idlePolicy.secs_since_valid_ping = UInt16(clamping: configuration.limits.idleTimeoutSeconds)
+        idlePolicy.secs_since_valid_hangup = UInt16(clamping: configuration.limits.idleTimeoutSeconds * 2)
+        let certificate = configuration.tlsCertificatePath.map { strdup($0)! }
+        let privateKey = configuration.tlsPrivateKeyPath.map { strdup($0)! }
+        defer {
+            free(protocolName)
+            free(host)
+            certificate.map { free($0) }
+            privateKey.map { free($0) }
+            protocols.deallocate()
+        }
+
+        let context: OpaquePointer? = withUnsafePointer(to: &idlePolicy) { policy in
+            var info = lws_context_creation_info()
+            info.port = Int32(configuration.port)
+            info.iface = UnsafePointer(host)
+            info.protocols = UnsafePointer(protocols)
+            info.gid = -1
+            info.uid = -1
+            info.user = Unmanaged.passUnretained(self).toOpaque()
+            info.timeout_secs = UInt32(configuration.limits.headerTimeoutSeconds)
+            info.keepalive_timeout = Int32(configuration.limits.headerTimeoutSeconds)
+            info.timeout_secs_ah_idle = UInt32(configuration.limits.headerTimeoutSeconds)
+            info.retry_and_idle_policy = policy
+            info.fd_limit_per_thread = UInt32(configuration.limits.connectionsMax + 64)
+            // Bind exactly the address asked for: with IPv6 on, lws binds every interface.
+            if !configuration.host.contains(":") { info.options |= UInt64(LWS_SERVER_OPTION_DISABLE_IPV6) }
+            if let certificate, let privateKey {
+                info.options |= UInt64(LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT)
+                info.ssl_cert_filepath = UnsafePointer(certificate)
+                info.ssl_private_key_filepath = UnsafePointer(privateKey)
+                info.ssl_options_set = CVoiceMeterShims_tls_legacy_protocol_options()
+            }
+            return lws_create_context(&info)
+        }
+        guard let context else {
+            startup.withLock { $0.error = "cannot listen on \(configuration.host):\(configuration.port) (address in use, not local, or bad TLS files)" }
+            ready.signal()
+            finished.signal()
+            return
+        }
+        loop.bind(to: Thread.current)
+        loop.context.withLock { $0 = Int(bitPattern: context) }
+        let port = Int(lws_get_vhost_listen_port(lws_get_vhost_by_name(context, "default")))
+        startup.withLock { $0.port = port }
+        ready.signal()
+
+        while lws_service(context, 0) >= 0 {
+            guard outboxes.isStopping else { continue }
+            let deadline = loop.shutdownDeadline.withLock { $0 } ?? Date()
+            if loop.connections.isEmpty || Date() >= deadline { break }
+        }
+        loop.context.withLock { $0 = 0 }
+        lws_context_destroy(context)
+        finished.signal()
+    }
+}
+
+/// State that only the service thread touches, reached from the C callback.
+///
+/// `@unchecked Sendable` is safe because every mutable property except the two `Mutex`es is read
+/// and written only on the service thread: the C callback runs there, and `assertOnServiceThread`
+/// checks it in debug builds. Other threads only take the mutex-guarded `context` (to wake the loop)
+/// and `shutdownDeadline`.
+final class ServiceLoop: @unchecked Sendable {
+    struct Connection {
+        var wsi: OpaquePointer
+        var peer: String
+        var session: IngressSession
+        var pendingClose: (code: UInt16, reason: String)?
+    }
+
+    let limits: IngressLimits
+    /// The lws context's address (0 when none), for `lws_cancel_service` from other threads.
+    let context = Mutex<Int>(0)
+    let shutdownDeadline = Mutex<Date?>(nil)
+    var connections: [Int: Connection] = [:]
+    var connectionsPerPeer: [String: Int] = [:]
+    /// HTTP responses waiting for their connection to become writable, by connection id.
+    var pendingHTTP: [Int: HTTPResponse] = [:]
+    var nextID = 0
+    var closingAll = false
+    private var serviceThread: Thread?
+
+    init(limits: IngressLimits) {
+        self.limits = limits
+    }
+
+    func bind(to thread: Thread) { serviceThread = thread }
+
+    func assertOnServiceThread() {
+        assert(serviceThread == nil || Thread.current == serviceThread, "lws state touched off the service thread")
+    }
+
+    func allocateID() -> Int {
+        nextID += 1
+        return nextID
+    }
+}
