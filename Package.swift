@@ -127,7 +127,7 @@ let package = Package(
         ),
         .testTarget(
             name: "WebSocketTransportTests",
-            dependencies: ["WebSocketTransport", "VoiceMeterDomain"]
+            dependencies: ["WebSocketTransport", "VoiceMeterDomain", "EmbeddedPostgres"]
         ),
         .testTarget(
             name: "CBindingsTests",

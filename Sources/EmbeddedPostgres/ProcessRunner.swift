@@ -1,9 +1,9 @@
 import Foundation
 
-/// Runs a command to completion and captures what it printed.
-struct CommandResult {
-    var exitCode: Int32
-    var output: String
+/// What a finished command printed (stdout and stderr together) and how it exited.
+public struct CommandResult: Sendable {
+    public var exitCode: Int32
+    public var output: String
 }
 
 /// Starts server tools with `posix_spawn` and `waitpid`.
@@ -11,8 +11,9 @@ struct CommandResult {
 /// Foundation's `Process.waitUntilExit` was seen to hang on Linux when called from several test
 /// threads at once, and a pipe would never reach end-of-file if a daemon (the postmaster) inherited
 /// it, so output goes to a temporary file that is read once the command has exited.
-enum ProcessRunner {
-    static func run(_ executable: String, _ arguments: [String]) throws -> CommandResult {
+public enum ProcessRunner {
+    /// Runs `executable` (an absolute path) with `arguments` and waits for it to exit.
+    public static func run(_ executable: String, _ arguments: [String]) throws -> CommandResult {
         let outputPath = FileManager.default.temporaryDirectory
             .appendingPathComponent("voicemeter-command-\(UUID().uuidString).log").path
         defer { unlink(outputPath) }
@@ -44,7 +45,7 @@ enum ProcessRunner {
     }
 
     /// The first executable named `name` on `PATH` (or in the usual system directories).
-    static func find(_ name: String) -> String? {
+    public static func find(_ name: String) -> String? {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
         let directories = path.split(separator: ":").map(String.init) + ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
         return directories.map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
