@@ -86,11 +86,24 @@ let package = Package(
         ),
 
         // MARK: Composition root and CLI
+        .target(
+            name: "VoiceMeterServer",
+            dependencies: [
+                "VoiceMeterDomain",
+                "VoiceMeterStore",
+                "VoiceMeterCrypto",
+                "PostgresClient",
+                "WebSocketTransport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ]
+        ),
         .executableTarget(
             name: "voicemeter",
             dependencies: [
                 "VoiceMeterDomain",
                 "VoiceMeterStore",
+                "VoiceMeterServer",
                 "EmbeddedPostgres",
                 "PostgresClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -111,7 +124,7 @@ let package = Package(
         // MARK: Test support and tests
         .target(
             name: "VoiceMeterTestSupport",
-            dependencies: ["PostgresClient", "EmbeddedPostgres", "VoiceMeterStore"]
+            dependencies: ["PostgresClient", "EmbeddedPostgres", "VoiceMeterStore", "WebSocketTransport"]
         ),
         .testTarget(
             name: "VoiceMeterDomainTests",
@@ -127,7 +140,11 @@ let package = Package(
         ),
         .testTarget(
             name: "WebSocketTransportTests",
-            dependencies: ["WebSocketTransport", "VoiceMeterDomain", "EmbeddedPostgres"]
+            dependencies: ["WebSocketTransport", "VoiceMeterDomain", "EmbeddedPostgres", "VoiceMeterTestSupport"]
+        ),
+        .testTarget(
+            name: "VoiceMeterServerTests",
+            dependencies: ["VoiceMeterServer", "VoiceMeterStore", "VoiceMeterDomain", "WebSocketTransport", "VoiceMeterTestSupport", "PostgresClient"]
         ),
         .testTarget(
             name: "CBindingsTests",

@@ -28,10 +28,12 @@ public struct EventStore {
         usage_amount, usage_unit, billed_amount, price_id, unit_cost, total_cost, estimated, metadata, external_id, payload_hash
         """
 
-    /// Commits `events` (any mix of new, resent and conflicting) and says which was which.
-    public func commit(_ events: [UsageEvent]) throws -> EventCommitResult {
-        guard !events.isEmpty else { return EventCommitResult() }
+    /// Commits `events` (any mix of new, resent and conflicting) and says which was which;
+    /// `alsoInTransaction` runs in the same transaction (the writer closes ended calls there).
+    public func commit(_ events: [UsageEvent], alsoInTransaction: (PostgresConnection) throws -> Void = { _ in }) throws -> EventCommitResult {
         return try connection.transaction { connection in
+            try alsoInTransaction(connection)
+            guard !events.isEmpty else { return EventCommitResult() }
             try connection.runScript("""
                 CREATE TEMP TABLE IF NOT EXISTS event_staging
                     (LIKE api_call_events INCLUDING DEFAULTS EXCLUDING CONSTRAINTS) ON COMMIT DELETE ROWS;

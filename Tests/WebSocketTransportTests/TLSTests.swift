@@ -1,6 +1,7 @@
 import EmbeddedPostgres
 import Foundation
 import Testing
+import VoiceMeterTestSupport
 import WebSocketTransport
 
 /// A throwaway CA and a server certificate for 127.0.0.1, made with the openssl command.

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import VoiceMeterDomain
+import VoiceMeterTestSupport
 import WebSocketTransport
 
 @Suite("libwebsockets server on loopback", .serialized)

@@ -1,0 +1,53 @@
+import VoiceMeterDomain
+import VoiceMeterStore
+import WebSocketTransport
+
+/// Connects the WebSocket listener to the application: token checks at the upgrade, messages to
+/// metering, health endpoints. Runs on the service thread, so nothing here blocks.
+final class IngressDelegate: WebSocketServerDelegate {
+    private let tokens: TokenCache
+    private let readiness: ReadinessMonitor
+    private let shard: MeteringShard
+
+    init(tokens: TokenCache, readiness: ReadinessMonitor, shard: MeteringShard) {
+        self.tokens = tokens
+        self.readiness = readiness
+        self.shard = shard
+    }
+
+    func authorize(_ request: UpgradeRequest) -> UpgradeDecision {
+        guard let token = request.bearerToken else {
+            return .refuse(status: 401, reason: "send Authorization: Bearer <ingest token> (create one with voicemeter tokens create NAME)")
+        }
+        switch tokens.kind(of: token) {
+        case .ingest: return .accept
+        case .finance: return .refuse(status: 403, reason: "a finance token cannot stream usage; use an ingest token")
+        case nil: return .refuse(status: 401, reason: "unknown or revoked token")
+        }
+    }
+
+    func connectionOpened(_ connection: ConnectionID, peer: String) {}
+
+    func received(_ message: ClientMessage, from connection: ConnectionID) {
+        shard.perform { $0.handle(message, from: connection) }
+    }
+
+    func connectionClosed(_ connection: ConnectionID) {
+        shard.perform { $0.connectionClosed(connection) }
+    }
+
+    func respond(to request: HTTPRequest) -> HTTPResponse {
+        switch request.path {
+        case "/healthz":
+            return HTTPResponse(status: 200, body: #"{"status":"ok"}"# + "\n")
+        case "/readyz":
+            let (ready, reason) = readiness.current
+            return HTTPResponse(status: ready ? 200 : 503,
+                                body: #"{"status":"\#(ready ? "ready" : "not_ready")","reason":\#(JSONValue.string(reason).serialized)}"# + "\n")
+        case "/v1/stream":
+            return HTTPResponse(status: 426, body: #"{"error":"upgrade_required","message":"connect with a WebSocket client, subprotocol voicemeter.v1"}"# + "\n")
+        default:
+            return HTTPResponse(status: 404, body: #"{"error":"not_found","message":"endpoints: /v1/stream (WebSocket), /healthz, /readyz"}"# + "\n")
+        }
+    }
+}

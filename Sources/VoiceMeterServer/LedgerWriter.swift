@@ -1,0 +1,173 @@
+import DequeModule
+import Foundation
+import Logging
+import PostgresClient
+import Synchronization
+import VoiceMeterDomain
+import VoiceMeterStore
+
+/// The end of a call, written in the same transaction as the events before it.
+struct CallEnding: Sendable {
+    var userID: String
+    var callID: String
+    var endedAt: Timestamp
+    var status: String
+}
+
+/// What one committed batch did, for the metering side to acknowledge.
+struct CommittedBatch: Sendable {
+    var events: [UsageEvent]
+    var result: EventCommitResult
+    var endings: [CallEnding]
+}
+
+/// Commits priced events in batches on a thread of its own with its own connection: flush at
+/// `batchEventsMax` events or when the oldest has waited `flushIntervalMilliseconds`.
+///
+/// Nothing is reported committed before its transaction commits. When PostgreSQL is down or slow
+/// the batch is retried with backoff, never dropped; the queue is bounded, and `submit` refuses
+/// new events when it is full so backpressure reaches the sockets.
+final class LedgerWriter: Sendable {
+    private enum Item: Sendable {
+        case event(UsageEvent)
+        case ending(CallEnding)
+    }
+
+    private struct State {
+        var items: Deque<Item> = []
+        var eventCount = 0
+        var oldestEnqueued: UInt64?
+        var stopping = false
+    }
+
+    private let state = Mutex(State())
+    private let wakeUp = DispatchSemaphore(value: 0)
+    private let finished = DispatchSemaphore(value: 0)
+    private let options: PostgresConnectionOptions
+    private let batchEventsMax: Int
+    private let flushIntervalNanoseconds: UInt64
+    private let queueEventsMax: Int
+    private let logger: Logger
+    private let onCommit: @Sendable (CommittedBatch) -> Void
+
+    init(options: PostgresConnectionOptions, batchEventsMax: Int, flushIntervalMilliseconds: Int, queueEventsMax: Int,
+         logger: Logger, onCommit: @escaping @Sendable (CommittedBatch) -> Void) {
+        self.options = options
+        self.batchEventsMax = batchEventsMax
+        self.flushIntervalNanoseconds = UInt64(flushIntervalMilliseconds) * 1_000_000
+        self.queueEventsMax = queueEventsMax
+        self.logger = logger
+        self.onCommit = onCommit
+    }
+
+    func start() {
+        let thread = Thread { [self] in self.run() }
+        thread.name = "voicemeter.writer"
+        thread.start()
+    }
+
+    /// Queues an event; `false` when the queue is full (answer `overloaded`, the client resends).
+    func submit(_ event: UsageEvent) -> Bool {
+        let (accepted, wake) = state.withLock { state -> (Bool, Bool) in
+            guard state.eventCount < queueEventsMax, !state.stopping else { return (false, false) }
+            state.items.append(.event(event))
+            state.eventCount += 1
+            if state.oldestEnqueued == nil { state.oldestEnqueued = DispatchTime.now().uptimeNanoseconds }
+            return (true, state.eventCount == 1 || state.eventCount == batchEventsMax)
+        }
+        if wake { wakeUp.signal() }
+        return accepted
+    }
+
+    /// Queues a call's end behind its events; it is committed with them.
+    func submit(_ ending: CallEnding) {
+        state.withLock { state in
+            state.items.append(.ending(ending))
+            if state.oldestEnqueued == nil { state.oldestEnqueued = DispatchTime.now().uptimeNanoseconds }
+        }
+        wakeUp.signal()
+    }
+
+    var queuedEvents: Int { state.withLock { $0.eventCount } }
+
+    /// Commits what is queued, then stops; returns when done or after `timeoutSeconds`.
+    func drainAndStop(timeoutSeconds: Double) {
+        state.withLock { $0.stopping = true }
+        wakeUp.signal()
+        _ = finished.wait(timeout: .now() + timeoutSeconds)
+    }
+
+    // MARK: The writer thread
+
+    private func run() {
+        var connection: PostgresConnection?
+        var backoffMilliseconds: UInt32 = 50
+        while true {
+            let batch = nextBatch()
+            guard let batch else { break }
+            while true {
+                do {
+                    if connection == nil { connection = try PostgresConnection(options) }
+                    let result = try commit(batch, on: connection!)
+                    onCommit(result)
+                    backoffMilliseconds = 50
+                    break
+                } catch let error as PostgresError where error.isTransient {
+                    logger.warning("ledger writer cannot commit; retrying", metadata: [
+                        "error": "\(error)", "retry.ms": "\(backoffMilliseconds)", "batch.events": "\(batch.events.count)",
+                    ])
+                    connection = nil
+                    usleep(backoffMilliseconds * 1_000)
+                    backoffMilliseconds = min(backoffMilliseconds * 2, 2_000)
+                } catch {
+                    // A data error would fail every retry: this is a defect to fix, not to loop on.
+                    logger.critical("ledger writer hit a non-retryable error; the batch stays unacknowledged", metadata: [
+                        "error": "\(error)", "batch.events": "\(batch.events.count)",
+                    ])
+                    connection = nil
+                    usleep(1_000_000)
+                }
+            }
+        }
+        finished.signal()
+    }
+
+    private struct Batch {
+        var events: [UsageEvent] = []
+        var endings: [CallEnding] = []
+    }
+
+    /// Waits until a batch is due and takes it; `nil` once stopping with nothing left.
+    private func nextBatch() -> Batch? {
+        while true {
+            let taken: Batch? = state.withLock { state in
+                let now = DispatchTime.now().uptimeNanoseconds
+                let due = state.eventCount >= batchEventsMax || state.stopping
+                    || (state.oldestEnqueued.map { now - $0 >= flushIntervalNanoseconds } ?? false)
+                guard due, !state.items.isEmpty else { return nil }
+                var batch = Batch()
+                while let item = state.items.first, batch.events.count < batchEventsMax {
+                    state.items.removeFirst()
+                    switch item {
+                    case .event(let event): batch.events.append(event); state.eventCount -= 1
+                    case .ending(let ending): batch.endings.append(ending)
+                    }
+                }
+                state.oldestEnqueued = state.items.isEmpty ? nil : now
+                return batch
+            }
+            if let taken { return taken }
+            if state.withLock({ $0.stopping && $0.items.isEmpty }) { return nil }
+            _ = wakeUp.wait(timeout: .now() + .nanoseconds(Int(flushIntervalNanoseconds)))
+        }
+    }
+
+    private func commit(_ batch: Batch, on connection: PostgresConnection) throws -> CommittedBatch {
+        let result = try EventStore(connection: connection).commit(batch.events) { connection in
+            for ending in batch.endings {
+                try CallStore.end(userID: ending.userID, callID: ending.callID, endedAt: ending.endedAt, status: ending.status, on: connection)
+            }
+        }
+        return CommittedBatch(events: batch.events, result: result, endings: batch.endings)
+    }
+}

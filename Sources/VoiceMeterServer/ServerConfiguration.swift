@@ -1,0 +1,30 @@
+import PostgresClient
+import VoiceMeterDomain
+import WebSocketTransport
+
+/// Everything `voicemeter serve` can be told, with its defaults.
+public struct ServerConfiguration: Sendable {
+    /// Where the database is.
+    public var database: PostgresConnectionOptions
+    /// The listener: address, port (0 = any free port), TLS, path, subprotocol and ingress limits.
+    public var listener = WebSocketServerConfiguration()
+    /// The ledger writer commits when this many events are waiting…
+    public var writerBatchEventsMax = 2_000
+    /// …or when the oldest waiting event is this old.
+    public var writerFlushIntervalMilliseconds = 100
+    /// Events waiting for the writer before new usage is refused with `overloaded` (memory bound).
+    public var writerQueueEventsMax = 200_000
+    /// How often readiness (database reachable, migrations current) is re-checked.
+    public var readinessCheckIntervalMilliseconds = 1_000
+    /// How often bearer tokens are reloaded even without a NOTIFY (revocation safety net).
+    public var tokenRefreshIntervalMilliseconds = 5_000
+    /// Budget limits for users without a `user_budget_settings` row (seed 002 section 6.1).
+    public var defaultCallLimit = ExactDecimal(10)
+    public var defaultMonthLimit = ExactDecimal(100)
+    /// How long shutdown waits for in-flight work before closing connections anyway.
+    public var shutdownDrainSeconds = 10.0
+
+    public init(database: PostgresConnectionOptions) {
+        self.database = database
+    }
+}

@@ -1,0 +1,115 @@
+import Dispatch
+import Foundation
+import Logging
+import PostgresClient
+import Synchronization
+import VoiceMeterDomain
+import VoiceMeterStore
+import WebSocketTransport
+
+/// The running metering server: the composition of ingress, metering, prices, tokens and the
+/// ledger writer. `start` builds it from configuration; tests call the same with port 0.
+public final class VoiceMeterServer: Sendable {
+    public let configuration: ServerConfiguration
+    private let logger: Logger
+    private let services: MeteringServices
+    private let tokens: TokenCache
+    private let readiness: ReadinessMonitor
+    private let ingress: WebSocketServer
+
+    /// Connects to the database, loads prices and tokens, and starts listening.
+    public static func start(configuration: ServerConfiguration, migrations: MigrationSet, logger: Logger) throws -> VoiceMeterServer {
+        let server = try VoiceMeterServer(configuration: configuration, migrations: migrations, logger: logger)
+        server.services.prices.start()
+        server.tokens.start()
+        server.readiness.start()
+        server.services.writer.start()
+        try server.ingress.start()
+        logger.info("listening", metadata: [
+            "listen.host": "\(configuration.listener.host)", "listen.port": "\(server.port)",
+            "tls": "\(configuration.listener.tlsCertificatePath != nil)", "database": "\(configuration.database)",
+        ])
+        return server
+    }
+
+    private init(configuration: ServerConfiguration, migrations: MigrationSet, logger: Logger) throws {
+        self.configuration = configuration
+        self.logger = logger
+        tokens = try TokenCache(options: configuration.database, refreshMilliseconds: configuration.tokenRefreshIntervalMilliseconds, logger: logger)
+        readiness = ReadinessMonitor(options: configuration.database, migrations: migrations,
+                                     intervalMilliseconds: configuration.readinessCheckIntervalMilliseconds)
+        // The writer reports to the shard and the shard sends through the ingress, which is built
+        // last: both are bound once everything exists.
+        let shardReference = LateBound<MeteringShard>()
+        let ingressReference = LateBound<WebSocketServer>()
+        let writer = LedgerWriter(
+            options: configuration.database, batchEventsMax: configuration.writerBatchEventsMax,
+            flushIntervalMilliseconds: configuration.writerFlushIntervalMilliseconds,
+            queueEventsMax: configuration.writerQueueEventsMax, logger: logger
+        ) { batch in shardReference.value.perform { $0.committed(batch) } }
+        services = MeteringServices(
+            prices: try PriceBookWatcher(options: configuration.database, logger: logger), writer: writer,
+            registry: CallRegistry(options: configuration.database), ingress: ingressReference,
+            defaultCallLimit: configuration.defaultCallLimit, defaultMonthLimit: configuration.defaultMonthLimit
+        )
+        let shard = MeteringShard(index: 0, environment: services, logger: logger)
+        ingress = WebSocketServer(configuration: configuration.listener,
+                                  delegate: IngressDelegate(tokens: tokens, readiness: readiness, shard: shard))
+        shardReference.bind(shard)
+        ingressReference.bind(ingress)
+    }
+
+    /// The port the server listens on.
+    public var port: Int { ingress.port }
+
+    /// Graceful stop: commit and acknowledge what is in flight, close connections with 1001,
+    /// stop the background threads. Bounded by `shutdownDrainSeconds`.
+    public func shutdown() {
+        services.writer.drainAndStop(timeoutSeconds: configuration.shutdownDrainSeconds)
+        // Let the shard's last acknowledgements reach the outboxes before closing.
+        usleep(100_000)
+        ingress.shutdown(drainSeconds: 2)
+        services.prices.stop()
+        tokens.stop()
+        readiness.stop()
+        logger.info("stopped")
+    }
+}
+
+/// The services metering uses, and the way back to the clients.
+final class MeteringServices: MeteringEnvironment {
+    let prices: PriceBookWatcher
+    let writer: LedgerWriter
+    let registry: CallRegistry
+    private let ingress: LateBound<WebSocketServer>
+    let defaultCallLimit: ExactDecimal
+    let defaultMonthLimit: ExactDecimal
+
+    init(prices: PriceBookWatcher, writer: LedgerWriter, registry: CallRegistry, ingress: LateBound<WebSocketServer>,
+         defaultCallLimit: ExactDecimal, defaultMonthLimit: ExactDecimal) {
+        self.prices = prices
+        self.writer = writer
+        self.registry = registry
+        self.ingress = ingress
+        self.defaultCallLimit = defaultCallLimit
+        self.defaultMonthLimit = defaultMonthLimit
+    }
+
+    func send(_ message: ServerMessage, to connection: ConnectionID) {
+        ingress.value.send(message, to: connection)
+    }
+}
+
+/// A reference bound once, after construction, to break a construction cycle.
+final class LateBound<Value: Sendable>: Sendable {
+    private let storage = Mutex<Value?>(nil)
+
+    func bind(_ value: Value) { storage.withLock { $0 = value } }
+
+    var value: Value {
+        storage.withLock { stored in
+            guard let stored else { preconditionFailure("LateBound used before bind") }
+            return stored
+        }
+    }
+}

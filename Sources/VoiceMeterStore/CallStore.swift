@@ -1,0 +1,78 @@
+import PostgresClient
+import VoiceMeterDomain
+
+/// A call as the database knows it when a `call.start` arrives.
+public struct RegisteredCall: Sendable {
+    public var userID: String
+    /// The start fixed at first registration (it is part of every event's key).
+    public var startedAt: Timestamp
+    /// Events already committed for the call (a resumed call), oldest `seq` first.
+    public var committedEvents: [CommittedEvent]
+}
+
+/// A committed event, enough to rebuild a call's billing state and recognise resends.
+public struct CommittedEvent: Sendable {
+    public var stored: StoredUsageEvent
+    public var totalCost: ExactDecimal?
+    public var payloadHash: [UInt8]
+}
+
+public enum CallRegistration: Sendable {
+    case registered(RegisteredCall)
+    /// The call id already belongs to another user.
+    case belongsToAnotherUser
+}
+
+/// The `calls` table: registration at `call.start` (idempotent: a resumed call keeps its start)
+/// and the end of a call.
+public struct CallStore {
+    private let connection: PostgresConnection
+
+    public init(connection: PostgresConnection) {
+        self.connection = connection
+    }
+
+    /// Registers the call (or finds it) and returns what is already committed for it.
+    public func register(_ start: CallStart, startedAt: Timestamp) throws -> CallRegistration {
+        try connection.transaction { connection in
+            try connection.query("""
+                INSERT INTO calls (user_id, call_id, persona_id, started_at, revenue, currency, payment_method)
+                VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (user_id, call_id) DO NOTHING
+                """, [start.userID, start.callID, start.personaID, startedAt, start.revenue, start.currency, start.paymentMethod])
+            let owners = try connection.query("SELECT user_id, started_at FROM calls WHERE call_id = $1 ORDER BY created_at", [start.callID])
+            guard let first = owners.first, try first.decode("user_id", as: String.self) == start.userID else {
+                return .belongsToAnotherUser
+            }
+            let events = try connection.query("""
+                SELECT seq, service, operation, model, usage_amount, usage_unit, occurred_at, price_id, total_cost, payload_hash
+                FROM api_call_events WHERE user_id = $1 AND call_id = $2 ORDER BY seq
+                """, [start.userID, start.callID])
+            return .registered(RegisteredCall(
+                userID: start.userID,
+                startedAt: try first.decode("started_at"),
+                committedEvents: try events.map { row in
+                    let unitName: String = try row.decode("usage_unit")
+                    guard let unit = UsageUnit(rawValue: unitName) else {
+                        throw PostgresError(kind: .unexpectedResult, message: "api_call_events has unknown unit '\(unitName)'")
+                    }
+                    let usage = MeteredUsage(service: try row.decode("service"), operation: try row.decode("operation"),
+                                             model: try row.decodeIfPresent("model"), unit: unit,
+                                             amount: try row.decode("usage_amount"), occurredAt: try row.decode("occurred_at"))
+                    return CommittedEvent(
+                        stored: StoredUsageEvent(seq: try row.decode("seq"), usage: usage, priceID: try row.decodeIfPresent("price_id")),
+                        totalCost: try row.decodeIfPresent("total_cost"),
+                        payloadHash: try row.decode("payload_hash", as: PostgresBytes.self).bytes
+                    )
+                }
+            ))
+        }
+    }
+
+    /// Marks a call ended (inside the writer's transaction, after its events).
+    public static func end(userID: String, callID: String, endedAt: Timestamp, status: String, on connection: PostgresConnection) throws {
+        try connection.query("""
+            UPDATE calls SET ended_at = GREATEST($3::timestamptz, started_at), status = $4, updated_at = now()
+            WHERE user_id = $1 AND call_id = $2
+            """, [userID, callID, endedAt, status])
+    }
+}

@@ -1,0 +1,135 @@
+import Foundation
+import Logging
+import PostgresClient
+import Testing
+import VoiceMeterDomain
+import VoiceMeterServer
+import VoiceMeterStore
+import VoiceMeterTestSupport
+import WebSocketTransport
+
+/// A real server on a free loopback port against a fresh migrated database.
+struct RunningServer {
+    let server: VoiceMeterServer
+    let database: PostgresConnection
+    let token: String
+
+    init() throws {
+        let options = try TestPostgres.migratedDatabase()
+        database = try PostgresConnection(options)
+        token = try TokenStore(connection: database).create(name: "pipeline", kind: .ingest)
+        var configuration = ServerConfiguration(database: options)
+        configuration.listener.port = 0
+        configuration.writerFlushIntervalMilliseconds = 20
+        configuration.tokenRefreshIntervalMilliseconds = 500
+        server = try VoiceMeterServer.start(configuration: configuration, migrations: try TestPostgres.migrations(),
+                                            logger: Logger(label: "test"))
+    }
+
+    var endpoint: ClientEndpoint { ClientEndpoint(host: "127.0.0.1", port: server.port, bearerToken: token) }
+}
+
+/// Seed 002's 5-minute call as protocol messages.
+func canonicalCallMessages(_ callID: String, user: String = "7b0f3a0e-5a7e-4a53-9a40-6a3f7d1b2c10") -> [String] {
+    var messages = [#"{"type":"call.start","call_id":"\#(callID)","user_id":"\#(user)","persona_id":"brad","ts":"2026-11-22T18:00:00Z","revenue":"4.99"}"#]
+    var seq = 0
+    func usage(_ service: String, _ operation: String, _ model: String?, _ unit: String, _ amount: String, _ offset: Int) {
+        seq += 1
+        let modelField = model.map { #","model":"\#($0)""# } ?? ""
+        messages.append(#"{"type":"usage","call_id":"\#(callID)","seq":\#(seq),"ts":\#(1_795_370_400 + offset),"service":"\#(service)","operation":"\#(operation)","amount":"\#(amount)","unit":"\#(unit)"\#(modelField)}"#)
+    }
+    for minute in 0..<5 {
+        for half in 0..<2 { usage("twilio", "voice_outbound", nil, "seconds", "30", minute * 60 + half * 30 + 30) }
+        for tenth in 0..<6 { usage("deepgram", "stt_streaming", "nova-2", "seconds", "10", minute * 60 + tenth * 10 + 10) }
+        usage("cerebras", "chat_completion", "llama3.1-8b", "input_tokens", "6000", minute * 60 + 20)
+        usage("cerebras", "chat_completion", "llama3.1-8b", "output_tokens", "4000", minute * 60 + 21)
+        for sentence in 0..<4 { usage("elevenlabs", "tts_generation", "eleven_turbo_v2_5", "characters", "100", minute * 60 + sentence * 15 + 5) }
+    }
+    messages.append(#"{"type":"call.end","call_id":"\#(callID)","ts":"2026-11-22T18:05:00Z"}"#)
+    return messages
+}
+
+@Suite("The metering server end to end", .serialized)
+struct ServerPipelineTests {
+    @Test("the canonical call streams in, is acknowledged after commit and summarized exactly")
+    func canonicalCall() throws {
+        let running = try RunningServer()
+        defer { running.server.shutdown() }
+        let recorder = ClientRecorder()
+        let client = try WebSocketClient { recorder.record($0, $1) }
+        defer { client.shutdown() }
+        let connection = client.connect(to: running.endpoint)
+        for message in canonicalCallMessages("CA0001") { client.send(message, on: connection) }
+
+        #expect(recorder.wait { recorder.messages(of: connection).contains { $0.contains(#""type":"call.summary""#) } })
+        let messages = recorder.messages(of: connection)
+        #expect(messages.first == #"{"type":"call.accepted","call_id":"CA0001","call_limit":"10","month_spent":"0","month_limit":"100"}"#)
+        #expect(messages.contains(#"{"type":"ack","call_id":"CA0001","seq":70}"#))
+        #expect(messages.last == #"{"type":"call.summary","call_id":"CA0001","cost":"0.4045","by_service":{"cerebras":"0.005","deepgram":"0.0295","elevenlabs":"0.3","twilio":"0.07"},"revenue":"4.99","payment_fee":"0.46966","margin":"4.11584"}"#)
+        let stored = try running.database.query("SELECT count(*) AS n, sum(total_cost) AS cost FROM api_call_events WHERE call_id = 'CA0001'").single()
+        #expect(try stored.decode("n", as: Int.self) == 70)
+        #expect(try stored.decode("cost", as: ExactDecimal.self) == ExactDecimal("0.4045")!)
+        let call = try running.database.query("SELECT status, ended_at::text AS ended FROM calls WHERE call_id = 'CA0001'").single()
+        #expect(try call.decode("status", as: String.self) == "completed")
+    }
+
+    @Test("a resent frame is acknowledged again and stored once; different content for a seq is seq_conflict")
+    func resendAndConflict() throws {
+        let running = try RunningServer()
+        defer { running.server.shutdown() }
+        let recorder = ClientRecorder()
+        let client = try WebSocketClient { recorder.record($0, $1) }
+        defer { client.shutdown() }
+        let connection = client.connect(to: running.endpoint)
+        let messages = canonicalCallMessages("CA0002")
+        client.send(messages[0], on: connection)
+        client.send(messages[1], on: connection)
+        #expect(recorder.wait { recorder.messages(of: connection).contains(#"{"type":"ack","call_id":"CA0002","seq":1}"#) })
+        client.send(messages[1], on: connection)
+        client.send(messages[1].replacingOccurrences(of: #""amount":"30""#, with: #""amount":"31""#), on: connection)
+        #expect(recorder.wait { recorder.messages(of: connection).filter { $0 == #"{"type":"ack","call_id":"CA0002","seq":1}"# }.count == 2 })
+        #expect(recorder.wait { recorder.messages(of: connection).contains { $0.contains(#""code":"seq_conflict""#) } })
+        #expect(try running.database.query("SELECT count(*) AS n FROM api_call_events").single().decode("n", as: Int.self) == 1)
+    }
+
+    @Test("usage for a call that was never started is unknown_call")
+    func unknownCall() throws {
+        let running = try RunningServer()
+        defer { running.server.shutdown() }
+        let recorder = ClientRecorder()
+        let client = try WebSocketClient { recorder.record($0, $1) }
+        defer { client.shutdown() }
+        let connection = client.connect(to: running.endpoint)
+        client.send(canonicalCallMessages("CA0003")[1], on: connection)
+        #expect(recorder.wait { recorder.messages(of: connection).contains { $0.contains(#""code":"unknown_call""#) && $0.contains(#""seq":1"#) } })
+    }
+
+    @Test("a created token authenticates; once revoked it is refused with 401 within seconds")
+    func tokenRevocation() throws {
+        let running = try RunningServer()
+        defer { running.server.shutdown() }
+        let accepted = try RawSocket(port: running.server.port)
+        accepted.sendUpgrade(token: running.token)
+        #expect(accepted.readHeaders().hasPrefix("HTTP/1.1 101"))
+        try TokenStore(connection: running.database).revoke(name: "pipeline")
+        let refused = ClientRecorder().wait(seconds: 5) {
+            guard let socket = try? RawSocket(port: running.server.port) else { return false }
+            socket.sendUpgrade(token: running.token)
+            return socket.readHeaders().contains(" 401 ")
+        }
+        #expect(refused)
+    }
+
+    @Test("/healthz and /readyz answer on the listener")
+    func health() throws {
+        let running = try RunningServer()
+        defer { running.server.shutdown() }
+        for (path, expected) in [("/healthz", #"{"status":"ok"}"#), ("/readyz", #"{"status":"ready","reason":"ok"}"#)] {
+            let socket = try RawSocket(port: running.server.port)
+            socket.send("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            let (response, _) = socket.readUntilClosed()
+            #expect(response.hasPrefix("HTTP/1.1 200"), "\(path): \(response)")
+            #expect(response.contains(expected))
+        }
+    }
+}
