@@ -19,7 +19,8 @@ protocol MeteringEnvironment: Sendable {
 /// pricing of every frame, acknowledgements after commit, `call.summary` after `call.end`.
 actor MeteringShard {
     private struct LiveCall {
-        enum Phase { case admitting(queued: [(UsageFrame, ConnectionID)]), active, ending }
+        /// While `call.start` is being registered, later messages of the call wait in order.
+        enum Phase { case admitting(queued: [(ClientMessage, ConnectionID)]), active, ending }
         var start: CallStart
         var phase: Phase
         var owner: ConnectionID?
@@ -52,6 +53,13 @@ actor MeteringShard {
     // MARK: Client messages
 
     func handle(_ message: ClientMessage, from connection: ConnectionID) {
+        if case .admitting(var queued) = calls[message.callID]?.phase {
+            if case .callStart = message {} else {
+                queued.append((message, connection))
+                calls[message.callID]?.phase = .admitting(queued: queued)
+                return
+            }
+        }
         switch message {
         case .callStart(let start): callStarted(start, connection)
         case .usage(let frame): usage(frame, connection)
@@ -111,7 +119,7 @@ actor MeteringShard {
             }
             calls[callID] = call
             accept(callID)
-            for (frame, connection) in queued { usage(frame, connection) }
+            for (message, connection) in queued { handle(message, from: connection) }
         }
     }
 
@@ -129,12 +137,6 @@ actor MeteringShard {
             return
         }
         call.owner = connection
-        if case .admitting(var queued) = call.phase {
-            queued.append((frame, connection))
-            call.phase = .admitting(queued: queued)
-            calls[frame.callID] = call
-            return
-        }
         let hash = SHA256.digest(frame.canonicalContent)
         if let seen = call.acceptedHashes[frame.seq] {
             calls[frame.callID] = call

@@ -102,7 +102,8 @@ extension WebSocketServer {
             case .deliver(let message):
                 delegate.received(message, from: ConnectionID(rawValue: id))
             case .reply(let error):
-                if outboxes.enqueue(Array(ServerMessage.error(error).json.utf8), for: id) != nil { lws_callback_on_writable(wsi) }
+                // Through `send`, like every other thread: it keeps the wake flag consistent.
+                send(.error(error), to: ConnectionID(rawValue: id))
             case .close(let code, let reason):
                 LWS.setCloseReason(wsi, code: code, reason: reason)
                 return -1
