@@ -35,6 +35,35 @@ public struct PostgresConnectionOptions: Sendable, CustomStringConvertible {
         PQconninfoFree(options)
     }
 
+    /// The whole target as one `key='value'` conninfo string, overrides applied, for handing to a
+    /// child process. It includes any password: never log it (use `description`).
+    public var conninfo: String {
+        var values: [(String, String)] = []
+        var errorMessage: UnsafeMutablePointer<CChar>?
+        if let options = PQconninfoParse(connectionString, &errorMessage) {
+            var cursor = options
+            while let keyword = cursor.pointee.keyword {
+                if let value = cursor.pointee.val { values.append((String(cString: keyword), String(cString: value))) }
+                cursor += 1
+            }
+            PQconninfoFree(options)
+        } else if let errorMessage {
+            PQfreemem(errorMessage)
+        }
+        for (keyword, value) in overrides {
+            values.removeAll { $0.0 == keyword }
+            values.append((keyword, value))
+        }
+        return values.map { keyword, value in
+            var quoted = ""
+            for character in value {
+                if character == "\\" || character == "'" { quoted.append("\\") }
+                quoted.append(character)
+            }
+            return "\(keyword)='\(quoted)'"
+        }.joined(separator: " ")
+    }
+
     /// The connection's target with any password replaced by `***`, for logs and `--print-config`.
     public var description: String {
         var parts: [String] = []

@@ -23,7 +23,7 @@ struct RunningServer {
         configuration.writerFlushIntervalMilliseconds = 20
         configuration.tokenRefreshIntervalMilliseconds = 500
         server = try VoiceMeterServer.start(configuration: configuration, migrations: try TestPostgres.migrations(),
-                                            logger: Logger(label: "test"))
+                                            logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
     }
 
     var endpoint: ClientEndpoint { ClientEndpoint(host: "127.0.0.1", port: server.port, bearerToken: token) }

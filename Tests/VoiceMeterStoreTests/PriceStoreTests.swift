@@ -67,7 +67,7 @@ struct PriceStoreTests {
 
     @Test("a running watcher picks up a new version within a second, without a restart")
     func watcherReloadsOnNotify() throws {
-        let watcher = try PriceBookWatcher(options: connection.options, logger: Logger(label: "test"))
+        let watcher = try PriceBookWatcher(options: connection.options, logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
         watcher.start()
         defer { watcher.stop() }
         let instant = at("2026-11-22T18:02:00Z")
