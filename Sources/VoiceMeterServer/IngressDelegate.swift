@@ -8,11 +8,13 @@ final class IngressDelegate: WebSocketServerDelegate {
     private let tokens: TokenCache
     private let readiness: ReadinessMonitor
     private let shard: MeteringShard
+    private let writer: LedgerWriter
 
-    init(tokens: TokenCache, readiness: ReadinessMonitor, shard: MeteringShard) {
+    init(tokens: TokenCache, readiness: ReadinessMonitor, shard: MeteringShard, writer: LedgerWriter) {
         self.tokens = tokens
         self.readiness = readiness
         self.shard = shard
+        self.writer = writer
     }
 
     func authorize(_ request: UpgradeRequest) -> UpgradeDecision {
@@ -28,8 +30,11 @@ final class IngressDelegate: WebSocketServerDelegate {
 
     func connectionOpened(_ connection: ConnectionID, peer: String) {}
 
-    func received(_ message: ClientMessage, from connection: ConnectionID) {
+    /// Hands the message to metering; stops reading the socket while the ledger writer's queue is
+    /// past its high watermark (the writer resumes all paused connections as it drains).
+    func received(_ message: ClientMessage, from connection: ConnectionID) -> Bool {
         shard.perform { $0.handle(message, from: connection) }
+        return !writer.isAboveHighWatermark
     }
 
     func connectionClosed(_ connection: ConnectionID) {

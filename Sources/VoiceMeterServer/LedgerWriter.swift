@@ -19,6 +19,8 @@ struct CommittedBatch: Sendable {
     var events: [UsageEvent]
     var result: EventCommitResult
     var endings: [CallEnding]
+    /// The writer's queue was at or below its low watermark after this commit: paused sockets may resume.
+    var queueBelowLowWatermark: Bool
 }
 
 /// Commits priced events in batches on a thread of its own with its own connection: flush at
@@ -89,6 +91,11 @@ final class LedgerWriter: Sendable {
     }
 
     var queuedEvents: Int { state.withLock { $0.eventCount } }
+
+    /// Half the queue is waiting: stop reading sockets (flow control) before `submit` must refuse.
+    var isAboveHighWatermark: Bool { queuedEvents >= queueEventsMax / 2 }
+    /// A quarter or less is waiting: sockets may be read again.
+    var isBelowLowWatermark: Bool { queuedEvents <= queueEventsMax / 4 }
 
     /// Commits what is queued, then stops; returns when done or after `timeoutSeconds`.
     func drainAndStop(timeoutSeconds: Double) {
@@ -168,6 +175,6 @@ final class LedgerWriter: Sendable {
                 try CallStore.end(userID: ending.userID, callID: ending.callID, endedAt: ending.endedAt, status: ending.status, on: connection)
             }
         }
-        return CommittedBatch(events: batch.events, result: result, endings: batch.endings)
+        return CommittedBatch(events: batch.events, result: result, endings: batch.endings, queueBelowLowWatermark: isBelowLowWatermark)
     }
 }

@@ -46,7 +46,10 @@ public final class VoiceMeterServer: Sendable {
             options: configuration.database, batchEventsMax: configuration.writerBatchEventsMax,
             flushIntervalMilliseconds: configuration.writerFlushIntervalMilliseconds,
             queueEventsMax: configuration.writerQueueEventsMax, logger: logger
-        ) { batch in shardReference.value.perform { $0.committed(batch) } }
+        ) { batch in
+            shardReference.value.perform { $0.committed(batch) }
+            if batch.queueBelowLowWatermark { ingressReference.value.resumeAllPaused() }
+        }
         services = MeteringServices(
             prices: try PriceBookWatcher(options: configuration.database, logger: logger), writer: writer,
             registry: CallRegistry(options: configuration.database), ingress: ingressReference,
@@ -54,7 +57,7 @@ public final class VoiceMeterServer: Sendable {
         )
         let shard = MeteringShard(index: 0, environment: services, logger: logger)
         ingress = WebSocketServer(configuration: configuration.listener,
-                                  delegate: IngressDelegate(tokens: tokens, readiness: readiness, shard: shard))
+                                  delegate: IngressDelegate(tokens: tokens, readiness: readiness, shard: shard, writer: writer))
         shardReference.bind(shard)
         ingressReference.bind(ingress)
     }
@@ -98,6 +101,8 @@ final class MeteringServices: MeteringEnvironment {
     func send(_ message: ServerMessage, to connection: ConnectionID) {
         ingress.value.send(message, to: connection)
     }
+
+
 }
 
 /// A reference bound once, after construction, to break a construction cycle.

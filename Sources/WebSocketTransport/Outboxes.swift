@@ -8,8 +8,8 @@ import Synchronization
 /// thread-safe lws call); wakes are coalesced so a burst of sends costs one syscall.
 final class Outboxes: Sendable {
     enum Command: Sendable {
-        case pauseReceiving(Int)
-        case resumeReceiving(Int)
+        case resumeAllPaused
+        case connect
         case close(Int, code: UInt16, reason: String)
     }
 

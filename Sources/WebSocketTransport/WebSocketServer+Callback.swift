@@ -100,7 +100,12 @@ extension WebSocketServer {
         for action in actions {
             switch action {
             case .deliver(let message):
-                delegate.received(message, from: ConnectionID(rawValue: id))
+                if !delegate.received(message, from: ConnectionID(rawValue: id)), loop.connections[id]?.paused == false {
+                    // Takes effect at once: lws holds back what it already read until resumed.
+                    loop.connections[id]!.paused = true
+                    loop.pausedCount.add(1, ordering: .relaxed)
+                    lws_rx_flow_control(wsi, 0)
+                }
             case .reply(let error):
                 // Through `send`, like every other thread: it keeps the wake flag consistent.
                 send(.error(error), to: ConnectionID(rawValue: id))
@@ -130,6 +135,7 @@ extension WebSocketServer {
     private func closed(_ wsi: OpaquePointer) {
         let id = LWS.connectionID(of: wsi)
         guard let connection = loop.connections.removeValue(forKey: id) else { return }
+        if connection.paused { loop.pausedCount.subtract(1, ordering: .relaxed) }
         loop.connectionsPerPeer[connection.peer, default: 1] -= 1
         if loop.connectionsPerPeer[connection.peer] == 0 { loop.connectionsPerPeer[connection.peer] = nil }
         outboxes.remove(id)
@@ -144,10 +150,14 @@ extension WebSocketServer {
         }
         for command in commands {
             switch command {
-            case .pauseReceiving(let id):
-                if let wsi = loop.connections[id]?.wsi { lws_rx_flow_control(wsi, 0) }
-            case .resumeReceiving(let id):
-                if let wsi = loop.connections[id]?.wsi { lws_rx_flow_control(wsi, 1) }
+            case .resumeAllPaused:
+                for (id, connection) in loop.connections where connection.paused {
+                    loop.connections[id]!.paused = false
+                    loop.pausedCount.subtract(1, ordering: .relaxed)
+                    lws_rx_flow_control(connection.wsi, 1)
+                }
+            case .connect:
+                break
             case .close(let id, let code, let reason):
                 requestClose(id, code: code, reason: reason)
             }

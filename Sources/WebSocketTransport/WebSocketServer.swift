@@ -49,7 +49,9 @@ public struct HTTPResponse: Sendable, Equatable {
 public protocol WebSocketServerDelegate: AnyObject, Sendable {
     func authorize(_ request: UpgradeRequest) -> UpgradeDecision
     func connectionOpened(_ connection: ConnectionID, peer: String)
-    func received(_ message: ClientMessage, from connection: ConnectionID)
+    /// Returns whether to keep reading this connection; `false` stops reading its socket
+    /// (backpressure) until `resumeAllPaused`.
+    func received(_ message: ClientMessage, from connection: ConnectionID) -> Bool
     func connectionClosed(_ connection: ConnectionID)
     func respond(to request: HTTPRequest) -> HTTPResponse
 }
@@ -116,13 +118,10 @@ public final class WebSocketServer: Sendable {
         if outboxes.enqueue(Array(message.json.utf8), for: connection.rawValue) == true { wake() }
     }
 
-    /// Stops reading from a connection (backpressure) until `resumeReceiving`.
-    public func pauseReceiving(_ connection: ConnectionID) {
-        if outboxes.post(.pauseReceiving(connection.rawValue)) { wake() }
-    }
-
-    public func resumeReceiving(_ connection: ConnectionID) {
-        if outboxes.post(.resumeReceiving(connection.rawValue)) { wake() }
+    /// Reads again from every connection paused by the delegate; cheap when none is paused.
+    public func resumeAllPaused() {
+        guard loop.pausedCount.load(ordering: .relaxed) > 0 else { return }
+        if outboxes.post(.resumeAllPaused) { wake() }
     }
 
     /// Closes a connection with a WebSocket close code, after the messages already queued for it.
@@ -229,6 +228,7 @@ final class ServiceLoop: @unchecked Sendable {
         var peer: String
         var session: IngressSession
         var pendingClose: (code: UInt16, reason: String)?
+        var paused = false
     }
 
     let limits: IngressLimits
@@ -241,6 +241,8 @@ final class ServiceLoop: @unchecked Sendable {
     var pendingHTTP: [Int: HTTPResponse] = [:]
     var nextID = 0
     var closingAll = false
+    /// How many connections are paused, readable from any thread to skip needless wakes.
+    let pausedCount = Atomic<Int>(0)
     private var serviceThread: Thread?
 
     init(limits: IngressLimits) {

@@ -145,3 +145,40 @@ enum ServerProcessError: Error {
     case notBuilt(String)
     case didNotStart(String)
 }
+
+@Suite("Backpressure", .serialized)
+struct BackpressureTests {
+    @Test("while PostgreSQL is away the writer's queue stays bounded: sockets stop being read, nothing is refused or lost")
+    func flowControlDuringOutage() throws {
+        let cluster = try TestPostgres.privateCluster()
+        defer { try? cluster.destroy() }
+        let options = try cluster.start()
+        let database = try PostgresConnection(options)
+        try Migrator(connection: database, migrations: try TestPostgres.migrations()).migrate()
+        let token = try TokenStore(connection: database).create(name: "pipeline", kind: .ingest)
+        var configuration = ServerConfiguration(database: options)
+        configuration.listener.port = 0
+        configuration.writerFlushIntervalMilliseconds = 20
+        configuration.writerQueueEventsMax = 40
+        let server = try VoiceMeterServer.start(configuration: configuration, migrations: try TestPostgres.migrations(),
+                                                logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
+        defer { server.shutdown() }
+        let recorder = ClientRecorder()
+        let client = try WebSocketClient { recorder.record($0, $1) }
+        defer { client.shutdown() }
+        let connection = client.connect(to: ClientEndpoint(host: "127.0.0.1", port: server.port, bearerToken: token))
+        let messages = canonicalCallMessages("CAFLOW")
+        client.send(messages[0], on: connection)
+        #expect(recorder.wait { recorder.messages(of: connection).first?.contains("call.accepted") == true })
+
+        try cluster.stop(immediately: true)
+        for message in messages[1...] { client.send(message, on: connection) }
+        usleep(1_000_000)
+        _ = try cluster.start()
+
+        #expect(recorder.wait(seconds: 20) { recorder.messages(of: connection).contains { $0.contains(#""type":"call.summary""#) } })
+        #expect(!recorder.messages(of: connection).contains { $0.contains(#""code":"overloaded""#) })
+        #expect(recorder.messages(of: connection).last?.contains(#""cost":"0.4045""#) == true)
+        #expect(try PostgresConnection(options).query("SELECT count(*) AS n FROM api_call_events").single().decode("n", as: Int.self) == 70)
+    }
+}

@@ -17,9 +17,10 @@ final class AckingDelegate: WebSocketServerDelegate {
     func connectionOpened(_ connection: ConnectionID, peer: String) { opened.add(1, ordering: .relaxed) }
     func connectionClosed(_ connection: ConnectionID) { closed.add(1, ordering: .relaxed) }
 
-    func received(_ message: ClientMessage, from connection: ConnectionID) {
-        guard case .usage(let frame) = message else { return }
+    func received(_ message: ClientMessage, from connection: ConnectionID) -> Bool {
+        guard case .usage(let frame) = message else { return true }
         server.withLock { $0?.send(.ack(callID: frame.callID, seq: frame.seq), to: connection) }
+        return true
     }
 
     func respond(to request: HTTPRequest) -> HTTPResponse {
