@@ -50,6 +50,11 @@ actor MeteringShard {
         executor.queue.async { self.assumeIsolated { body($0) } }
     }
 
+    /// Returns once everything queued on the shard before this call has run.
+    nonisolated func barrier() {
+        executor.queue.sync {}
+    }
+
     // MARK: Client messages
 
     func handle(_ message: ClientMessage, from connection: ConnectionID) {

@@ -16,6 +16,7 @@ public final class VoiceMeterServer: Sendable {
     private let tokens: TokenCache
     private let readiness: ReadinessMonitor
     private let ingress: WebSocketServer
+    private let shard: MeteringShard
 
     /// Connects to the database, loads prices and tokens, and starts listening.
     public static func start(configuration: ServerConfiguration, migrations: MigrationSet, logger: Logger) throws -> VoiceMeterServer {
@@ -55,7 +56,7 @@ public final class VoiceMeterServer: Sendable {
             registry: CallRegistry(options: configuration.database), ingress: ingressReference,
             defaultCallLimit: configuration.defaultCallLimit, defaultMonthLimit: configuration.defaultMonthLimit
         )
-        let shard = MeteringShard(index: 0, environment: services, logger: logger)
+        shard = MeteringShard(index: 0, environment: services, logger: logger)
         ingress = WebSocketServer(configuration: configuration.listener,
                                   delegate: IngressDelegate(tokens: tokens, readiness: readiness, shard: shard, writer: writer))
         shardReference.bind(shard)
@@ -65,12 +66,14 @@ public final class VoiceMeterServer: Sendable {
     /// The port the server listens on.
     public var port: Int { ingress.port }
 
-    /// Graceful stop: commit and acknowledge what is in flight, close connections with 1001,
-    /// stop the background threads. Bounded by `shutdownDrainSeconds`.
+    /// Graceful stop, bounded by `shutdownDrainSeconds`: stop reading sockets and refuse new
+    /// connections, let metering hand everything it received to the writer, commit it, queue the
+    /// acknowledgements, then close every connection with 1001 once its acks are written.
     public func shutdown() {
+        ingress.stopReceiving()
+        shard.barrier()
         services.writer.drainAndStop(timeoutSeconds: configuration.shutdownDrainSeconds)
-        // Let the shard's last acknowledgements reach the outboxes before closing.
-        usleep(100_000)
+        shard.barrier()
         ingress.shutdown(drainSeconds: 2)
         services.prices.stop()
         tokens.stop()

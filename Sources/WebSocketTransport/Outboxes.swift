@@ -9,6 +9,7 @@ import Synchronization
 final class Outboxes: Sendable {
     enum Command: Sendable {
         case resumeAllPaused
+        case stopReceivingAll
         case connect
         case close(Int, code: UInt16, reason: String)
     }

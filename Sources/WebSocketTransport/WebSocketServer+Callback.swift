@@ -57,7 +57,7 @@ extension WebSocketServer {
         let refusal: (Int, String)?
         if path != configuration.path {
             refusal = (404, "no WebSocket endpoint at \(path); use \(configuration.path)")
-        } else if outboxes.isStopping {
+        } else if outboxes.isStopping || loop.refusingUpgrades.load(ordering: .relaxed) {
             refusal = (503, "the server is shutting down; reconnect to another node or retry shortly")
         } else if loop.connections.count >= configuration.limits.connectionsMax {
             refusal = (503, "the server is at its connection limit (\(configuration.limits.connectionsMax)); retry later")
@@ -156,6 +156,12 @@ extension WebSocketServer {
                     loop.pausedCount.subtract(1, ordering: .relaxed)
                     lws_rx_flow_control(connection.wsi, 1)
                 }
+            case .stopReceivingAll:
+                for (id, connection) in loop.connections where !connection.paused {
+                    loop.connections[id]!.paused = true
+                    lws_rx_flow_control(connection.wsi, 0)
+                }
+                loop.receivingStopped.signal()
             case .connect:
                 break
             case .close(let id, let code, let reason):

@@ -118,6 +118,15 @@ public final class WebSocketServer: Sendable {
         if outboxes.enqueue(Array(message.json.utf8), for: connection.rawValue) == true { wake() }
     }
 
+    /// First step of a graceful stop: refuse new upgrades and stop reading every connection, so
+    /// nothing new arrives while in-flight work is committed and acknowledged.
+    /// Returns once the service thread has applied it.
+    public func stopReceiving() {
+        loop.refusingUpgrades.store(true, ordering: .relaxed)
+        if outboxes.post(.stopReceivingAll) { wake() }
+        _ = loop.receivingStopped.wait(timeout: .now() + 2)
+    }
+
     /// Reads again from every connection paused by the delegate; cheap when none is paused.
     public func resumeAllPaused() {
         guard loop.pausedCount.load(ordering: .relaxed) > 0 else { return }
@@ -243,6 +252,10 @@ final class ServiceLoop: @unchecked Sendable {
     var closingAll = false
     /// How many connections are paused, readable from any thread to skip needless wakes.
     let pausedCount = Atomic<Int>(0)
+    /// Set by `stopReceiving`: upgrades are refused with 503.
+    let refusingUpgrades = Atomic<Bool>(false)
+    /// Signalled by the service thread once every connection has stopped being read.
+    let receivingStopped = DispatchSemaphore(value: 0)
     private var serviceThread: Thread?
 
     init(limits: IngressLimits) {

@@ -182,3 +182,43 @@ struct BackpressureTests {
         #expect(try PostgresConnection(options).query("SELECT count(*) AS n FROM api_call_events").single().decode("n", as: Int.self) == 70)
     }
 }
+
+@Suite("Graceful shutdown", .serialized)
+struct GracefulShutdownTests {
+    @Test("SIGTERM mid-stream: everything taken is committed and acknowledged, connections close with 1001, exit 0")
+    func sigtermDrains() throws {
+        let options = try TestPostgres.migratedDatabase()
+        let database = try PostgresConnection(options)
+        let token = try TokenStore(connection: database).create(name: "pipeline", kind: .ingest)
+        let recorder = ClientRecorder()
+        let client = try WebSocketClient { recorder.record($0, $1) }
+        defer { client.shutdown() }
+        let server = try ServerProcess(database: options)
+        let connection = client.connect(to: ClientEndpoint(host: "127.0.0.1", port: server.port, bearerToken: token))
+        let messages = canonicalCallMessages("CATERM")
+        client.send(messages[0], on: connection)
+        #expect(recorder.wait { recorder.messages(of: connection).first?.contains("call.accepted") == true })
+        for message in messages[1...60] { client.send(message, on: connection) }
+        usleep(20_000)
+        let started = Date()
+        let status = server.terminate()
+        #expect(status == 0)
+        #expect(Date().timeIntervalSince(started) < 15)
+        #expect(recorder.wait { recorder.events(of: connection).contains(.closeReceived(code: 1001)) })
+        let acked = highestAck(recorder.messages(of: connection), call: "CATERM")
+        let stored = try database.query("SELECT count(*) AS n, coalesce(max(seq), 0) AS top FROM api_call_events").single()
+        #expect(acked > 0)
+        #expect(try stored.decode("n", as: Int.self) == acked)
+        #expect(try stored.decode("top", as: Int.self) == acked)
+    }
+}
+
+extension ServerProcess {
+    /// SIGTERM, then the exit status once it exits.
+    func terminate() -> Int32 {
+        Glibc.kill(pid, SIGTERM)
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+        return status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    }
+}
