@@ -116,6 +116,12 @@ let package = Package(
             name: "voicemeter-bench",
             dependencies: [
                 "VoiceMeterDomain",
+                "VoiceMeterStore",
+                "VoiceMeterServer",
+                "VoiceMeterCrypto",
+                "EmbeddedPostgres",
+                "PostgresClient",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Simulators/VoiceMeterBench"

@@ -11,8 +11,9 @@ enum BenchmarkPrices {
         version(10, "elevenlabs", "tts_generation", "eleven_turbo_v2_5", .characters, "0.00015"),
     ])
 
+    static let callStart = Timestamp(rfc3339: "2026-11-22T18:00:00Z")!
+
     static var canonicalCallFrames: [MeteredUsage] {
-        let callStart = Timestamp(rfc3339: "2026-11-22T18:00:00Z")!
         func frame(_ service: String, _ operation: String, _ model: String?, _ unit: UsageUnit, _ amount: String, _ offset: Int64) -> MeteredUsage {
             MeteredUsage(service: service, operation: operation, model: model, unit: unit, amount: ExactDecimal(amount)!, occurredAt: callStart.adding(seconds: offset))
         }

@@ -5,7 +5,7 @@ struct VoiceMeterBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "voicemeter-bench",
         abstract: "Measure VoiceMeter's throughput; build with -c release for meaningful numbers.",
-        discussion: "Example: swift run -c release voicemeter-bench pricing",
-        subcommands: [PricingBenchmark.self]
+        discussion: "Examples: swift run -c release voicemeter-bench pricing; swift run -c release voicemeter-bench ledger",
+        subcommands: [PricingBenchmark.self, LedgerBenchmark.self]
     )
 }

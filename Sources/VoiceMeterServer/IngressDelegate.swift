@@ -33,6 +33,7 @@ final class IngressDelegate: WebSocketServerDelegate {
     /// Hands the message to metering; stops reading the socket while the ledger writer's queue is
     /// past its high watermark (the writer resumes all paused connections as it drains).
     func received(_ message: ClientMessage, from connection: ConnectionID) -> Bool {
+        if case .usage = message { writer.noteIncoming() }
         shard.perform { $0.handle(message, from: connection) }
         return !writer.isAboveHighWatermark
     }

@@ -7,20 +7,20 @@ import VoiceMeterDomain
 import VoiceMeterStore
 
 /// The end of a call, written in the same transaction as the events before it.
-struct CallEnding: Sendable {
-    var userID: String
-    var callID: String
-    var endedAt: Timestamp
-    var status: String
+public struct CallEnding: Sendable {
+    public var userID: String
+    public var callID: String
+    public var endedAt: Timestamp
+    public var status: String
 }
 
 /// What one committed batch did, for the metering side to acknowledge.
-struct CommittedBatch: Sendable {
-    var events: [UsageEvent]
-    var result: EventCommitResult
-    var endings: [CallEnding]
+public struct CommittedBatch: Sendable {
+    public var events: [UsageEvent]
+    public var result: EventCommitResult
+    public var endings: [CallEnding]
     /// The writer's queue was at or below its low watermark after this commit: paused sockets may resume.
-    var queueBelowLowWatermark: Bool
+    public var queueBelowLowWatermark: Bool
 }
 
 /// Commits priced events in batches on a thread of its own with its own connection: flush at
@@ -29,7 +29,7 @@ struct CommittedBatch: Sendable {
 /// Nothing is reported committed before its transaction commits. When PostgreSQL is down or slow
 /// the batch is retried with backoff, never dropped; the queue is bounded, and `submit` refuses
 /// new events when it is full so backpressure reaches the sockets.
-final class LedgerWriter: Sendable {
+public final class LedgerWriter: Sendable {
     private enum Item: Sendable {
         case event(UsageEvent)
         case ending(CallEnding)
@@ -52,7 +52,7 @@ final class LedgerWriter: Sendable {
     private let logger: Logger
     private let onCommit: @Sendable (CommittedBatch) -> Void
 
-    init(options: PostgresConnectionOptions, batchEventsMax: Int, flushIntervalMilliseconds: Int, queueEventsMax: Int,
+    public init(options: PostgresConnectionOptions, batchEventsMax: Int, flushIntervalMilliseconds: Int, queueEventsMax: Int,
          logger: Logger, onCommit: @escaping @Sendable (CommittedBatch) -> Void) {
         self.options = options
         self.batchEventsMax = batchEventsMax
@@ -62,14 +62,14 @@ final class LedgerWriter: Sendable {
         self.onCommit = onCommit
     }
 
-    func start() {
+    public func start() {
         let thread = Thread { [self] in self.run() }
         thread.name = "voicemeter.writer"
         thread.start()
     }
 
     /// Queues an event; `false` when the queue is full (answer `overloaded`, the client resends).
-    func submit(_ event: UsageEvent) -> Bool {
+    public func submit(_ event: UsageEvent) -> Bool {
         let (accepted, wake) = state.withLock { state -> (Bool, Bool) in
             guard state.eventCount < queueEventsMax, !state.stopping else { return (false, false) }
             state.items.append(.event(event))
@@ -92,13 +92,23 @@ final class LedgerWriter: Sendable {
 
     var queuedEvents: Int { state.withLock { $0.eventCount } }
 
-    /// Half the queue is waiting: stop reading sockets (flow control) before `submit` must refuse.
-    var isAboveHighWatermark: Bool { queuedEvents >= queueEventsMax / 2 }
+    /// Usage frames read from sockets and on their way to `submit` (metering works asynchronously),
+    /// counted so flow control sees them before they reach the queue.
+    private let incoming = Atomic<Int>(0)
+
+    /// A usage frame was read and handed to metering.
+    func noteIncoming() { incoming.add(1, ordering: .relaxed) }
+    /// Metering is done with a usage frame (submitted, refused or answered without the writer).
+    func noteHandled() { incoming.subtract(1, ordering: .relaxed) }
+
+    /// Half the queue is waiting or on its way: stop reading sockets (flow control) before
+    /// `submit` must refuse.
+    var isAboveHighWatermark: Bool { queuedEvents + incoming.load(ordering: .relaxed) >= queueEventsMax / 2 }
     /// A quarter or less is waiting: sockets may be read again.
     var isBelowLowWatermark: Bool { queuedEvents <= queueEventsMax / 4 }
 
     /// Commits what is queued, then stops; returns when done or after `timeoutSeconds`.
-    func drainAndStop(timeoutSeconds: Double) {
+    public func drainAndStop(timeoutSeconds: Double) {
         state.withLock { $0.stopping = true }
         wakeUp.signal()
         _ = finished.wait(timeout: .now() + timeoutSeconds)

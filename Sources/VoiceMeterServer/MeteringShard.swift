@@ -65,6 +65,7 @@ actor MeteringShard {
                 return
             }
         }
+        defer { if case .usage = message { environment.writer.noteHandled() } }
         switch message {
         case .callStart(let start): callStarted(start, connection)
         case .usage(let frame): usage(frame, connection)
@@ -96,15 +97,20 @@ actor MeteringShard {
 
     private func registered(_ callID: String, _ outcome: Result<CallRegistration, any Error>) {
         guard var call = calls[callID], case .admitting(let queued) = call.phase else { return }
+        let dropQueued = {
+            for case (.usage, _) in queued { self.environment.writer.noteHandled() }
+        }
         switch outcome {
         case .failure(let error):
             logger.warning("call registration failed", metadata: ["call.id": "\(callID)", "error": "\(error)"])
             calls[callID] = nil
+            dropQueued()
             if let owner = call.owner {
                 environment.send(.error(ProtocolError(.overloaded, "the database is unavailable; send call.start again shortly", callID: callID)), to: owner)
             }
         case .success(.belongsToAnotherUser):
             calls[callID] = nil
+            dropQueued()
             if let owner = call.owner {
                 environment.send(.callRejected(callID: callID, reason: "duplicate_call", spent: nil, limit: nil), to: owner)
             }

@@ -97,3 +97,14 @@ enum ExactText {
         return String(trimmed)
     }
 }
+
+@Suite("Price history")
+struct PriceHistoryTests {
+    @Test("price versions cannot be deleted, so no event's price_id can dangle")
+    func pricesAreNotDeleted() throws {
+        let connection = try PostgresConnection(try TestPostgres.migratedDatabase())
+        let error = #expect(throws: PostgresError.self) { try connection.query("DELETE FROM service_pricing WHERE service = 'twilio'") }
+        #expect(error?.sqlState == SQLState("23001"))
+        #expect(error?.hint?.contains("effective_to") == true)
+    }
+}

@@ -1,0 +1,109 @@
+import ArgumentParser
+import EmbeddedPostgres
+import Foundation
+import Logging
+import PostgresClient
+import Synchronization
+import VoiceMeterCrypto
+import VoiceMeterDomain
+import VoiceMeterServer
+import VoiceMeterStore
+
+/// Committed events per second through the real ledger writer, next to the limit of the same SQL
+/// path driven directly and the seed's one-INSERT-per-event design, in one run on one database.
+struct LedgerBenchmark: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ledger",
+        abstract: "Ledger writer throughput next to the raw staged-COPY path and one INSERT per event.",
+        discussion: "Uses DATABASE_URL, or a private PostgreSQL under /tmp/voicemeter-bench-cluster. Each run uses a fresh database."
+    )
+
+    @Option(help: "Events through the raw path and through the writer.") var events = 140_000
+    @Option(help: "Events for the one-INSERT-per-event design (it is slow).") var seedEvents = 4_000
+    @Option(help: "Events per transaction for the batched paths.") var batch = 2_000
+
+    func run() throws {
+        let server: PostgresConnectionOptions
+        if let url = ProcessInfo.processInfo.environment["DATABASE_URL"], !url.isEmpty {
+            server = PostgresConnectionOptions(connectionString: url)
+        } else {
+            server = try EmbeddedPostgres(.init(dataDirectory: "/tmp/voicemeter-bench-cluster")).start()
+        }
+        let name = "vmbench_\(getpid())"
+        try PostgresConnection(server.database("postgres")).runScript("CREATE DATABASE \(name)")
+        let options = server.database(name)
+        defer { try? PostgresConnection(server.database("postgres")).runScript("DROP DATABASE IF EXISTS \(name) WITH (FORCE)") }
+        let connection = try PostgresConnection(options)
+        try Migrator(connection: connection, migrations: try MigrationSet.load(directory: try MigrationSet.locateDirectory())).migrate()
+        let book = try PriceStore(connection: connection).load()
+        print("ledger: \(events) events in batches of \(batch) (70-frame canonical calls); seed design: \(seedEvents) events")
+
+        let raw = try measureRaw(makeEvents(events, prefix: "raw", book: book), connection)
+        let writer = try measureWriter(makeEvents(events, prefix: "writer", book: book), options)
+        let seed = try measureSeedDesign(makeEvents(seedEvents, prefix: "seed", book: book), connection)
+        print(String(format: "  limit (COPY → INSERT … ON CONFLICT → rollups, direct): %9.0f events/s", raw))
+        print(String(format: "  ledger writer (queue, batching, commit callbacks):    %9.0f events/s", writer))
+        print(String(format: "  seed design (one INSERT per event, autocommit):       %9.0f events/s", seed))
+        print(String(format: "  writer / limit: %.2f    writer / seed design: %.1fx", writer / raw, writer / seed))
+    }
+
+    private func makeEvents(_ count: Int, prefix: String, book: PriceBook) -> [UsageEvent] {
+        let frames = BenchmarkPrices.canonicalCallFrames
+        var events: [UsageEvent] = []
+        events.reserveCapacity(count)
+        var call = 0
+        while events.count < count {
+            call += 1
+            var meter = CallBillingMeter()
+            for (index, usage) in frames.enumerated() where events.count < count {
+                let key = EventKey(callID: "\(prefix)-\(call)", seq: Int64(index + 1))
+                events.append(UsageEvent(key: key, userID: "user-\(call % 500)", callStartedAt: BenchmarkPrices.callStart, usage: usage,
+                                         pricing: meter.price(usage, book: book), payloadHash: SHA256.digest(key.description)))
+            }
+        }
+        return events
+    }
+
+    private func measureRaw(_ events: [UsageEvent], _ connection: PostgresConnection) throws -> Double {
+        let store = EventStore(connection: connection)
+        let started = ContinuousClock.now
+        var index = 0
+        while index < events.count {
+            _ = try store.commit(Array(events[index..<min(index + batch, events.count)]))
+            index += batch
+        }
+        return Double(events.count) / (ContinuousClock.now - started).seconds
+    }
+
+    private func measureWriter(_ events: [UsageEvent], _ options: PostgresConnectionOptions) throws -> Double {
+        let committed = Atomic<Int>(0)
+        let done = DispatchSemaphore(value: 0)
+        let total = events.count
+        let writer = LedgerWriter(options: options, batchEventsMax: batch, flushIntervalMilliseconds: 100, queueEventsMax: total + 1,
+                                  logger: Logger(label: "bench")) { result in
+            if committed.add(result.events.count, ordering: .relaxed).newValue == total { done.signal() }
+        }
+        writer.start()
+        let started = ContinuousClock.now
+        for event in events { _ = writer.submit(event) }
+        done.wait()
+        let seconds = (ContinuousClock.now - started).seconds
+        writer.drainAndStop(timeoutSeconds: 5)
+        return Double(total) / seconds
+    }
+
+    private func measureSeedDesign(_ events: [UsageEvent], _ connection: PostgresConnection) throws -> Double {
+        let started = ContinuousClock.now
+        for event in events {
+            let priced: PricedUsage? = if case .priced(let priced) = event.pricing { priced } else { nil }
+            try connection.query("""
+                INSERT INTO api_call_events (call_id, seq, user_id, call_started_at, occurred_at, service, operation, model,
+                    usage_amount, usage_unit, price_id, unit_cost, total_cost, payload_hash)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                """, [event.key.callID, event.key.seq, event.userID, event.callStartedAt, event.usage.occurredAt, event.usage.service,
+                      event.usage.operation, event.usage.model, event.usage.amount, event.usage.unit.rawValue, priced?.priceID,
+                      priced?.unitCost, priced?.totalCost, PostgresBytes(event.payloadHash)])
+        }
+        return Double(events.count) / (ContinuousClock.now - started).seconds
+    }
+}
