@@ -17,29 +17,21 @@ extension String: PostgresEncodable, PostgresDecodable {
     public init(postgresText: String) { self = postgresText }
 }
 
-extension Int: PostgresEncodable, PostgresDecodable {
+/// Integers travel as their decimal text.
+extension PostgresEncodable where Self: FixedWidthInteger {
     public var postgresText: String? { String(self) }
+}
+
+extension PostgresDecodable where Self: FixedWidthInteger {
     public init(postgresText: String) throws(PostgresError) {
-        guard let value = Int(postgresText) else { throw .undecodable(postgresText, as: "Int") }
+        guard let value = Self(postgresText) else { throw .undecodable(postgresText, as: "\(Self.self)") }
         self = value
     }
 }
 
-extension Int32: PostgresEncodable, PostgresDecodable {
-    public var postgresText: String? { String(self) }
-    public init(postgresText: String) throws(PostgresError) {
-        guard let value = Int32(postgresText) else { throw .undecodable(postgresText, as: "Int32") }
-        self = value
-    }
-}
-
-extension Int64: PostgresEncodable, PostgresDecodable {
-    public var postgresText: String? { String(self) }
-    public init(postgresText: String) throws(PostgresError) {
-        guard let value = Int64(postgresText) else { throw .undecodable(postgresText, as: "Int64") }
-        self = value
-    }
-}
+extension Int: PostgresEncodable, PostgresDecodable {}
+extension Int32: PostgresEncodable, PostgresDecodable {}
+extension Int64: PostgresEncodable, PostgresDecodable {}
 
 extension Bool: PostgresEncodable, PostgresDecodable {
     public var postgresText: String? { self ? "t" : "f" }

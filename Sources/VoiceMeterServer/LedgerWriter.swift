@@ -90,7 +90,7 @@ public final class LedgerWriter: Sendable {
         wakeUp.signal()
     }
 
-    var queuedEvents: Int { state.withLock { $0.eventCount } }
+    private var queuedEvents: Int { state.withLock { $0.eventCount } }
 
     /// Usage frames read from sockets and on their way to `submit` (metering works asynchronously),
     /// counted so flow control sees them before they reach the queue.

@@ -1,7 +1,5 @@
-import Foundation
 import Logging
 import PostgresClient
-import Synchronization
 import VoiceMeterCrypto
 import VoiceMeterStore
 
@@ -9,17 +7,16 @@ import VoiceMeterStore
 /// for the database. Reloaded on `NOTIFY ingest_tokens` and every few seconds, so a revoked token
 /// is refused within seconds.
 final class TokenCache: Sendable {
-    private let digests = Mutex<[[UInt8]: TokenKind]>([:])
-    private let options: PostgresConnectionOptions
-    private let refreshMilliseconds: Int32
-    private let logger: Logger
-    private let stopped = Atomic<Bool>(false)
+    private let digests: Locked<[[UInt8]: TokenKind]>
+    private let watcher: TableWatcher
 
     init(options: PostgresConnectionOptions, refreshMilliseconds: Int, logger: Logger) throws {
-        self.options = options
-        self.refreshMilliseconds = Int32(refreshMilliseconds)
-        self.logger = logger
-        try reload(using: PostgresConnection(options))
+        let digests = Locked(try Self.load(using: PostgresConnection(options)))
+        self.digests = digests
+        watcher = TableWatcher(options: options, channel: "ingest_tokens", refreshMilliseconds: refreshMilliseconds, logger: logger) { [digests] connection in
+            let table = try Self.load(using: connection)
+            digests.withLock { $0 = table }
+        }
     }
 
     /// The kind of the active token with this secret, or `nil`.
@@ -32,44 +29,14 @@ final class TokenCache: Sendable {
         return digests.withLock { $0[digest] }
     }
 
-    func start() {
-        let thread = Thread { [self] in self.watch() }
-        thread.name = "voicemeter.tokens"
-        thread.start()
-    }
+    func start() { watcher.start() }
+    func stop() { watcher.stop() }
 
-    func stop() { stopped.store(true, ordering: .relaxed) }
-
-    private func watch() {
-        var connection: PostgresConnection?
-        var sinceReload: Int32 = 0
-        while !stopped.load(ordering: .relaxed) {
-            do {
-                if connection == nil {
-                    let fresh = try PostgresConnection(options)
-                    try fresh.listen("ingest_tokens")
-                    connection = fresh
-                    try reload(using: fresh)
-                }
-                let notifications = try connection!.waitForNotifications(timeoutMilliseconds: 200)
-                sinceReload += 200
-                if !notifications.isEmpty || sinceReload >= refreshMilliseconds {
-                    try reload(using: connection!)
-                    sinceReload = 0
-                }
-            } catch {
-                logger.warning("token cache lost the database; keeping the last tokens", metadata: ["error": "\(error)"])
-                connection = nil
-                usleep(500_000)
-            }
-        }
-    }
-
-    private func reload(using connection: PostgresConnection) throws {
+    private static func load(using connection: PostgresConnection) throws -> [[UInt8]: TokenKind] {
         var table: [[UInt8]: TokenKind] = [:]
         for row in try connection.query("SELECT token_hash, kind FROM ingest_tokens WHERE revoked_at IS NULL") {
             table[try row.decode("token_hash", as: PostgresBytes.self).bytes] = TokenKind(rawValue: try row.decode("kind"))
         }
-        digests.withLock { $0 = table }
+        return table
     }
 }

@@ -17,48 +17,46 @@ func highestAck(_ messages: [String], call: String) -> Int {
     }.max() ?? 0
 }
 
+/// Checks the invariants after an incident: every seq once, the ledger and the call's rollup at
+/// exactly the canonical call's cost.
+func expectCanonicalLedger(_ database: PostgresConnection, call: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    let ledger = try database.query("""
+        SELECT count(*) AS n, count(DISTINCT seq) AS d, sum(total_cost) AS cost FROM api_call_events WHERE call_id = $1
+        """, [call]).single()
+    #expect(try ledger.decode("n", as: Int.self) == 70, sourceLocation: sourceLocation)
+    #expect(try ledger.decode("d", as: Int.self) == 70, sourceLocation: sourceLocation)
+    #expect(try ledger.decode("cost", as: ExactDecimal.self) == ExactDecimal("0.4045")!, sourceLocation: sourceLocation)
+    let summary = try database.query("""
+        SELECT total_cost AS cost, event_count AS n FROM cost_summaries WHERE summary_type = 'call' AND call_id = $1
+        """, [call]).single()
+    #expect(try summary.decode("cost", as: ExactDecimal.self) == ExactDecimal("0.4045")!, sourceLocation: sourceLocation)
+    #expect(try summary.decode("n", as: Int.self) == 70, sourceLocation: sourceLocation)
+}
+
 @Suite("Outages: nothing acknowledged is lost, nothing is counted twice", .serialized)
 struct OutageTests {
     @Test("PostgreSQL crashes and restarts mid-stream: the server recovers by itself and the ledger reconciles")
     func databaseCrashMidStream() throws {
         let cluster = try TestPostgres.privateCluster()
         defer { try? cluster.destroy() }
-        let options = try cluster.start()
-        let database = try PostgresConnection(options)
-        try Migrator(connection: database, migrations: try TestPostgres.migrations()).migrate()
-        let token = try TokenStore(connection: database).create(name: "pipeline", kind: .ingest)
-        var configuration = ServerConfiguration(database: options)
-        configuration.listener.port = 0
-        configuration.writerFlushIntervalMilliseconds = 20
-        let server = try VoiceMeterServer.start(configuration: configuration, migrations: try TestPostgres.migrations(), logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
-        defer { server.shutdown() }
-
-        let recorder = ClientRecorder()
-        let client = try WebSocketClient { recorder.record($0, $1) }
-        defer { client.shutdown() }
-        let connection = client.connect(to: ClientEndpoint(host: "127.0.0.1", port: server.port, bearerToken: token))
+        let running = try RunningServer(options: try cluster.start())
+        defer { running.server.shutdown() }
+        let client = try StreamingClient(running.endpoint)
         let messages = canonicalCallMessages("CAOUT")
-        for message in messages[0...30] { client.send(message, on: connection) }
-        #expect(recorder.wait { highestAck(recorder.messages(of: connection), call: "CAOUT") == 30 })
+        client.send(messages[0...30])
+        #expect(client.wait { _ in client.highestAck(call: "CAOUT") == 30 })
 
         try cluster.stop(immediately: true)
-        for message in messages[31...60] { client.send(message, on: connection) }
+        client.send(messages[31...60])
         usleep(1_500_000)
-        let ackedDuringOutage = highestAck(recorder.messages(of: connection), call: "CAOUT")
+        let ackedDuringOutage = client.highestAck(call: "CAOUT")
         _ = try cluster.start()
-        for message in messages[61...] { client.send(message, on: connection) }
+        client.send(messages[61...])
 
         #expect(ackedDuringOutage == 30)
-        #expect(recorder.wait(seconds: 20) { recorder.messages(of: connection).contains { $0.contains(#""type":"call.summary""#) } })
-        #expect(recorder.messages(of: connection).last?.contains(#""cost":"0.4045""#) == true)
-        let after = try PostgresConnection(options)
-        let ledger = try after.query("SELECT count(*) AS n, count(DISTINCT seq) AS d, sum(total_cost) AS cost FROM api_call_events").single()
-        #expect(try ledger.decode("n", as: Int.self) == 70)
-        #expect(try ledger.decode("d", as: Int.self) == 70)
-        #expect(try ledger.decode("cost", as: ExactDecimal.self) == ExactDecimal("0.4045")!)
-        let summary = try after.query("SELECT total_cost AS cost, event_count AS n FROM cost_summaries WHERE summary_type = 'call'").single()
-        #expect(try summary.decode("cost", as: ExactDecimal.self) == ExactDecimal("0.4045")!)
-        #expect(try summary.decode("n", as: Int.self) == 70)
+        #expect(client.waitForSummary())
+        #expect(client.messages.last?.contains(#""cost":"0.4045""#) == true)
+        try expectCanonicalLedger(PostgresConnection(running.options), call: "CAOUT")
     }
 
     @Test("the server is killed with SIGKILL mid-call; the client resends what was not acknowledged to a new server")
@@ -67,33 +65,24 @@ struct OutageTests {
         let database = try PostgresConnection(options)
         let token = try TokenStore(connection: database).create(name: "pipeline", kind: .ingest)
         let messages = canonicalCallMessages("CAKILL")
-        let recorder = ClientRecorder()
-        let client = try WebSocketClient { recorder.record($0, $1) }
-        defer { client.shutdown() }
 
         let first = try ServerProcess(database: options)
-        let before = client.connect(to: ClientEndpoint(host: "127.0.0.1", port: first.port, bearerToken: token))
-        for message in messages[0...40] { client.send(message, on: before) }
-        #expect(recorder.wait { highestAck(recorder.messages(of: before), call: "CAKILL") == 40 })
-        for message in messages[41...55] { client.send(message, on: before) }
+        let client = try StreamingClient(ClientEndpoint(host: "127.0.0.1", port: first.port, bearerToken: token))
+        client.send(messages[0...40])
+        #expect(client.wait { _ in client.highestAck(call: "CAKILL") == 40 })
+        client.send(messages[41...55])
         first.kill()
-        #expect(recorder.wait { recorder.events(of: before).contains(.disconnected) })
-        let acked = highestAck(recorder.messages(of: before), call: "CAKILL")
+        #expect(client.recorder.wait { client.events.contains(.disconnected) })
+        let acked = client.highestAck(call: "CAKILL")
 
         // What a careful pipeline does: resume the call elsewhere and resend everything unacknowledged.
         let second = try ServerProcess(database: options)
         defer { second.kill() }
-        let after = client.connect(to: ClientEndpoint(host: "127.0.0.1", port: second.port, bearerToken: token))
-        client.send(messages[0], on: after)
-        for message in messages[(acked + 1)...] { client.send(message, on: after) }
-        #expect(recorder.wait(seconds: 20) { recorder.messages(of: after).contains { $0.contains(#""type":"call.summary""#) } })
-        #expect(recorder.messages(of: after).last?.contains(#""cost":"0.4045""#) == true, "\(recorder.messages(of: after).last ?? "")")
-
-        let ledger = try database.query("SELECT count(*) AS n, sum(total_cost) AS cost FROM api_call_events WHERE call_id = 'CAKILL'").single()
-        #expect(try ledger.decode("n", as: Int.self) == 70)
-        #expect(try ledger.decode("cost", as: ExactDecimal.self) == ExactDecimal("0.4045")!)
-        let summary = try database.query("SELECT total_cost AS cost FROM cost_summaries WHERE summary_type = 'call' AND call_id = 'CAKILL'").single()
-        #expect(try summary.decode("cost", as: ExactDecimal.self) == ExactDecimal("0.4045")!)
+        client.reconnect(to: ClientEndpoint(host: "127.0.0.1", port: second.port, bearerToken: token))
+        client.send([messages[0]] + messages[(acked + 1)...])
+        #expect(client.waitForSummary())
+        #expect(client.messages.last?.contains(#""cost":"0.4045""#) == true, "\(client.messages.last ?? "")")
+        try expectCanonicalLedger(database, call: "CAKILL")
     }
 }
 
@@ -152,34 +141,22 @@ struct BackpressureTests {
     func flowControlDuringOutage() throws {
         let cluster = try TestPostgres.privateCluster()
         defer { try? cluster.destroy() }
-        let options = try cluster.start()
-        let database = try PostgresConnection(options)
-        try Migrator(connection: database, migrations: try TestPostgres.migrations()).migrate()
-        let token = try TokenStore(connection: database).create(name: "pipeline", kind: .ingest)
-        var configuration = ServerConfiguration(database: options)
-        configuration.listener.port = 0
-        configuration.writerFlushIntervalMilliseconds = 20
-        configuration.writerQueueEventsMax = 40
-        let server = try VoiceMeterServer.start(configuration: configuration, migrations: try TestPostgres.migrations(),
-                                                logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
-        defer { server.shutdown() }
-        let recorder = ClientRecorder()
-        let client = try WebSocketClient { recorder.record($0, $1) }
-        defer { client.shutdown() }
-        let connection = client.connect(to: ClientEndpoint(host: "127.0.0.1", port: server.port, bearerToken: token))
+        let running = try RunningServer(options: try cluster.start(), configure: { $0.writerQueueEventsMax = 40 })
+        defer { running.server.shutdown() }
+        let client = try StreamingClient(running.endpoint)
         let messages = canonicalCallMessages("CAFLOW")
-        client.send(messages[0], on: connection)
-        #expect(recorder.wait { recorder.messages(of: connection).first?.contains("call.accepted") == true })
+        client.send([messages[0]])
+        #expect(client.wait { $0.first?.contains("call.accepted") == true })
 
         try cluster.stop(immediately: true)
-        for message in messages[1...] { client.send(message, on: connection) }
+        client.send(messages[1...])
         usleep(1_000_000)
         _ = try cluster.start()
 
-        #expect(recorder.wait(seconds: 20) { recorder.messages(of: connection).contains { $0.contains(#""type":"call.summary""#) } })
-        #expect(!recorder.messages(of: connection).contains { $0.contains(#""code":"overloaded""#) })
-        #expect(recorder.messages(of: connection).last?.contains(#""cost":"0.4045""#) == true)
-        #expect(try PostgresConnection(options).query("SELECT count(*) AS n FROM api_call_events").single().decode("n", as: Int.self) == 70)
+        #expect(client.waitForSummary())
+        #expect(!client.messages.contains { $0.contains(#""code":"overloaded""#) })
+        #expect(client.messages.last?.contains(#""cost":"0.4045""#) == true)
+        try expectCanonicalLedger(PostgresConnection(running.options), call: "CAFLOW")
     }
 }
 
@@ -190,22 +167,18 @@ struct GracefulShutdownTests {
         let options = try TestPostgres.migratedDatabase()
         let database = try PostgresConnection(options)
         let token = try TokenStore(connection: database).create(name: "pipeline", kind: .ingest)
-        let recorder = ClientRecorder()
-        let client = try WebSocketClient { recorder.record($0, $1) }
-        defer { client.shutdown() }
         let server = try ServerProcess(database: options)
-        let connection = client.connect(to: ClientEndpoint(host: "127.0.0.1", port: server.port, bearerToken: token))
+        let client = try StreamingClient(ClientEndpoint(host: "127.0.0.1", port: server.port, bearerToken: token))
         let messages = canonicalCallMessages("CATERM")
-        client.send(messages[0], on: connection)
-        #expect(recorder.wait { recorder.messages(of: connection).first?.contains("call.accepted") == true })
-        for message in messages[1...60] { client.send(message, on: connection) }
+        client.send([messages[0]])
+        #expect(client.wait { $0.first?.contains("call.accepted") == true })
+        client.send(messages[1...60])
         usleep(20_000)
         let started = Date()
-        let status = server.terminate()
-        #expect(status == 0)
+        #expect(server.terminate() == 0)
         #expect(Date().timeIntervalSince(started) < 15)
-        #expect(recorder.wait { recorder.events(of: connection).contains(.closeReceived(code: 1001)) })
-        let acked = highestAck(recorder.messages(of: connection), call: "CATERM")
+        #expect(client.recorder.wait { client.events.contains(.closeReceived(code: 1001)) })
+        let acked = client.highestAck(call: "CATERM")
         let stored = try database.query("SELECT count(*) AS n, coalesce(max(seq), 0) AS top FROM api_call_events").single()
         #expect(acked > 0)
         #expect(try stored.decode("n", as: Int.self) == acked)

@@ -8,25 +8,72 @@ import VoiceMeterStore
 import VoiceMeterTestSupport
 import WebSocketTransport
 
-/// A real server on a free loopback port against a fresh migrated database.
+/// A real server on a free loopback port against a fresh migrated database (or the one given).
 struct RunningServer {
     let server: VoiceMeterServer
+    let options: PostgresConnectionOptions
     let database: PostgresConnection
     let token: String
 
-    init() throws {
-        let options = try TestPostgres.migratedDatabase()
+    /// - Parameters:
+    ///   - options: a database to use (migrated here); a fresh test database when `nil`.
+    ///   - prepare: runs on the database before the server starts (roles, budgets…).
+    ///   - configure: adjusts the server's configuration (its database user, queue sizes…).
+    init(options given: PostgresConnectionOptions? = nil, prepare: (PostgresConnection) throws -> Void = { _ in },
+         configure: (inout ServerConfiguration) -> Void = { _ in }) throws {
+        options = try given ?? TestPostgres.migratedDatabase()
         database = try PostgresConnection(options)
+        if given != nil { try Migrator(connection: database, migrations: try TestPostgres.migrations()).migrate() }
+        try prepare(database)
         token = try TokenStore(connection: database).create(name: "pipeline", kind: .ingest)
         var configuration = ServerConfiguration(database: options)
         configuration.listener.port = 0
         configuration.writerFlushIntervalMilliseconds = 20
         configuration.tokenRefreshIntervalMilliseconds = 500
+        configure(&configuration)
         server = try VoiceMeterServer.start(configuration: configuration, migrations: try TestPostgres.migrations(),
                                             logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
     }
 
     var endpoint: ClientEndpoint { ClientEndpoint(host: "127.0.0.1", port: server.port, bearerToken: token) }
+}
+
+/// A WebSocket client with one connection, recording what arrives.
+final class StreamingClient {
+    let recorder = ClientRecorder()
+    let client: WebSocketClient
+    private(set) var connection: ClientConnectionID
+
+    init(_ endpoint: ClientEndpoint) throws {
+        let recorder = recorder
+        client = try WebSocketClient { recorder.record($0, $1) }
+        connection = client.connect(to: endpoint)
+    }
+
+    deinit { client.shutdown() }
+
+    func send(_ messages: some Sequence<String>) {
+        for message in messages { client.send(message, on: connection) }
+    }
+
+    /// Opens a new connection (to the same or another server); later sends go there.
+    func reconnect(to endpoint: ClientEndpoint) {
+        connection = client.connect(to: endpoint)
+    }
+
+    var messages: [String] { recorder.messages(of: connection) }
+    var events: [ClientEvent] { recorder.events(of: connection) }
+
+    func wait(seconds: Double = 10, until condition: ([String]) -> Bool) -> Bool {
+        recorder.wait(seconds: seconds) { condition(self.messages) }
+    }
+
+    /// Waits for the call's `call.summary`.
+    func waitForSummary(seconds: Double = 20) -> Bool {
+        wait(seconds: seconds) { $0.contains { $0.contains(#""type":"call.summary""#) } }
+    }
+
+    func highestAck(call: String) -> Int { VoiceMeterServerTests.highestAck(messages, call: call) }
 }
 
 /// Seed 002's 5-minute call as protocol messages.
@@ -55,14 +102,11 @@ struct ServerPipelineTests {
     func canonicalCall() throws {
         let running = try RunningServer()
         defer { running.server.shutdown() }
-        let recorder = ClientRecorder()
-        let client = try WebSocketClient { recorder.record($0, $1) }
-        defer { client.shutdown() }
-        let connection = client.connect(to: running.endpoint)
-        for message in canonicalCallMessages("CA0001") { client.send(message, on: connection) }
+        let client = try StreamingClient(running.endpoint)
+        client.send(canonicalCallMessages("CA0001"))
 
-        #expect(recorder.wait { recorder.messages(of: connection).contains { $0.contains(#""type":"call.summary""#) } })
-        let messages = recorder.messages(of: connection)
+        #expect(client.waitForSummary())
+        let messages = client.messages
         #expect(messages.first == #"{"type":"call.accepted","call_id":"CA0001","call_limit":"10","month_spent":"0","month_limit":"100"}"#)
         #expect(messages.contains(#"{"type":"ack","call_id":"CA0001","seq":70}"#))
         #expect(messages.last == #"{"type":"call.summary","call_id":"CA0001","cost":"0.4045","by_service":{"cerebras":"0.005","deepgram":"0.0295","elevenlabs":"0.3","twilio":"0.07"},"revenue":"4.99","payment_fee":"0.46966","margin":"4.11584"}"#)
@@ -77,18 +121,13 @@ struct ServerPipelineTests {
     func resendAndConflict() throws {
         let running = try RunningServer()
         defer { running.server.shutdown() }
-        let recorder = ClientRecorder()
-        let client = try WebSocketClient { recorder.record($0, $1) }
-        defer { client.shutdown() }
-        let connection = client.connect(to: running.endpoint)
+        let client = try StreamingClient(running.endpoint)
         let messages = canonicalCallMessages("CA0002")
-        client.send(messages[0], on: connection)
-        client.send(messages[1], on: connection)
-        #expect(recorder.wait { recorder.messages(of: connection).contains(#"{"type":"ack","call_id":"CA0002","seq":1}"#) })
-        client.send(messages[1], on: connection)
-        client.send(messages[1].replacingOccurrences(of: #""amount":"30""#, with: #""amount":"31""#), on: connection)
-        #expect(recorder.wait { recorder.messages(of: connection).filter { $0 == #"{"type":"ack","call_id":"CA0002","seq":1}"# }.count == 2 })
-        #expect(recorder.wait { recorder.messages(of: connection).contains { $0.contains(#""code":"seq_conflict""#) } })
+        client.send(messages[0...1])
+        #expect(client.wait { $0.contains(#"{"type":"ack","call_id":"CA0002","seq":1}"#) })
+        client.send([messages[1], messages[1].replacingOccurrences(of: #""amount":"30""#, with: #""amount":"31""#)])
+        #expect(client.wait { $0.filter { $0 == #"{"type":"ack","call_id":"CA0002","seq":1}"# }.count == 2 })
+        #expect(client.wait { $0.contains { $0.contains(#""code":"seq_conflict""#) } })
         #expect(try running.database.query("SELECT count(*) AS n FROM api_call_events").single().decode("n", as: Int.self) == 1)
     }
 
@@ -96,12 +135,9 @@ struct ServerPipelineTests {
     func unknownCall() throws {
         let running = try RunningServer()
         defer { running.server.shutdown() }
-        let recorder = ClientRecorder()
-        let client = try WebSocketClient { recorder.record($0, $1) }
-        defer { client.shutdown() }
-        let connection = client.connect(to: running.endpoint)
-        client.send(canonicalCallMessages("CA0003")[1], on: connection)
-        #expect(recorder.wait { recorder.messages(of: connection).contains { $0.contains(#""code":"unknown_call""#) && $0.contains(#""seq":1"#) } })
+        let client = try StreamingClient(running.endpoint)
+        client.send([canonicalCallMessages("CA0003")[1]])
+        #expect(client.wait { $0.contains { $0.contains(#""code":"unknown_call""#) && $0.contains(#""seq":1"#) } })
     }
 
     @Test("a created token authenticates; once revoked it is refused with 401 within seconds")
