@@ -83,6 +83,28 @@ struct WebSocketServerTests {
         #expect(failures.isEmpty, "\(failures.prefix(3)) of \(failures.count)")
     }
 
+    @Test("connections beyond the per-peer limit are refused with 429; a listed Origin is required when configured")
+    func perPeerAndOriginLimits() throws {
+        let (server, _) = try AckingDelegate.start {
+            $0.limits.connectionsPerPeerMax = 2
+            $0.allowedOrigins = ["https://pipeline.example"]
+        }
+        defer { server.shutdown() }
+        func upgrade(origin: String?) throws -> (RawSocket, String) {
+            let socket = try RawSocket(port: server.port)
+            var request = "GET /v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            request += "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer good-token\r\n"
+            if let origin { request += "Origin: \(origin)\r\n" }
+            socket.send(request + "\r\n")
+            return (socket, socket.readHeaders())
+        }
+        #expect(try upgrade(origin: "https://evil.example").1.contains(" 403 "))
+        let first = try upgrade(origin: "https://pipeline.example")
+        let second = try upgrade(origin: "https://pipeline.example")
+        #expect(first.1.hasPrefix("HTTP/1.1 101") && second.1.hasPrefix("HTTP/1.1 101"))
+        #expect(try upgrade(origin: "https://pipeline.example").1.contains(" 429 "))
+    }
+
     @Test("a connection that stops answering pings is closed after the idle timeout")
     func idleConnectionClosed() throws {
         let (server, _) = try AckingDelegate.start { $0.limits.idleTimeoutSeconds = 1 }
