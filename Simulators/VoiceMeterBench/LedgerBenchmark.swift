@@ -21,6 +21,7 @@ struct LedgerBenchmark: ParsableCommand {
     @Option(help: "Events through the raw path and through the writer.") var events = 140_000
     @Option(help: "Events for the one-INSERT-per-event design (it is slow).") var seedEvents = 4_000
     @Option(help: "Events per transaction for the batched paths.") var batch = 2_000
+    @Option(help: "Ledger writers (connections) for the pooled writer path, measured besides one.") var writers = 2
 
     func run() throws {
         let server: PostgresConnectionOptions
@@ -36,15 +37,18 @@ struct LedgerBenchmark: ParsableCommand {
         let connection = try PostgresConnection(options)
         try Migrator(connection: connection, migrations: try MigrationSet.load(directory: try MigrationSet.locateDirectory())).migrate()
         let book = try PriceStore(connection: connection).load()
-        print("ledger: \(events) events in batches of \(batch) (70-frame canonical calls); seed design: \(seedEvents) events")
+        print("ledger: \(events) events in batches of \(batch) (70-frame canonical calls); seed design: \(seedEvents) events; limit on 1 connection")
 
         let raw = try measureRaw(makeEvents(events, prefix: "raw", book: book), connection)
-        let writer = try measureWriter(makeEvents(events, prefix: "writer", book: book), options)
+        let single = try measureWriter(makeEvents(events, prefix: "writer1", book: book), options, count: 1)
+        let pooled = writers > 1 ? try measureWriter(makeEvents(events, prefix: "writerN", book: book), options, count: writers) : single
         let seed = try measureSeedDesign(makeEvents(seedEvents, prefix: "seed", book: book), connection)
-        print(String(format: "  limit (COPY → INSERT … ON CONFLICT → rollups, direct): %9.0f events/s", raw))
-        print(String(format: "  ledger writer (queue, batching, commit callbacks):    %9.0f events/s", writer))
-        print(String(format: "  seed design (one INSERT per event, autocommit):       %9.0f events/s", seed))
-        print(String(format: "  writer / limit: %.2f    writer / seed design: %.1fx", writer / raw, writer / seed))
+        print(String(format: "  limit (COPY → INSERT … ON CONFLICT → rollups, 1 connection): %9.0f events/s", raw))
+        print(String(format: "  ledger writer, 1 connection (queue, batching, callbacks):    %9.0f events/s", single))
+        print(String(format: "  ledger writers, %d connections:                               %9.0f events/s", writers, pooled))
+        print(String(format: "  seed design (one INSERT per event, autocommit):              %9.0f events/s", seed))
+        print(String(format: "  writer/limit (1 connection each): %.2f   %d writers/limit: %.2f   %d writers/seed design: %.1fx",
+                     single / raw, writers, pooled / raw, writers, pooled / seed))
     }
 
     private func makeEvents(_ count: Int, prefix: String, book: PriceBook) -> [UsageEvent] {
@@ -75,20 +79,20 @@ struct LedgerBenchmark: ParsableCommand {
         return Double(events.count) / (ContinuousClock.now - started).seconds
     }
 
-    private func measureWriter(_ events: [UsageEvent], _ options: PostgresConnectionOptions) throws -> Double {
+    private func measureWriter(_ events: [UsageEvent], _ options: PostgresConnectionOptions, count: Int) throws -> Double {
         let committed = Atomic<Int>(0)
         let done = DispatchSemaphore(value: 0)
         let total = events.count
-        let writer = LedgerWriter(options: options, batchEventsMax: batch, flushIntervalMilliseconds: 100, queueEventsMax: total + 1,
-                                  logger: Logger(label: "bench")) { result in
+        let pool = LedgerWriters(count: count, options: options, batchEventsMax: batch, flushIntervalMilliseconds: 100,
+                                 queueEventsMax: total + 1, logger: Logger(label: "bench")) { result in
             if committed.add(result.events.count, ordering: .relaxed).newValue == total { done.signal() }
         }
-        writer.start()
+        pool.start()
         let started = ContinuousClock.now
-        for event in events { _ = writer.submit(event) }
+        for event in events { _ = pool.writer(for: event.key.callID).submit(event) }
         done.wait()
         let seconds = (ContinuousClock.now - started).seconds
-        writer.drainAndStop(timeoutSeconds: 5)
+        pool.drainAndStop(timeoutSeconds: 5)
         return Double(total) / seconds
     }
 

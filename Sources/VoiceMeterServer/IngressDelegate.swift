@@ -8,13 +8,13 @@ final class IngressDelegate: WebSocketServerDelegate {
     private let tokens: TokenCache
     private let readiness: ReadinessMonitor
     private let shard: MeteringShard
-    private let writer: LedgerWriter
+    private let writers: LedgerWriters
 
-    init(tokens: TokenCache, readiness: ReadinessMonitor, shard: MeteringShard, writer: LedgerWriter) {
+    init(tokens: TokenCache, readiness: ReadinessMonitor, shard: MeteringShard, writers: LedgerWriters) {
         self.tokens = tokens
         self.readiness = readiness
         self.shard = shard
-        self.writer = writer
+        self.writers = writers
     }
 
     func authorize(_ request: UpgradeRequest) -> UpgradeDecision {
@@ -30,9 +30,10 @@ final class IngressDelegate: WebSocketServerDelegate {
 
     func connectionOpened(_ connection: ConnectionID, peer: String) {}
 
-    /// Hands the message to metering; stops reading the socket while the ledger writer's queue is
-    /// past its high watermark (the writer resumes all paused connections as it drains).
+    /// Hands the message to metering; stops reading the socket while the call's ledger writer is
+    /// past its high watermark (writers resume all paused connections as they drain).
     func received(_ message: ClientMessage, from connection: ConnectionID) -> Bool {
+        let writer = writers.writer(for: message.callID)
         if case .usage = message { writer.noteIncoming() }
         shard.perform { $0.handle(message, from: connection) }
         return !writer.isAboveHighWatermark

@@ -8,7 +8,7 @@ import WebSocketTransport
 /// Where metering sends messages and which services it uses; implemented by the composition root.
 protocol MeteringEnvironment: Sendable {
     var prices: PriceBookWatcher { get }
-    var writer: LedgerWriter { get }
+    var writers: LedgerWriters { get }
     var registry: CallRegistry { get }
     func send(_ message: ServerMessage, to connection: ConnectionID)
     var defaultCallLimit: ExactDecimal { get }
@@ -65,7 +65,7 @@ actor MeteringShard {
                 return
             }
         }
-        defer { if case .usage = message { environment.writer.noteHandled() } }
+        defer { if case .usage = message { environment.writers.writer(for: message.callID).noteHandled() } }
         switch message {
         case .callStart(let start): callStarted(start, connection)
         case .usage(let frame): usage(frame, connection)
@@ -98,7 +98,7 @@ actor MeteringShard {
     private func registered(_ callID: String, _ outcome: Result<CallRegistration, any Error>) {
         guard var call = calls[callID], case .admitting(let queued) = call.phase else { return }
         let dropQueued = {
-            for case (.usage, _) in queued { self.environment.writer.noteHandled() }
+            for case (.usage, _) in queued { self.environment.writers.writer(for: callID).noteHandled() }
         }
         switch outcome {
         case .failure(let error):
@@ -165,7 +165,7 @@ actor MeteringShard {
             personaID: call.start.personaID, usage: frame.usage, pricing: priced.price(frame.usage, book: environment.prices.book),
             metadataJSON: frame.metadataJSON, externalID: frame.externalID, payloadHash: hash
         )
-        guard environment.writer.submit(event) else {
+        guard environment.writers.writer(for: frame.callID).submit(event) else {
             calls[frame.callID] = call
             environment.send(.error(ProtocolError(.overloaded, "the ledger is behind; this frame was not taken, send it again shortly",
                                                   callID: frame.callID, seq: frame.seq)), to: connection)
@@ -184,7 +184,7 @@ actor MeteringShard {
         call.owner = connection
         call.phase = .ending
         calls[end.callID] = call
-        environment.writer.submit(CallEnding(userID: call.start.userID, callID: end.callID, endedAt: end.endedAt ?? .now, status: "completed"))
+        environment.writers.writer(for: end.callID).submit(CallEnding(userID: call.start.userID, callID: end.callID, endedAt: end.endedAt ?? .now, status: "completed"))
     }
 
     // MARK: Commits

@@ -24,7 +24,7 @@ public final class VoiceMeterServer: Sendable {
         server.services.prices.start()
         server.tokens.start()
         server.readiness.start()
-        server.services.writer.start()
+        server.services.writers.start()
         try server.ingress.start()
         logger.info("listening", metadata: [
             "listen.host": "\(configuration.listener.host)", "listen.port": "\(server.port)",
@@ -43,8 +43,8 @@ public final class VoiceMeterServer: Sendable {
         // last: both are bound once everything exists.
         let shardReference = LateBound<MeteringShard>()
         let ingressReference = LateBound<WebSocketServer>()
-        let writer = LedgerWriter(
-            options: configuration.database, batchEventsMax: configuration.writerBatchEventsMax,
+        let writers = LedgerWriters(
+            count: configuration.writerConnections, options: configuration.database, batchEventsMax: configuration.writerBatchEventsMax,
             flushIntervalMilliseconds: configuration.writerFlushIntervalMilliseconds,
             queueEventsMax: configuration.writerQueueEventsMax, logger: logger
         ) { batch in
@@ -52,13 +52,13 @@ public final class VoiceMeterServer: Sendable {
             if batch.queueBelowLowWatermark { ingressReference.value.resumeAllPaused() }
         }
         services = MeteringServices(
-            prices: try PriceBookWatcher(options: configuration.database, logger: logger), writer: writer,
+            prices: try PriceBookWatcher(options: configuration.database, logger: logger), writers: writers,
             registry: CallRegistry(options: configuration.database), ingress: ingressReference,
             defaultCallLimit: configuration.defaultCallLimit, defaultMonthLimit: configuration.defaultMonthLimit
         )
         shard = MeteringShard(index: 0, environment: services, logger: logger)
         ingress = WebSocketServer(configuration: configuration.listener,
-                                  delegate: IngressDelegate(tokens: tokens, readiness: readiness, shard: shard, writer: writer))
+                                  delegate: IngressDelegate(tokens: tokens, readiness: readiness, shard: shard, writers: writers))
         shardReference.bind(shard)
         ingressReference.bind(ingress)
     }
@@ -72,7 +72,7 @@ public final class VoiceMeterServer: Sendable {
     public func shutdown() {
         ingress.stopReceiving()
         shard.barrier()
-        services.writer.drainAndStop(timeoutSeconds: configuration.shutdownDrainSeconds)
+        services.writers.drainAndStop(timeoutSeconds: configuration.shutdownDrainSeconds)
         shard.barrier()
         ingress.shutdown(drainSeconds: 2)
         services.prices.stop()
@@ -85,16 +85,16 @@ public final class VoiceMeterServer: Sendable {
 /// The services metering uses, and the way back to the clients.
 final class MeteringServices: MeteringEnvironment {
     let prices: PriceBookWatcher
-    let writer: LedgerWriter
+    let writers: LedgerWriters
     let registry: CallRegistry
     private let ingress: LateBound<WebSocketServer>
     let defaultCallLimit: ExactDecimal
     let defaultMonthLimit: ExactDecimal
 
-    init(prices: PriceBookWatcher, writer: LedgerWriter, registry: CallRegistry, ingress: LateBound<WebSocketServer>,
+    init(prices: PriceBookWatcher, writers: LedgerWriters, registry: CallRegistry, ingress: LateBound<WebSocketServer>,
          defaultCallLimit: ExactDecimal, defaultMonthLimit: ExactDecimal) {
         self.prices = prices
-        self.writer = writer
+        self.writers = writers
         self.registry = registry
         self.ingress = ingress
         self.defaultCallLimit = defaultCallLimit

@@ -33,6 +33,9 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("allowed-origin"), help: "Accept upgrades only from this Origin (repeatable; default: any).")
     var allowedOrigins: [String] = []
 
+    @Option(name: .customLong("writer-connections"), help: "Ledger writers, each with its own database connection (1 or 2 suit 2 cores).")
+    var writerConnections = 2
+
     @Option(name: .customLong("batch-events"), help: "Commit when this many events wait.")
     var batchEvents = 2_000
 
@@ -47,7 +50,9 @@ struct Serve: ParsableCommand {
         for file in [tlsCertificate, tlsKey].compactMap({ $0 }) where !FileManager.default.isReadableFile(atPath: file) {
             throw ValidationError("cannot read \(file); check the path and permissions")
         }
-        guard batchEvents >= 1, flushMilliseconds >= 1 else { throw ValidationError("--batch-events and --flush-ms must be at least 1") }
+        guard batchEvents >= 1, flushMilliseconds >= 1, writerConnections >= 1 else {
+            throw ValidationError("--batch-events, --flush-ms and --writer-connections must be at least 1")
+        }
     }
 
     func run() throws {
@@ -62,6 +67,7 @@ struct Serve: ParsableCommand {
         configuration.listener.tlsCertificatePath = tlsCertificate
         configuration.listener.tlsPrivateKeyPath = tlsKey
         configuration.listener.allowedOrigins = allowedOrigins.isEmpty ? nil : allowedOrigins
+        configuration.writerConnections = writerConnections
         configuration.writerBatchEventsMax = batchEvents
         configuration.writerFlushIntervalMilliseconds = flushMilliseconds
         let server = try VoiceMeterServer.start(

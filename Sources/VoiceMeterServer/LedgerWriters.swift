@@ -1,0 +1,35 @@
+import Dispatch
+import Logging
+import PostgresClient
+
+/// One or more ledger writers, each with its own thread and connection. A call always goes to the
+/// same writer (a stable hash of its id), so its events commit — and are acknowledged — in order.
+/// Rollups shared between writers (a user's day, the platform's day) are upserted in one fixed key
+/// order by every writer, so their transactions wait for each other but never deadlock.
+public final class LedgerWriters: Sendable {
+    public let writers: [LedgerWriter]
+
+    public init(count: Int, options: PostgresConnectionOptions, batchEventsMax: Int, flushIntervalMilliseconds: Int,
+                queueEventsMax: Int, logger: Logger, onCommit: @escaping @Sendable (CommittedBatch) -> Void) {
+        precondition(count >= 1, "at least one ledger writer")
+        writers = (0..<count).map { _ in
+            LedgerWriter(options: options, batchEventsMax: batchEventsMax, flushIntervalMilliseconds: flushIntervalMilliseconds,
+                         queueEventsMax: queueEventsMax, logger: logger, onCommit: onCommit)
+        }
+    }
+
+    /// The writer that owns this call.
+    public func writer(for callID: String) -> LedgerWriter {
+        // FNV-1a: stable across processes, unlike `hashValue`.
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in callID.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return writers[Int(hash % UInt64(writers.count))]
+    }
+
+    public func start() { writers.forEach { $0.start() } }
+
+    /// Commits everything queued in every writer, then stops them (in parallel).
+    public func drainAndStop(timeoutSeconds: Double) {
+        DispatchQueue.concurrentPerform(iterations: writers.count) { writers[$0].drainAndStop(timeoutSeconds: timeoutSeconds) }
+    }
+}
