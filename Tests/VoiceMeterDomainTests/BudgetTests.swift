@@ -1,0 +1,59 @@
+import Testing
+import VoiceMeterDomain
+
+@Suite("Budgets")
+struct BudgetTests {
+    private func d(_ text: String) -> ExactDecimal { ExactDecimal(text)! }
+    let policy = BudgetPolicy(callLimit: ExactDecimal(10), dayLimit: ExactDecimal(25), monthLimit: ExactDecimal(100))
+
+    @Test("crossing 75% warns once; crossing 90% warns once more; reaching 100% reports the limit once")
+    func callThresholds() {
+        var meter = BudgetMeter(scope: .call)
+        #expect(meter.check(spent: d("7.49"), policy: policy).isEmpty)
+        #expect(meter.check(spent: d("7.52"), policy: policy) == [.warning(scope: .call, spent: d("7.52"), limit: d("10"), percent: d("75.2"), threshold: 75)])
+        #expect(meter.check(spent: d("8"), policy: policy).isEmpty)
+        #expect(meter.check(spent: d("9.5"), policy: policy) == [.warning(scope: .call, spent: d("9.5"), limit: d("10"), percent: d("95"), threshold: 90)])
+        #expect(meter.check(spent: d("10.01"), policy: policy) == [.limitReached(scope: .call, spent: d("10.01"), limit: d("10"))])
+        #expect(meter.check(spent: d("12"), policy: policy).isEmpty)
+    }
+
+    @Test("one frame that jumps past several thresholds and the limit warns at the highest and reports the limit")
+    func jump() {
+        var meter = BudgetMeter(scope: .month)
+        #expect(meter.check(spent: d("101"), policy: policy) == [
+            .warning(scope: .month, spent: d("101"), limit: d("100"), percent: d("101"), threshold: 95),
+            .limitReached(scope: .month, spent: d("101"), limit: d("100")),
+        ])
+    }
+
+    @Test("day and month use 80% and 95%; a scope without a limit never signals")
+    func periodThresholds() {
+        var day = BudgetMeter(scope: .day)
+        #expect(day.check(spent: d("19.99"), policy: policy).isEmpty)
+        #expect(day.check(spent: d("20"), policy: policy).first == .warning(scope: .day, spent: d("20"), limit: d("25"), percent: d("80"), threshold: 80))
+        var unlimited = BudgetMeter(scope: .day)
+        let noDayLimit = BudgetPolicy(callLimit: ExactDecimal(10), dayLimit: nil, monthLimit: ExactDecimal(100))
+        #expect(unlimited.check(spent: d("1000"), policy: noDayLimit).isEmpty)
+    }
+
+    @Test("admission refuses an exhausted day or month and accepts otherwise")
+    func admission() {
+        let estimate = d("0.9")
+        #expect(Admission.check(policy: policy, daySpent: d("1"), monthSpent: d("50"), estimatedCallCost: estimate) == nil)
+        #expect(Admission.check(policy: policy, daySpent: d("24.5"), monthSpent: d("50"), estimatedCallCost: estimate)?.refusal == .dayBudgetExhausted)
+        let month = Admission.check(policy: policy, daySpent: d("0"), monthSpent: d("100.02"), estimatedCallCost: estimate)
+        #expect(month?.refusal == .monthBudgetExhausted)
+        #expect(month?.spent == d("100.02"))
+        #expect(month?.limit == d("100"))
+    }
+
+    @Test("a settings row overrides only what it sets")
+    func overrides() {
+        let custom = policy.overridden(callLimit: d("5"), dayLimit: nil, monthLimit: nil, warnPercent: 60, autoCutoff: false)
+        #expect(custom.callLimit == d("5"))
+        #expect(custom.dayLimit == d("25"))
+        #expect(custom.callWarningPercents == [60, 90])
+        #expect(custom.autoCutoff == false)
+        #expect(policy.overridden(callLimit: nil, dayLimit: nil, monthLimit: nil, warnPercent: 95, autoCutoff: nil).callWarningPercents == [95])
+    }
+}
