@@ -3,8 +3,9 @@ import PostgresClient
 import VoiceMeterDomain
 import VoiceMeterStore
 
-/// Registers calls in `calls` on a queue and connection of its own, so a `call.start` never blocks
-/// the metering shards; the connection reconnects by itself after an outage.
+/// Database work of metering that is not the ledger — registering calls with their user's budget,
+/// refreshing committed spend, recording alerts, marking calls — on a queue and connection of its
+/// own, so the metering shards never block; the connection reconnects by itself after an outage.
 final class CallRegistry: Sendable {
     private let queue = DispatchQueue(label: "voicemeter.calls")
     private let connection: ConnectionSlot
@@ -13,10 +14,42 @@ final class CallRegistry: Sendable {
         connection = ConnectionSlot(options: options)
     }
 
-    func register(_ start: CallStart, startedAt: Timestamp, completion: @escaping @Sendable (Result<CallRegistration, any Error>) -> Void) {
-        queue.async { [connection] in
-            completion(Result { try connection.use { try CallStore(connection: $0).register(start, startedAt: startedAt) } })
+    /// Registers (or finds) the call and reads its user's budget as of `instant`.
+    func register(_ start: CallStart, startedAt: Timestamp, at instant: Timestamp,
+                  completion: @escaping @Sendable (Result<(CallRegistration, UserBudgetSnapshot), any Error>) -> Void) {
+        run(completion) { connection in
+            (try CallStore(connection: connection).register(start, startedAt: startedAt),
+             try BudgetStore(connection: connection).snapshot(of: start.userID, at: instant))
         }
+    }
+
+    /// Committed day and month spend of these users, and their current settings.
+    func refresh(_ userIDs: [String], at instant: Timestamp,
+                 completion: @escaping @Sendable (Result<[String: (settings: BudgetSettings, day: ExactDecimal, month: ExactDecimal)], any Error>) -> Void) {
+        run(completion) { connection in
+            let store = BudgetStore(connection: connection)
+            let spend = try store.spend(of: userIDs, at: instant)
+            var result: [String: (settings: BudgetSettings, day: ExactDecimal, month: ExactDecimal)] = [:]
+            for user in userIDs {
+                let spent = spend[user] ?? (.zero, .zero)
+                result[user] = (try store.settings(for: user), spent.day, spent.month)
+            }
+            return result
+        }
+    }
+
+    /// Writes an alert (best effort: metering goes on if the database is away).
+    func record(_ alert: CostAlert) {
+        run({ _ in }) { try BudgetStore(connection: $0).record(alert) }
+    }
+
+    func markCall(userID: String, callID: String, status: String, cutoffReason: String?) {
+        run({ _ in }) { try BudgetStore(connection: $0).markCall(userID: userID, callID: callID, status: status, cutoffReason: cutoffReason) }
+    }
+
+    private func run<T: Sendable>(_ completion: @escaping @Sendable (Result<T, any Error>) -> Void,
+                                  _ body: @escaping @Sendable (PostgresConnection) throws -> T) {
+        queue.async { [connection] in completion(Result { try connection.use(body) }) }
     }
 }
 

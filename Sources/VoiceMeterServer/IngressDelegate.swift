@@ -7,13 +7,15 @@ import WebSocketTransport
 final class IngressDelegate: WebSocketServerDelegate {
     private let tokens: TokenCache
     private let readiness: ReadinessMonitor
-    private let shard: MeteringShard
+    private let shards: [MeteringShard]
+    private let router: CallRouter
     private let writers: LedgerWriters
 
-    init(tokens: TokenCache, readiness: ReadinessMonitor, shard: MeteringShard, writers: LedgerWriters) {
+    init(tokens: TokenCache, readiness: ReadinessMonitor, shards: [MeteringShard], router: CallRouter, writers: LedgerWriters) {
         self.tokens = tokens
         self.readiness = readiness
-        self.shard = shard
+        self.shards = shards
+        self.router = router
         self.writers = writers
     }
 
@@ -35,12 +37,12 @@ final class IngressDelegate: WebSocketServerDelegate {
     func received(_ message: ClientMessage, from connection: ConnectionID) -> Bool {
         let writer = writers.writer(for: message.callID)
         if case .usage = message { writer.noteIncoming() }
-        shard.perform { $0.handle(message, from: connection) }
+        shards[router.shard(for: message)].perform { $0.handle(message, from: connection) }
         return !writer.isAboveHighWatermark
     }
 
     func connectionClosed(_ connection: ConnectionID) {
-        shard.perform { $0.connectionClosed(connection) }
+        for shard in shards { shard.perform { $0.connectionClosed(connection) } }
     }
 
     func respond(to request: HTTPRequest) -> HTTPResponse {

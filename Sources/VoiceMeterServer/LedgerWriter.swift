@@ -21,6 +21,28 @@ public struct CommittedBatch: Sendable {
     public var endings: [CallEnding]
     /// The writer's queue was at or below its low watermark after this commit: paused sockets may resume.
     public var queueBelowLowWatermark: Bool
+
+    /// The batch split by the shard of each event's and ending's user.
+    func split(by shardOfUser: (String) -> Int, shardCount: Int) -> [(Int, CommittedBatch)] {
+        guard shardCount > 1 else { return [(0, self)] }
+        var parts: [Int: CommittedBatch] = [:]
+        func part(_ index: Int) -> CommittedBatch {
+            parts[index] ?? CommittedBatch(events: [], result: result, endings: [], queueBelowLowWatermark: queueBelowLowWatermark)
+        }
+        for event in events {
+            let index = shardOfUser(event.userID)
+            var batch = part(index)
+            batch.events.append(event)
+            parts[index] = batch
+        }
+        for ending in endings {
+            let index = shardOfUser(ending.userID)
+            var batch = part(index)
+            batch.endings.append(ending)
+            parts[index] = batch
+        }
+        return parts.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+    }
 }
 
 /// Commits priced events in batches on a thread of its own with its own connection: flush at

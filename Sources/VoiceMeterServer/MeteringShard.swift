@@ -10,13 +10,29 @@ protocol MeteringEnvironment: Sendable {
     var prices: PriceBookWatcher { get }
     var writers: LedgerWriters { get }
     var registry: CallRegistry { get }
+    var router: CallRouter { get }
+    var budgets: BudgetConfiguration { get }
+    /// The wall clock (injected so tests control time).
+    var now: Timestamp { get }
     func send(_ message: ServerMessage, to connection: ConnectionID)
-    var defaultCallLimit: ExactDecimal { get }
-    var defaultMonthLimit: ExactDecimal { get }
 }
 
-/// The live ledger of the calls it owns, on its own Dispatch queue: admission at `call.start`,
-/// pricing of every frame, acknowledgements after commit, `call.summary` after `call.end`.
+/// The server's budget defaults and timings.
+struct BudgetConfiguration: Sendable {
+    /// Limits for users without a settings row (seed 002: $10 per call, $100 per month).
+    var defaults: BudgetPolicy
+    /// What a call is expected to cost at admission when the user has no history (seed 002: $0.90).
+    var defaultCallCostEstimate: ExactDecimal
+    /// How often committed spend is refreshed and cutoffs re-sent (seed 002: every 30 s).
+    var tickSeconds: Int
+    /// A call with no message for this long is closed as abandoned.
+    var abandonAfterSeconds: Int64
+}
+
+/// The live ledger of the calls of the users it owns, on its own Dispatch queue: admission at
+/// `call.start`, pricing and budget checks on every frame, warnings and cutoff, acknowledgements
+/// after commit, `call.summary` after `call.end`, and a tick that refreshes committed spend (so
+/// several server processes see each other's spend), re-sends cutoffs and closes abandoned calls.
 actor MeteringShard {
     private struct LiveCall {
         /// While `call.start` is being registered, later messages of the call wait in order.
@@ -31,6 +47,30 @@ actor MeteringShard {
         /// Committed cost per service.
         var costByService: [String: ExactDecimal] = [:]
         var highestAckedSeq: Int64 = 0
+        /// Everything priced for the call, committed or in flight: what its budget is checked against.
+        var spent = ExactDecimal.zero
+        var budget = BudgetMeter(scope: .call)
+        var cutoff: (scope: BudgetScope, spent: ExactDecimal, limit: ExactDecimal)?
+        /// Frames arrived after the cutoff since it was last sent.
+        var streamingAfterCutoff = false
+        var lastMessageAt: Timestamp
+    }
+
+    /// A user's spend as this shard knows it: the database's committed figure at the last refresh
+    /// plus what this shard priced since.
+    private struct UserBudget {
+        var policy: BudgetPolicy
+        var dayStart: Timestamp
+        var monthStart: Timestamp
+        var dayCommitted: ExactDecimal
+        var monthCommitted: ExactDecimal
+        var pricedSinceRefresh = ExactDecimal.zero
+        var day = BudgetMeter(scope: .day)
+        var month = BudgetMeter(scope: .month)
+        var calls: Set<String> = []
+
+        var daySpent: ExactDecimal { (try? dayCommitted.adding(pricedSinceRefresh)) ?? dayCommitted }
+        var monthSpent: ExactDecimal { (try? monthCommitted.adding(pricedSinceRefresh)) ?? monthCommitted }
     }
 
     private let executor: DispatchSerialExecutor
@@ -38,6 +78,8 @@ actor MeteringShard {
     private let environment: any MeteringEnvironment
     private let logger: Logger
     private var calls: [String: LiveCall] = [:]
+    private var users: [String: UserBudget] = [:]
+    private var timer: DispatchSourceTimer?
 
     init(index: Int, environment: any MeteringEnvironment, logger: Logger) {
         self.executor = DispatchSerialExecutor(label: "voicemeter.metering.\(index)")
@@ -55,6 +97,18 @@ actor MeteringShard {
         executor.queue.sync {}
     }
 
+    /// Starts the budget tick: a `DispatchSourceTimer` on the shard's own queue.
+    nonisolated func startTicking() {
+        perform { shard in
+            let timer = DispatchSource.makeTimerSource(queue: shard.executor.queue)
+            let interval = DispatchTimeInterval.seconds(shard.environment.budgets.tickSeconds)
+            timer.schedule(deadline: .now() + interval, repeating: interval)
+            timer.setEventHandler { [weak shard] in shard?.assumeIsolated { $0.tick() } }
+            timer.resume()
+            shard.timer = timer
+        }
+    }
+
     // MARK: Client messages
 
     func handle(_ message: ClientMessage, from connection: ConnectionID) {
@@ -66,6 +120,7 @@ actor MeteringShard {
             }
         }
         defer { if case .usage = message { environment.writers.writer(for: message.callID).noteHandled() } }
+        calls[message.callID]?.lastMessageAt = environment.now
         switch message {
         case .callStart(let start): callStarted(start, connection)
         case .usage(let frame): usage(frame, connection)
@@ -88,57 +143,79 @@ actor MeteringShard {
             if case .active = existing.phase { accept(start.callID) }
             return
         }
-        calls[start.callID] = LiveCall(start: start, phase: .admitting(queued: []), owner: connection)
-        let startedAt = start.startedAt ?? .now
-        environment.registry.register(start, startedAt: startedAt) { [self] outcome in
+        let now = environment.now
+        calls[start.callID] = LiveCall(start: start, phase: .admitting(queued: []), owner: connection, lastMessageAt: now)
+        environment.registry.register(start, startedAt: start.startedAt ?? now, at: now) { [self] outcome in
             self.perform { shard in shard.registered(start.callID, outcome) }
         }
     }
 
-    private func registered(_ callID: String, _ outcome: Result<CallRegistration, any Error>) {
+    private func registered(_ callID: String, _ outcome: Result<(CallRegistration, UserBudgetSnapshot), any Error>) {
         guard var call = calls[callID], case .admitting(let queued) = call.phase else { return }
-        let dropQueued = {
-            for case (.usage, _) in queued { self.environment.writers.writer(for: callID).noteHandled() }
+        func refuse(_ message: ServerMessage) {
+            calls[callID] = nil
+            for case (.usage, _) in queued { environment.writers.writer(for: callID).noteHandled() }
+            environment.router.forget(callID)
+            if let owner = call.owner { environment.send(message, to: owner) }
         }
         switch outcome {
         case .failure(let error):
             logger.warning("call registration failed", metadata: ["call.id": "\(callID)", "error": "\(error)"])
-            calls[callID] = nil
-            dropQueued()
-            if let owner = call.owner {
-                environment.send(.error(ProtocolError(.overloaded, "the database is unavailable; send call.start again shortly", callID: callID)), to: owner)
+            refuse(.error(ProtocolError(.overloaded, "the database is unavailable; send call.start again shortly", callID: callID)))
+        case .success((.belongsToAnotherUser, _)):
+            refuse(.callRejected(callID: callID, reason: "duplicate_call", spent: nil, limit: nil))
+        case .success((.registered(let registered), let snapshot)):
+            let userID = call.start.userID
+            var user = users[userID] ?? newUserBudget(snapshot)
+            if registered.isNew, let refusal = Admission.check(
+                policy: user.policy, daySpent: user.daySpent, monthSpent: user.monthSpent,
+                estimatedCallCost: snapshot.averageCallCost ?? environment.budgets.defaultCallCostEstimate
+            ) {
+                environment.registry.markCall(userID: userID, callID: callID, status: "rejected", cutoffReason: nil)
+                refuse(.callRejected(callID: callID, reason: refusal.refusal.rawValue, spent: refusal.spent, limit: refusal.limit))
+                return
             }
-        case .success(.belongsToAnotherUser):
-            calls[callID] = nil
-            dropQueued()
-            if let owner = call.owner {
-                environment.send(.callRejected(callID: callID, reason: "duplicate_call", spent: nil, limit: nil), to: owner)
-            }
-        case .success(.registered(let registered)):
             call.startedAt = registered.startedAt
             call.phase = .active
-            let book = environment.prices.book
-            for committed in registered.committedEvents {
-                call.acceptedHashes[committed.stored.seq] = committed.payloadHash
-                call.highestAckedSeq = max(call.highestAckedSeq, committed.stored.seq)
-                if let priceID = committed.stored.priceID, let version = book.version(id: priceID) {
-                    _ = call.meter.price(committed.stored.usage, with: version)
-                }
-                if let cost = committed.totalCost {
-                    call.costByService[committed.stored.usage.service] = (try? (call.costByService[committed.stored.usage.service] ?? .zero).adding(cost)) ?? cost
-                }
-            }
+            replay(registered.committedEvents, into: &call)
+            user.calls.insert(callID)
+            users[userID] = user
             calls[callID] = call
             accept(callID)
             for (message, connection) in queued { handle(message, from: connection) }
         }
     }
 
+    private func newUserBudget(_ snapshot: UserBudgetSnapshot) -> UserBudget {
+        let now = environment.now
+        return UserBudget(policy: snapshot.settings.policy(over: environment.budgets.defaults), dayStart: now.startOfDay,
+                          monthStart: now.startOfMonth, dayCommitted: snapshot.daySpent, monthCommitted: snapshot.monthSpent)
+    }
+
+    /// Rebuilds a resumed call's billing state, resend detection and spend from its committed events.
+    private func replay(_ events: [CommittedEvent], into call: inout LiveCall) {
+        let book = environment.prices.book
+        for committed in events {
+            call.acceptedHashes[committed.stored.seq] = committed.payloadHash
+            call.highestAckedSeq = max(call.highestAckedSeq, committed.stored.seq)
+            if let priceID = committed.stored.priceID, let version = book.version(id: priceID) {
+                _ = call.meter.price(committed.stored.usage, with: version)
+            }
+            if let cost = committed.totalCost {
+                call.costByService[committed.stored.usage.service, default: .zero] = (try? call.costByService[committed.stored.usage.service, default: .zero].adding(cost)) ?? cost
+                call.spent = (try? call.spent.adding(cost)) ?? call.spent
+            }
+        }
+    }
+
     private func accept(_ callID: String) {
-        guard let call = calls[callID], let owner = call.owner else { return }
-        environment.send(.callAccepted(callID: callID, callLimit: environment.defaultCallLimit, monthSpent: .zero,
-                                       monthLimit: environment.defaultMonthLimit), to: owner)
+        guard let call = calls[callID], let owner = call.owner, let user = users[call.start.userID] else { return }
+        environment.send(.callAccepted(callID: callID, callLimit: user.policy.callLimit ?? .zero, monthSpent: user.monthSpent,
+                                       monthLimit: user.policy.monthLimit ?? .zero), to: owner)
         if call.highestAckedSeq > 0 { environment.send(.ack(callID: callID, seq: call.highestAckedSeq), to: owner) }
+        if let cutoff = call.cutoff {
+            environment.send(.budgetCutoff(callID: callID, scope: cutoff.scope, spent: cutoff.spent, limit: cutoff.limit), to: owner)
+        }
     }
 
     private func usage(_ frame: UsageFrame, _ connection: ConnectionID) {
@@ -159,10 +236,11 @@ actor MeteringShard {
             }
             return
         }
-        var priced = call.meter
+        var meter = call.meter
+        let pricing = meter.price(frame.usage, book: environment.prices.book)
         let event = UsageEvent(
             key: EventKey(callID: frame.callID, seq: frame.seq), userID: call.start.userID, callStartedAt: call.startedAt,
-            personaID: call.start.personaID, usage: frame.usage, pricing: priced.price(frame.usage, book: environment.prices.book),
+            personaID: call.start.personaID, usage: frame.usage, pricing: pricing,
             metadataJSON: frame.metadataJSON, externalID: frame.externalID, payloadHash: hash
         )
         guard environment.writers.writer(for: frame.callID).submit(event) else {
@@ -171,9 +249,53 @@ actor MeteringShard {
                                                   callID: frame.callID, seq: frame.seq)), to: connection)
             return
         }
-        call.meter = priced
+        call.meter = meter
         call.acceptedHashes[frame.seq] = hash
+        if call.cutoff != nil { call.streamingAfterCutoff = true }
         calls[frame.callID] = call
+        if case .priced(let priced) = pricing { charge(priced.totalCost, to: frame.callID) }
+    }
+
+    /// Adds a frame's cost to its call and user and acts on every budget it crosses.
+    private func charge(_ cost: ExactDecimal, to callID: String) {
+        guard var call = calls[callID], var user = users[call.start.userID] else { return }
+        call.spent = (try? call.spent.adding(cost)) ?? call.spent
+        user.pricedSinceRefresh = (try? user.pricedSinceRefresh.adding(cost)) ?? user.pricedSinceRefresh
+        let callSignals = call.budget.check(spent: call.spent, policy: user.policy)
+        let periodSignals = user.day.check(spent: user.daySpent, policy: user.policy) + user.month.check(spent: user.monthSpent, policy: user.policy)
+        calls[callID] = call
+        users[call.start.userID] = user
+        for signal in callSignals + periodSignals { act(on: signal, userID: call.start.userID, callID: callID) }
+    }
+
+    private func act(on signal: BudgetSignal, userID: String, callID: String) {
+        guard let user = users[userID] else { return }
+        switch signal {
+        case .warning(let scope, let spent, let limit, let percent, _):
+            if let owner = calls[callID]?.owner {
+                environment.send(.budgetWarning(callID: callID, scope: scope, spent: spent, limit: limit, percent: percent), to: owner)
+            }
+            environment.registry.record(CostAlert(type: "budget_warning", scope: scope.rawValue, userID: userID, callID: callID, spent: spent,
+                                                  limit: limit, percent: percent, message: "\(scope.rawValue) budget at \(percent)% (\(spent) of \(limit) USD)"))
+        case .limitReached(let scope, let spent, let limit):
+            guard user.policy.autoCutoff else {
+                environment.registry.record(CostAlert(type: "budget_warning", scope: scope.rawValue, userID: userID, callID: callID, spent: spent,
+                                                      limit: limit, percent: nil, message: "\(scope.rawValue) limit of \(limit) USD reached; auto-cutoff is off"))
+                return
+            }
+            environment.registry.record(CostAlert(type: "budget_cutoff", scope: scope.rawValue, userID: userID, callID: callID, spent: spent,
+                                                  limit: limit, percent: nil, message: "\(scope.rawValue) limit of \(limit) USD reached: calls cut off"))
+            let affected = scope == .call ? [callID] : Array(user.calls)
+            for id in affected { cutOff(id, scope: scope, spent: spent, limit: limit) }
+        }
+    }
+
+    private func cutOff(_ callID: String, scope: BudgetScope, spent: ExactDecimal, limit: ExactDecimal) {
+        guard var call = calls[callID], call.cutoff == nil else { return }
+        call.cutoff = (scope, spent, limit)
+        calls[callID] = call
+        if let owner = call.owner { environment.send(.budgetCutoff(callID: callID, scope: scope, spent: spent, limit: limit), to: owner) }
+        environment.registry.markCall(userID: call.start.userID, callID: callID, status: "cut_off", cutoffReason: "\(scope.rawValue)_limit")
     }
 
     private func callEnded(_ end: CallEnd, _ connection: ConnectionID) {
@@ -182,9 +304,55 @@ actor MeteringShard {
             return
         }
         call.owner = connection
+        finish(end.callID, call: call, endedAt: end.endedAt ?? environment.now, status: call.cutoff == nil ? "completed" : "cut_off")
+    }
+
+    private func finish(_ callID: String, call: LiveCall, endedAt: Timestamp, status: String) {
+        var call = call
         call.phase = .ending
-        calls[end.callID] = call
-        environment.writers.writer(for: end.callID).submit(CallEnding(userID: call.start.userID, callID: end.callID, endedAt: end.endedAt ?? .now, status: "completed"))
+        calls[callID] = call
+        environment.writers.writer(for: callID).submit(CallEnding(userID: call.start.userID, callID: callID, endedAt: endedAt, status: status))
+    }
+
+    // MARK: The tick
+
+    /// Every `tickSeconds`: refresh users' committed spend (other processes' calls included) and
+    /// settings, re-send cutoffs to calls still streaming, close abandoned calls.
+    func tick() {
+        let now = environment.now
+        for (callID, call) in calls where call.streamingAfterCutoff {
+            calls[callID]?.streamingAfterCutoff = false
+            if let owner = call.owner, let cutoff = call.cutoff {
+                environment.send(.budgetCutoff(callID: callID, scope: cutoff.scope, spent: cutoff.spent, limit: cutoff.limit), to: owner)
+            }
+        }
+        for (callID, call) in calls {
+            guard case .active = call.phase, now.microsecondsSinceEpoch - call.lastMessageAt.microsecondsSinceEpoch
+                    >= environment.budgets.abandonAfterSeconds * 1_000_000 else { continue }
+            finish(callID, call: call, endedAt: call.lastMessageAt, status: "abandoned")
+        }
+        let userIDs = Array(users.keys)
+        guard !userIDs.isEmpty else { return }
+        environment.registry.refresh(userIDs, at: now) { [self] outcome in
+            self.perform { shard in shard.refreshed(outcome, at: now) }
+        }
+    }
+
+    private func refreshed(_ outcome: Result<[String: (settings: BudgetSettings, day: ExactDecimal, month: ExactDecimal)], any Error>, at now: Timestamp) {
+        guard case .success(let fresh) = outcome else { return }  // keep metering from memory until the database is back
+        for (userID, state) in fresh {
+            guard var user = users[userID] else { continue }
+            if now.startOfDay != user.dayStart { user.day = BudgetMeter(scope: .day); user.dayStart = now.startOfDay }
+            if now.startOfMonth != user.monthStart { user.month = BudgetMeter(scope: .month); user.monthStart = now.startOfMonth }
+            user.policy = state.settings.policy(over: environment.budgets.defaults)
+            user.dayCommitted = state.day
+            user.monthCommitted = state.month
+            user.pricedSinceRefresh = .zero
+            let signals = user.day.check(spent: user.daySpent, policy: user.policy) + user.month.check(spent: user.monthSpent, policy: user.policy)
+            users[userID] = user
+            guard let anyCall = user.calls.sorted().first else { continue }
+            for signal in signals { act(on: signal, userID: userID, callID: anyCall) }
+        }
     }
 
     // MARK: Commits
@@ -218,6 +386,9 @@ actor MeteringShard {
 
     private func summarize(_ callID: String) {
         guard let call = calls.removeValue(forKey: callID) else { return }
+        environment.router.forget(callID)
+        users[call.start.userID]?.calls.remove(callID)
+        if users[call.start.userID]?.calls.isEmpty == true { users[call.start.userID] = nil }
         let byService = call.costByService.sorted { $0.key < $1.key }.map { (service: $0.key, cost: $0.value) }
         let cost = byService.reduce(ExactDecimal.zero) { (try? $0.adding($1.cost)) ?? $0 }
         var fee: ExactDecimal?

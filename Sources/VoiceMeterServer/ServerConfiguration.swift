@@ -1,3 +1,4 @@
+import Foundation
 import PostgresClient
 import VoiceMeterDomain
 import WebSocketTransport
@@ -22,9 +23,17 @@ public struct ServerConfiguration: Sendable {
     public var readinessCheckIntervalMilliseconds = 1_000
     /// How often bearer tokens are reloaded even without a NOTIFY (revocation safety net).
     public var tokenRefreshIntervalMilliseconds = 5_000
-    /// Budget limits for users without a `user_budget_settings` row (seed 002 section 6.1).
-    public var defaultCallLimit = ExactDecimal(10)
-    public var defaultMonthLimit = ExactDecimal(100)
+    /// Budget limits for users without a `user_budget_settings` row (seed 002 section 6.1: $10 per
+    /// call, $100 per month; no daily limit unless set).
+    public var defaultBudget = BudgetPolicy(callLimit: ExactDecimal(10), dayLimit: nil, monthLimit: ExactDecimal(100))
+    /// Expected cost of a call at admission for a user without history (seed 002: $0.90).
+    public var defaultCallCostEstimate = ExactDecimal("0.90")!
+    /// How often committed spend is refreshed, settings reloaded and cutoffs re-sent.
+    public var budgetTickSeconds = 30
+    /// A call with no message for this long is closed as abandoned and summarized.
+    public var abandonCallAfterSeconds = 600
+    /// Metering shards (actors on their own queues); a user's calls always share one.
+    public var meteringShards = max(1, ProcessInfo.processInfo.activeProcessorCount)
     /// How long shutdown waits for in-flight work before closing connections anyway.
     public var shutdownDrainSeconds = 10.0
 

@@ -16,7 +16,7 @@ public final class VoiceMeterServer: Sendable {
     private let tokens: TokenCache
     private let readiness: ReadinessMonitor
     private let ingress: WebSocketServer
-    private let shard: MeteringShard
+    private let shards: [MeteringShard]
 
     /// Connects to the database, loads prices and tokens, and starts listening.
     public static func start(configuration: ServerConfiguration, migrations: MigrationSet, logger: Logger) throws -> VoiceMeterServer {
@@ -26,6 +26,7 @@ public final class VoiceMeterServer: Sendable {
         server.readiness.start()
         server.services.writers.start()
         try server.ingress.start()
+        server.shards.forEach { $0.startTicking() }
         logger.info("listening", metadata: [
             "listen.host": "\(configuration.listener.host)", "listen.port": "\(server.port)",
             "tls": "\(configuration.listener.tlsCertificatePath != nil)", "database": "\(configuration.database)",
@@ -41,25 +42,34 @@ public final class VoiceMeterServer: Sendable {
                                      intervalMilliseconds: configuration.readinessCheckIntervalMilliseconds)
         // The writer reports to the shard and the shard sends through the ingress, which is built
         // last: both are bound once everything exists.
-        let shardReference = LateBound<MeteringShard>()
+        let shardsReference = LateBound<[MeteringShard]>()
+        let router = CallRouter(shardCount: configuration.meteringShards)
         let ingressReference = LateBound<WebSocketServer>()
         let writers = LedgerWriters(
             count: configuration.writerConnections, options: configuration.database, batchEventsMax: configuration.writerBatchEventsMax,
             flushIntervalMilliseconds: configuration.writerFlushIntervalMilliseconds,
             queueEventsMax: configuration.writerQueueEventsMax, logger: logger
         ) { batch in
-            shardReference.value.perform { $0.committed(batch) }
+            // Each shard acknowledges the calls of its users.
+            let shards = shardsReference.value
+            for (index, part) in batch.split(by: { router.shard(forUser: $0) }, shardCount: shards.count) {
+                shards[index].perform { $0.committed(part) }
+            }
             if batch.queueBelowLowWatermark { ingressReference.value.resumeAllPaused() }
         }
-        services = MeteringServices(
+        let services = MeteringServices(
             prices: try PriceBookWatcher(options: configuration.database, logger: logger), writers: writers,
-            registry: CallRegistry(options: configuration.database), ingress: ingressReference,
-            defaultCallLimit: configuration.defaultCallLimit, defaultMonthLimit: configuration.defaultMonthLimit
+            registry: CallRegistry(options: configuration.database), router: router, ingress: ingressReference,
+            budgets: BudgetConfiguration(defaults: configuration.defaultBudget, defaultCallCostEstimate: configuration.defaultCallCostEstimate,
+                                         tickSeconds: configuration.budgetTickSeconds,
+                                         abandonAfterSeconds: Int64(configuration.abandonCallAfterSeconds))
         )
-        shard = MeteringShard(index: 0, environment: services, logger: logger)
+        self.services = services
+        let shards = (0..<configuration.meteringShards).map { MeteringShard(index: $0, environment: services, logger: logger) }
+        self.shards = shards
         ingress = WebSocketServer(configuration: configuration.listener,
-                                  delegate: IngressDelegate(tokens: tokens, readiness: readiness, shard: shard, writers: writers))
-        shardReference.bind(shard)
+                                  delegate: IngressDelegate(tokens: tokens, readiness: readiness, shards: shards, router: router, writers: writers))
+        shardsReference.bind(shards)
         ingressReference.bind(ingress)
     }
 
@@ -71,9 +81,9 @@ public final class VoiceMeterServer: Sendable {
     /// acknowledgements, then close every connection with 1001 once its acks are written.
     public func shutdown() {
         ingress.stopReceiving()
-        shard.barrier()
+        shards.forEach { $0.barrier() }
         services.writers.drainAndStop(timeoutSeconds: configuration.shutdownDrainSeconds)
-        shard.barrier()
+        shards.forEach { $0.barrier() }
         ingress.shutdown(drainSeconds: 2)
         services.prices.stop()
         tokens.stop()
@@ -87,19 +97,21 @@ final class MeteringServices: MeteringEnvironment {
     let prices: PriceBookWatcher
     let writers: LedgerWriters
     let registry: CallRegistry
+    let router: CallRouter
     private let ingress: LateBound<WebSocketServer>
-    let defaultCallLimit: ExactDecimal
-    let defaultMonthLimit: ExactDecimal
+    let budgets: BudgetConfiguration
 
-    init(prices: PriceBookWatcher, writers: LedgerWriters, registry: CallRegistry, ingress: LateBound<WebSocketServer>,
-         defaultCallLimit: ExactDecimal, defaultMonthLimit: ExactDecimal) {
+    init(prices: PriceBookWatcher, writers: LedgerWriters, registry: CallRegistry, router: CallRouter,
+         ingress: LateBound<WebSocketServer>, budgets: BudgetConfiguration) {
         self.prices = prices
         self.writers = writers
         self.registry = registry
+        self.router = router
         self.ingress = ingress
-        self.defaultCallLimit = defaultCallLimit
-        self.defaultMonthLimit = defaultMonthLimit
+        self.budgets = budgets
     }
+
+    var now: Timestamp { .now }
 
     func send(_ message: ServerMessage, to connection: ConnectionID) {
         ingress.value.send(message, to: connection)

@@ -4,6 +4,8 @@ import VoiceMeterDomain
 /// A call as the database knows it when a `call.start` arrives.
 public struct RegisteredCall: Sendable {
     public var userID: String
+    /// Whether this `call.start` created the call (`false`: a resumed call, admitted before).
+    public var isNew: Bool
     /// The start fixed at first registration (it is part of every event's key).
     public var startedAt: Timestamp
     /// Events already committed for the call (a resumed call), oldest `seq` first.
@@ -35,7 +37,7 @@ public struct CallStore {
     /// Registers the call (or finds it) and returns what is already committed for it.
     public func register(_ start: CallStart, startedAt: Timestamp) throws -> CallRegistration {
         try connection.transaction { connection in
-            try connection.query("""
+            let inserted = try connection.query("""
                 INSERT INTO calls (user_id, call_id, persona_id, started_at, revenue, currency, payment_method)
                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (user_id, call_id) DO NOTHING
                 """, [start.userID, start.callID, start.personaID, startedAt, start.revenue, start.currency, start.paymentMethod])
@@ -49,6 +51,7 @@ public struct CallStore {
                 """, [start.userID, start.callID])
             return .registered(RegisteredCall(
                 userID: start.userID,
+                isNew: inserted.affectedRows == 1,
                 startedAt: try first.decode("started_at"),
                 committedEvents: try events.map { row in
                     let unitName: String = try row.decode("usage_unit")

@@ -1,0 +1,41 @@
+import Synchronization
+import VoiceMeterDomain
+
+/// Which metering shard owns a call. A user's calls all go to one shard (a stable hash of the
+/// user id), so the user's budget lives in one place; `call.start` carries the user id, later
+/// messages only the call id, so the router remembers the call's shard until it is summarized.
+final class CallRouter: Sendable {
+    let shardCount: Int
+    private let shardByCall = Mutex<[String: Int]>([:])
+
+    init(shardCount: Int) {
+        precondition(shardCount >= 1)
+        self.shardCount = shardCount
+    }
+
+    /// The shard for a user (FNV-1a, stable across processes).
+    func shard(forUser userID: String) -> Int {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in userID.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return Int(hash % UInt64(shardCount))
+    }
+
+    /// Routes a message: `call.start` pins the call to its user's shard; other messages follow it
+    /// (an unknown call goes to shard 0, which answers `unknown_call`).
+    func shard(for message: ClientMessage) -> Int {
+        if case .callStart(let start) = message {
+            let shard = shard(forUser: start.userID)
+            // A call id already pinned stays where it is: its shard answers another user's duplicate_call.
+            return shardByCall.withLock { table in
+                if let existing = table[start.callID] { return existing }
+                table[start.callID] = shard
+                return shard
+            }
+        }
+        return shardByCall.withLock { $0[message.callID] } ?? 0
+    }
+
+    func forget(_ callID: String) {
+        _ = shardByCall.withLock { $0.removeValue(forKey: callID) }
+    }
+}

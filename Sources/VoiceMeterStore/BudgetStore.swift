@@ -1,0 +1,143 @@
+import PostgresClient
+import VoiceMeterDomain
+
+/// A user's budget row as stored: `nil` columns use the server's defaults.
+public struct BudgetSettings: Sendable, Hashable {
+    public var callLimit: ExactDecimal?
+    public var dayLimit: ExactDecimal?
+    public var monthLimit: ExactDecimal?
+    public var warnPercent: Int?
+    public var autoCutoff: Bool?
+
+    public init(callLimit: ExactDecimal? = nil, dayLimit: ExactDecimal? = nil, monthLimit: ExactDecimal? = nil,
+                warnPercent: Int? = nil, autoCutoff: Bool? = nil) {
+        self.callLimit = callLimit
+        self.dayLimit = dayLimit
+        self.monthLimit = monthLimit
+        self.warnPercent = warnPercent
+        self.autoCutoff = autoCutoff
+    }
+
+    /// These settings over `defaults`.
+    public func policy(over defaults: BudgetPolicy) -> BudgetPolicy {
+        defaults.overridden(callLimit: callLimit, dayLimit: dayLimit, monthLimit: monthLimit, warnPercent: warnPercent, autoCutoff: autoCutoff)
+    }
+}
+
+/// What the database says of a user's budget right now.
+public struct UserBudgetSnapshot: Sendable, Hashable {
+    public var settings: BudgetSettings
+    /// Committed spend in the UTC day and month containing `at`.
+    public var daySpent: ExactDecimal
+    public var monthSpent: ExactDecimal
+    /// The user's trailing average cost per call, `nil` without history.
+    public var averageCallCost: ExactDecimal?
+}
+
+/// A budget or usage alert for `cost_alerts` (announced with `NOTIFY cost_alerts` by a trigger).
+public struct CostAlert: Sendable, Hashable {
+    public var type: String
+    public var scope: String?
+    public var userID: String?
+    public var callID: String?
+    public var spent: ExactDecimal?
+    public var limit: ExactDecimal?
+    public var percent: ExactDecimal?
+    public var message: String
+
+    public init(type: String, scope: String?, userID: String?, callID: String?, spent: ExactDecimal?, limit: ExactDecimal?,
+                percent: ExactDecimal?, message: String) {
+        self.type = type
+        self.scope = scope
+        self.userID = userID
+        self.callID = callID
+        self.spent = spent
+        self.limit = limit
+        self.percent = percent
+        self.message = message
+    }
+}
+
+/// `user_budget_settings`, the spend the rollups hold, and `cost_alerts`.
+public struct BudgetStore {
+    private let connection: PostgresConnection
+    /// Calls averaged for a user's expected call cost.
+    public static let trailingCalls = 20
+
+    public init(connection: PostgresConnection) {
+        self.connection = connection
+    }
+
+    public func settings(for userID: String) throws -> BudgetSettings {
+        guard let row = try connection.query("""
+            SELECT max_cost_per_call, max_daily_spend, max_monthly_spend, warn_at_percent_per_call, enable_auto_cutoff
+            FROM user_budget_settings WHERE user_id = $1
+            """, [userID]).first else { return BudgetSettings() }
+        return BudgetSettings(
+            callLimit: try row.decodeIfPresent("max_cost_per_call"), dayLimit: try row.decodeIfPresent("max_daily_spend"),
+            monthLimit: try row.decodeIfPresent("max_monthly_spend"), warnPercent: try row.decodeIfPresent("warn_at_percent_per_call"),
+            autoCutoff: try row.decodeIfPresent("enable_auto_cutoff")
+        )
+    }
+
+    /// Upserts a user's settings; `nil` fields keep their stored value.
+    public func update(_ userID: String, with changes: BudgetSettings) throws {
+        try connection.query("""
+            INSERT INTO user_budget_settings (user_id, max_cost_per_call, max_daily_spend, max_monthly_spend,
+                                              warn_at_percent_per_call, enable_auto_cutoff)
+            VALUES ($1, $2, $3, $4, $5, $6)
+            ON CONFLICT (user_id) DO UPDATE SET
+                max_cost_per_call = coalesce(EXCLUDED.max_cost_per_call, user_budget_settings.max_cost_per_call),
+                max_daily_spend = coalesce(EXCLUDED.max_daily_spend, user_budget_settings.max_daily_spend),
+                max_monthly_spend = coalesce(EXCLUDED.max_monthly_spend, user_budget_settings.max_monthly_spend),
+                warn_at_percent_per_call = coalesce(EXCLUDED.warn_at_percent_per_call, user_budget_settings.warn_at_percent_per_call),
+                enable_auto_cutoff = coalesce(EXCLUDED.enable_auto_cutoff, user_budget_settings.enable_auto_cutoff),
+                updated_at = now()
+            """, [userID, changes.callLimit, changes.dayLimit, changes.monthLimit, changes.warnPercent, changes.autoCutoff])
+    }
+
+    /// Committed day and month spend of several users at `instant`, by user (absent users spent nothing).
+    public func spend(of userIDs: [String], at instant: Timestamp) throws -> [String: (day: ExactDecimal, month: ExactDecimal)] {
+        guard !userIDs.isEmpty else { return [:] }
+        var spend: [String: (day: ExactDecimal, month: ExactDecimal)] = [:]
+        for row in try connection.query("""
+            SELECT user_id, summary_type, total_cost FROM cost_summaries
+            WHERE user_id = ANY($1::text[])
+              AND ((summary_type = 'user_day' AND period_start = $2) OR (summary_type = 'user_month' AND period_start = $3))
+            """, [PostgresTextArray(userIDs), instant.startOfDay, instant.startOfMonth]) {
+            let user: String = try row.decode("user_id")
+            let cost: ExactDecimal = try row.decode("total_cost")
+            var entry = spend[user] ?? (.zero, .zero)
+            if try row.decode("summary_type", as: String.self) == "user_day" { entry.day = cost } else { entry.month = cost }
+            spend[user] = entry
+        }
+        return spend
+    }
+
+    public func snapshot(of userID: String, at instant: Timestamp) throws -> UserBudgetSnapshot {
+        let spent = try spend(of: [userID], at: instant)[userID] ?? (.zero, .zero)
+        let average = try connection.query("""
+            SELECT avg(total_cost)::numeric(20, 10) AS average FROM (
+                SELECT total_cost FROM cost_summaries WHERE summary_type = 'call' AND user_id = $1 AND event_count > 0
+                ORDER BY period_start DESC LIMIT $2) recent
+            """, [userID, Self.trailingCalls]).single()
+        return UserBudgetSnapshot(settings: try settings(for: userID), daySpent: spent.day, monthSpent: spent.month,
+                                  averageCallCost: try average.decodeIfPresent("average"))
+    }
+
+    public func record(_ alert: CostAlert) throws {
+        try connection.query("""
+            INSERT INTO cost_alerts (alert_type, scope, user_id, call_id, spent, limit_amount, percent, message)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            """, [alert.type, alert.scope, alert.userID, alert.callID, alert.spent, alert.limit, alert.percent, alert.message])
+    }
+
+    /// Marks a call refused at admission or cut off.
+    public func markCall(userID: String, callID: String, status: String, cutoffReason: String?) throws {
+        try connection.query("""
+            UPDATE calls SET status = $3, cutoff_reason = coalesce($4, cutoff_reason),
+                             cutoff_at = CASE WHEN $4::text IS NULL THEN cutoff_at ELSE now() END, updated_at = now()
+            WHERE user_id = $1 AND call_id = $2
+            """, [userID, callID, status, cutoffReason])
+    }
+}
