@@ -1,0 +1,86 @@
+import Foundation
+import PostgresClient
+import Testing
+import VoiceMeterDomain
+import VoiceMeterServer
+import VoiceMeterStore
+import VoiceMeterTestSupport
+
+let budgetUser = "7b0f3a0e-5a7e-4a53-9a40-6a3f7d1b2c10"
+
+func setBudget(_ settings: BudgetSettings) -> (PostgresConnection) throws -> Void {
+    { try BudgetStore(connection: $0).update(budgetUser, with: settings) }
+}
+
+@Suite("Budgets enforced live", .serialized)
+struct BudgetEnforcementTests {
+    @Test("a per-call limit warns at 75% and 90%, cuts off within one frame of the limit, and later usage is still recorded")
+    func perCallCutoff() throws {
+        let running = try RunningServer(prepare: setBudget(BudgetSettings(callLimit: ExactDecimal("0.30"))))
+        defer { running.server.shutdown() }
+        let client = try StreamingClient(running.endpoint)
+        client.send(canonicalCallMessages("CACUT"))
+        #expect(client.waitForSummary())
+        let messages = client.messages
+        #expect(messages.first == #"{"type":"call.accepted","call_id":"CACUT","call_limit":"0.3","month_spent":"0","month_limit":"100"}"#)
+        let warnings = messages.filter { $0.contains(#""type":"budget.warning""#) }
+        #expect(warnings.count == 2)
+        #expect(warnings.first?.contains(#""scope":"call""#) == true)
+        let cutoffs = messages.filter { $0.contains(#""type":"budget.cutoff""#) }
+        #expect(cutoffs.count == 1)
+        // The cutoff reports what was spent when the limit was crossed: at most one frame (≤ $0.015) over.
+        let spent = cutoffs.first.flatMap { $0.split(separator: "\"").drop { $0 != "spent" }.dropFirst(2).first }.flatMap { ExactDecimal($0) }
+        #expect(spent.map { $0 >= ExactDecimal("0.30")! && $0 <= ExactDecimal("0.315")! } == true, "\(cutoffs)")
+        #expect(messages.last?.contains(#""cost":"0.4045""#) == true)
+        let status = try running.database.query("SELECT status, cutoff_reason FROM calls WHERE call_id = 'CACUT'").single()
+        #expect(try status.decode("status", as: String.self) == "cut_off")
+        #expect(try status.decode("cutoff_reason", as: String.self) == "call_limit")
+        #expect(client.wait { _ in
+            (try? running.database.query("SELECT count(*) AS n FROM cost_alerts WHERE call_id = 'CACUT'").single().decode("n", as: Int.self)) == 3
+        })
+    }
+
+    @Test("admission refuses a user whose month budget cannot cover a call")
+    func admissionRefused() throws {
+        let running = try RunningServer(prepare: setBudget(BudgetSettings(monthLimit: ExactDecimal("0.50"))))
+        defer { running.server.shutdown() }
+        let client = try StreamingClient(running.endpoint)
+        client.send(canonicalCallMessages("CANO").prefix(3))
+        #expect(client.wait { $0.contains { $0.contains("call.rejected") } })
+        #expect(client.messages.first == #"{"type":"call.rejected","call_id":"CANO","reason":"month_budget_exhausted","spent":"0","limit":"0.5"}"#)
+        #expect(try running.database.query("SELECT status FROM calls WHERE call_id = 'CANO'").single().decode("status", as: String.self) == "rejected")
+        #expect(try running.database.query("SELECT count(*) AS n FROM api_call_events").single().decode("n", as: Int.self) == 0)
+    }
+
+    @Test("a day limit cuts off all of a user's calls at once")
+    func dayLimitCutsEveryCall() throws {
+        let running = try RunningServer(prepare: setBudget(BudgetSettings(dayLimit: ExactDecimal("3.00"))))
+        defer { running.server.shutdown() }
+        let client = try StreamingClient(running.endpoint)
+        let first = canonicalCallMessages("CADAY1")
+        let second = canonicalCallMessages("CADAY2")
+        client.send([first[0], second[0]])
+        #expect(client.wait { $0.filter { $0.contains("call.accepted") }.count == 2 })
+        // Expensive GPT-4 Turbo usage on the first call crosses the day limit.
+        client.send([#"{"type":"usage","call_id":"CADAY1","seq":1,"ts":"2026-11-22T18:00:30Z","service":"openai","operation":"chat_completion","model":"gpt-4-turbo","amount":"110000","unit":"output_tokens"}"#])
+        #expect(client.wait { messages in
+            ["CADAY1", "CADAY2"].allSatisfy { call in messages.contains { $0.contains(#""type":"budget.cutoff","call_id":"\#(call)","scope":"day""#) } }
+        })
+    }
+
+    @Test("the tick sees spend committed by other processes and cuts off on the month limit")
+    func tickRefreshesCommittedSpend() throws {
+        let running = try RunningServer(prepare: setBudget(BudgetSettings(monthLimit: ExactDecimal("5.00"))), configure: { $0.budgetTickSeconds = 1 })
+        defer { running.server.shutdown() }
+        let client = try StreamingClient(running.endpoint)
+        client.send(canonicalCallMessages("CATICK").prefix(5))
+        #expect(client.wait { $0.contains(#"{"type":"ack","call_id":"CATICK","seq":4}"#) })
+        // Another server node commits $4.99 of this user's spend this month.
+        try running.database.query("""
+            INSERT INTO cost_summaries (summary_type, user_id, period_start, period_end, total_cost)
+            VALUES ('user_month', $1, date_trunc('month', now(), 'UTC'), date_trunc('month', now(), 'UTC') + interval '1 month', 4.99)
+            ON CONFLICT (summary_type, user_id, call_id, period_start) DO UPDATE SET total_cost = cost_summaries.total_cost + 4.99
+            """, [budgetUser])
+        #expect(client.wait(seconds: 5) { $0.contains { $0.contains(#""type":"budget.cutoff","call_id":"CATICK","scope":"month""#) } })
+    }
+}
