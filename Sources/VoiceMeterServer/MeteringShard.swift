@@ -331,6 +331,13 @@ actor MeteringShard {
                     >= environment.budgets.abandonAfterSeconds * 1_000_000 else { continue }
             finish(callID, call: call, endedAt: call.lastMessageAt, status: "abandoned")
         }
+        refreshUsers()
+    }
+
+    /// Reloads the settings and committed spend of the users with live calls (on the tick, and
+    /// within a second of a `user_budget_settings` change).
+    func refreshUsers() {
+        let now = environment.now
         let userIDs = Array(users.keys)
         guard !userIDs.isEmpty else { return }
         environment.registry.refresh(userIDs, at: now) { [self] outcome in
@@ -350,6 +357,13 @@ actor MeteringShard {
             user.pricedSinceRefresh = .zero
             let signals = user.day.check(spent: user.daySpent, policy: user.policy) + user.month.check(spent: user.monthSpent, policy: user.policy)
             users[userID] = user
+            // New settings may put a running call over its own limit too.
+            for callID in user.calls.sorted() {
+                guard var call = calls[callID] else { continue }
+                let callSignals = call.budget.check(spent: call.spent, policy: user.policy)
+                calls[callID] = call
+                for signal in callSignals { act(on: signal, userID: userID, callID: callID) }
+            }
             guard let anyCall = user.calls.sorted().first else { continue }
             for signal in signals { act(on: signal, userID: userID, callID: anyCall) }
         }

@@ -17,6 +17,7 @@ public final class VoiceMeterServer: Sendable {
     private let readiness: ReadinessMonitor
     private let ingress: WebSocketServer
     private let shards: [MeteringShard]
+    private let budgetSettings: TableWatcher
 
     /// Connects to the database, loads prices and tokens, and starts listening.
     public static func start(configuration: ServerConfiguration, migrations: MigrationSet, logger: Logger) throws -> VoiceMeterServer {
@@ -27,6 +28,7 @@ public final class VoiceMeterServer: Sendable {
         server.services.writers.start()
         try server.ingress.start()
         server.shards.forEach { $0.startTicking() }
+        server.budgetSettings.start()
         logger.info("listening", metadata: [
             "listen.host": "\(configuration.listener.host)", "listen.port": "\(server.port)",
             "tls": "\(configuration.listener.tlsCertificatePath != nil)", "database": "\(configuration.database)",
@@ -70,6 +72,9 @@ public final class VoiceMeterServer: Sendable {
         ingress = WebSocketServer(configuration: configuration.listener,
                                   delegate: IngressDelegate(tokens: tokens, readiness: readiness, shards: shards, router: router, writers: writers))
         shardsReference.bind(shards)
+        budgetSettings = TableWatcher(options: configuration.database, channel: "user_budget_settings", logger: logger) { _ in
+            for shard in shards { shard.perform { $0.refreshUsers() } }
+        }
         ingressReference.bind(ingress)
     }
 
@@ -86,6 +91,7 @@ public final class VoiceMeterServer: Sendable {
         shards.forEach { $0.barrier() }
         ingress.shutdown(drainSeconds: 2)
         services.prices.stop()
+        budgetSettings.stop()
         tokens.stop()
         readiness.stop()
         logger.info("stopped")

@@ -36,6 +36,9 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("writer-connections"), help: "Ledger writers, each with its own database connection (1 or 2 suit 2 cores).")
     var writerConnections = 2
 
+    @Option(name: .customLong("budget-tick-seconds"), help: "How often committed spend is refreshed and cutoffs re-sent.")
+    var budgetTickSeconds = 30
+
     @Option(name: .customLong("batch-events"), help: "Commit when this many events wait.")
     var batchEvents = 2_000
 
@@ -50,8 +53,8 @@ struct Serve: ParsableCommand {
         for file in [tlsCertificate, tlsKey].compactMap({ $0 }) where !FileManager.default.isReadableFile(atPath: file) {
             throw ValidationError("cannot read \(file); check the path and permissions")
         }
-        guard batchEvents >= 1, flushMilliseconds >= 1, writerConnections >= 1 else {
-            throw ValidationError("--batch-events, --flush-ms and --writer-connections must be at least 1")
+        guard batchEvents >= 1, flushMilliseconds >= 1, writerConnections >= 1, budgetTickSeconds >= 1 else {
+            throw ValidationError("--batch-events, --flush-ms, --writer-connections and --budget-tick-seconds must be at least 1")
         }
     }
 
@@ -68,6 +71,7 @@ struct Serve: ParsableCommand {
         configuration.listener.tlsPrivateKeyPath = tlsKey
         configuration.listener.allowedOrigins = allowedOrigins.isEmpty ? nil : allowedOrigins
         configuration.writerConnections = writerConnections
+        configuration.budgetTickSeconds = budgetTickSeconds
         configuration.writerBatchEventsMax = batchEvents
         configuration.writerFlushIntervalMilliseconds = flushMilliseconds
         let server = try VoiceMeterServer.start(

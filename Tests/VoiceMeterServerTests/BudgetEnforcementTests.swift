@@ -5,6 +5,7 @@ import VoiceMeterDomain
 import VoiceMeterServer
 import VoiceMeterStore
 import VoiceMeterTestSupport
+import WebSocketTransport
 
 let budgetUser = "7b0f3a0e-5a7e-4a53-9a40-6a3f7d1b2c10"
 
@@ -82,5 +83,57 @@ struct BudgetEnforcementTests {
             ON CONFLICT (summary_type, user_id, call_id, period_start) DO UPDATE SET total_cost = cost_summaries.total_cost + 4.99
             """, [budgetUser])
         #expect(client.wait(seconds: 5) { $0.contains { $0.contains(#""type":"budget.cutoff","call_id":"CATICK","scope":"month""#) } })
+    }
+}
+
+@Suite("Budget changes and several servers", .serialized)
+struct BudgetPropagationTests {
+    @Test("a budget change reaches a running call within a second")
+    func settingsChangeArrivesQuickly() throws {
+        let running = try RunningServer()
+        defer { running.server.shutdown() }
+        let client = try StreamingClient(running.endpoint)
+        client.send(canonicalCallMessages("CALIVE").prefix(12))
+        #expect(client.wait { $0.contains(#"{"type":"ack","call_id":"CALIVE","seq":11}"#) })
+        let changed = Date()
+        try BudgetStore(connection: running.database).update(budgetUser, with: BudgetSettings(callLimit: ExactDecimal("0.02")))
+        #expect(client.wait(seconds: 5) { $0.contains { $0.contains(#""type":"budget.cutoff","call_id":"CALIVE","scope":"call""#) } })
+        #expect(Date().timeIntervalSince(changed) < 1.0)
+    }
+
+    @Test("two server processes on one database enforce one user's month limit together")
+    func twoProcessesShareTheMonthLimit() throws {
+        let options = try TestPostgres.migratedDatabase()
+        let database = try PostgresConnection(options)
+        let token = try TokenStore(connection: database).create(name: "pipeline", kind: .ingest)
+        let limit = ExactDecimal("3.00")!
+        try BudgetStore(connection: database).update(budgetUser, with: BudgetSettings(callLimit: ExactDecimal(1000), monthLimit: limit))
+        let servers = try [ServerProcess(database: options, extraArguments: ["--budget-tick-seconds", "1"]),
+                           ServerProcess(database: options, extraArguments: ["--budget-tick-seconds", "1"])]
+        defer { servers.forEach { $0.kill() } }
+        let clients = try servers.map { try StreamingClient(ClientEndpoint(host: "127.0.0.1", port: $0.port, bearerToken: token)) }
+        for (index, client) in clients.enumerated() {
+            client.send([#"{"type":"call.start","call_id":"CAMULTI\#(index)","user_id":"\#(budgetUser)"}"#])
+        }
+        #expect(clients.allSatisfy { client in client.wait { $0.contains { $0.contains("call.accepted") } } })
+        // Each call burns $0.03 per frame (1,000 GPT-4 Turbo output tokens) at about 50 frames per second.
+        let started = Date()
+        var seq = 0
+        while Date().timeIntervalSince(started) < 8, !clients.allSatisfy({ $0.messages.contains { $0.contains("budget.cutoff") } }) {
+            seq += 1
+            for (index, client) in clients.enumerated() {
+                client.send([#"{"type":"usage","call_id":"CAMULTI\#(index)","seq":\#(seq),"ts":"2026-11-22T18:00:30Z","service":"openai","operation":"chat_completion","model":"gpt-4-turbo","amount":"1000","unit":"output_tokens"}"#])
+            }
+            usleep(20_000)
+        }
+        let elapsed = Date().timeIntervalSince(started)
+        #expect(clients.allSatisfy { $0.messages.contains { $0.contains(#""scope":"month""#) && $0.contains("budget.cutoff") } })
+        usleep(500_000)
+        let spent: ExactDecimal = try database.query("SELECT sum(total_cost) AS v FROM api_call_events").single().decode("v")
+        // Bound: what both calls burn in one tick interval (2 calls × 50 frames/s × $0.03 × 1 s = $3).
+        let burnPerSecond = ExactDecimal("3.00")!
+        let overshoot = try spent.subtracting(limit)
+        print("two-process month limit: spent \(spent) of \(limit) in \(String(format: "%.1f", elapsed)) s; overshoot \(overshoot) USD (bound \(burnPerSecond))")
+        #expect(overshoot <= burnPerSecond)
     }
 }

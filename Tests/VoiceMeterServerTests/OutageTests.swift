@@ -92,7 +92,7 @@ final class ServerProcess {
     let port: Int
     private let logPath: String
 
-    init(database: PostgresConnectionOptions) throws {
+    init(database: PostgresConnectionOptions, extraArguments: [String] = []) throws {
         let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("voicemeter").path
         guard FileManager.default.isExecutableFile(atPath: binary) else { throw ServerProcessError.notBuilt(binary) }
         logPath = FileManager.default.temporaryDirectory.appendingPathComponent("voicemeter-serve-\(UUID().uuidString.prefix(8)).log").path
@@ -101,7 +101,7 @@ final class ServerProcess {
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        let arguments = [binary, "serve", "--listen", "127.0.0.1:0", "--database-url", database.conninfo, "--flush-ms", "20"]
+        let arguments = [binary, "serve", "--listen", "127.0.0.1:0", "--database-url", database.conninfo, "--flush-ms", "20"] + extraArguments
         let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
         var child: pid_t = 0
