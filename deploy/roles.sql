@@ -30,7 +30,7 @@ GRANT SELECT ON schema_migrations, service_pricing, fixed_costs, ingest_tokens, 
                 usage_quotas, cost_summaries, calls, api_call_events, cost_alerts
     TO voicemeter_ingest;
 -- Events are append-only for the server: INSERT (… ON CONFLICT DO NOTHING), no UPDATE, no DELETE.
-GRANT INSERT ON api_call_events, cost_alerts TO voicemeter_ingest;
+GRANT INSERT ON api_call_events, cost_alerts, rejected_frames TO voicemeter_ingest;
 -- Rollups are upserted; calls are registered and later ended or cut off.
 GRANT INSERT, UPDATE ON cost_summaries TO voicemeter_ingest;
 GRANT INSERT ON calls TO voicemeter_ingest;

@@ -222,6 +222,7 @@ actor MeteringShard {
         guard var call = calls[frame.callID] else {
             environment.send(.error(ProtocolError(.unknownCall, "no call.start was seen for this call_id on this server; send call.start first",
                                                   callID: frame.callID, seq: frame.seq)), to: connection)
+            environment.registry.recordRejected(callID: frame.callID, seq: frame.seq, reason: "unknown_call", payloadJSON: frame.auditJSON)
             return
         }
         call.owner = connection

@@ -132,6 +132,12 @@ public struct BudgetStore {
             """, [alert.type, alert.scope, alert.userID, alert.callID, alert.spent, alert.limit, alert.percent, alert.message])
     }
 
+    /// Keeps a frame that belongs to no known call, for audit.
+    public func recordRejected(callID: String, seq: Int64?, reason: String, payloadJSON: String) throws {
+        try connection.query("INSERT INTO rejected_frames (call_id, seq, reason, payload) VALUES ($1, $2, $3, $4::jsonb)",
+                             [callID, seq, reason, payloadJSON])
+    }
+
     /// Marks a call refused at admission or cut off.
     public func markCall(userID: String, callID: String, status: String, cutoffReason: String?) throws {
         try connection.query("""

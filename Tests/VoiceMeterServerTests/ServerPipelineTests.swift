@@ -138,6 +138,11 @@ struct ServerPipelineTests {
         let client = try StreamingClient(running.endpoint)
         client.send([canonicalCallMessages("CA0003")[1]])
         #expect(client.wait { $0.contains { $0.contains(#""code":"unknown_call""#) && $0.contains(#""seq":1"#) } })
+        // Kept for audit, not billed.
+        #expect(client.wait { _ in
+            (try? running.database.query("SELECT count(*) AS n FROM rejected_frames WHERE call_id = 'CA0003' AND seq = 1").single().decode("n", as: Int.self)) == 1
+        })
+        #expect(try running.database.query("SELECT count(*) AS n FROM api_call_events").single().decode("n", as: Int.self) == 0)
     }
 
     @Test("a created token authenticates; once revoked it is refused with 401 within seconds")

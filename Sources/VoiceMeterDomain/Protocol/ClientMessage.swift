@@ -19,6 +19,19 @@ public struct UsageFrame: Sendable, Hashable {
     /// The `metadata` object as compact JSON text.
     public var metadataJSON: String?
 
+    /// The frame as a JSON object, for audit records.
+    public var auditJSON: String {
+        var members: [(key: String, value: JSONValue)] = [
+            ("type", .string("usage")), ("call_id", .string(callID)), ("seq", .number(String(seq))),
+            ("ts", .string(usage.occurredAt.description)), ("service", .string(usage.service)), ("operation", .string(usage.operation)),
+            ("amount", .string(usage.amount.description)), ("unit", .string(usage.unit.rawValue)),
+        ]
+        if let model = usage.model { members.append(("model", .string(model))) }
+        if let externalID { members.append(("external_id", .string(externalID))) }
+        if let metadataJSON, let metadata = try? JSONParser.parse(metadataJSON) { members.append(("metadata", metadata)) }
+        return JSONValue.object(members).serialized
+    }
+
     /// The frame's content in one canonical byte form, whatever its JSON spelling (member order,
     /// number form, whitespace): hashed to tell a harmless resend from a conflicting one.
     public var canonicalContent: [UInt8] {
