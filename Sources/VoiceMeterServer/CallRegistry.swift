@@ -43,6 +43,10 @@ final class CallRegistry: Sendable {
         run({ _ in }) { try BudgetStore(connection: $0).record(alert) }
     }
 
+    func evaluateQuotas(at instant: Timestamp) {
+        run({ _ in }) { try BudgetStore(connection: $0).evaluateQuotas(at: instant) }
+    }
+
     func recordRejected(callID: String, seq: Int64?, reason: String, payloadJSON: String) {
         run({ _ in }) { try BudgetStore(connection: $0).recordRejected(callID: callID, seq: seq, reason: reason, payloadJSON: payloadJSON) }
     }

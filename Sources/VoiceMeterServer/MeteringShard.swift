@@ -51,6 +51,8 @@ actor MeteringShard {
         var spent = ExactDecimal.zero
         var budget = BudgetMeter(scope: .call)
         var cutoff: (scope: BudgetScope, spent: ExactDecimal, limit: ExactDecimal)?
+        /// Whether the burn-rate projection already warned for this call.
+        var projectionWarned = false
         /// Frames arrived after the cutoff since it was last sent.
         var streamingAfterCutoff = false
         var lastMessageAt: Timestamp
@@ -73,6 +75,7 @@ actor MeteringShard {
         var monthSpent: ExactDecimal { (try? monthCommitted.adding(pricedSinceRefresh)) ?? monthCommitted }
     }
 
+    private let index: Int
     private let executor: DispatchSerialExecutor
     nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
     private let environment: any MeteringEnvironment
@@ -82,6 +85,7 @@ actor MeteringShard {
     private var timer: DispatchSourceTimer?
 
     init(index: Int, environment: any MeteringEnvironment, logger: Logger) {
+        self.index = index
         self.executor = DispatchSerialExecutor(label: "voicemeter.metering.\(index)")
         self.environment = environment
         self.logger = logger
@@ -318,7 +322,8 @@ actor MeteringShard {
     // MARK: The tick
 
     /// Every `tickSeconds`: refresh users' committed spend (other processes' calls included) and
-    /// settings, re-send cutoffs to calls still streaming, close abandoned calls.
+    /// settings, re-send cutoffs to calls still streaming, close abandoned calls, project burn
+    /// rates, evaluate platform quotas.
     func tick() {
         let now = environment.now
         for (callID, call) in calls where call.streamingAfterCutoff {
@@ -332,7 +337,25 @@ actor MeteringShard {
                     >= environment.budgets.abandonAfterSeconds * 1_000_000 else { continue }
             finish(callID, call: call, endedAt: call.lastMessageAt, status: "abandoned")
         }
+        warnOfProjectedExhaustion(at: now)
+        // Platform quotas are one set for the whole platform: the first shard evaluates them.
+        if index == 0 { environment.registry.evaluateQuotas(at: now) }
         refreshUsers()
+    }
+
+    /// Beyond the seed: a call whose per-call limit will be exhausted before the next tick at its
+    /// current burn rate is warned once, with the projected time.
+    private func warnOfProjectedExhaustion(at now: Timestamp) {
+        for (callID, call) in calls where call.cutoff == nil && !call.projectionWarned {
+            guard case .active = call.phase, let user = users[call.start.userID], let limit = user.policy.callLimit,
+                  let at = BurnProjection.exhaustsWithin(horizonSeconds: Int64(environment.budgets.tickSeconds), spent: call.spent,
+                                                         limit: limit, since: call.startedAt, now: now)
+            else { continue }
+            calls[callID]?.projectionWarned = true
+            environment.registry.record(CostAlert(type: "projected_exhaustion", scope: "call", userID: call.start.userID, callID: callID,
+                                                  spent: call.spent, limit: limit, percent: nil,
+                                                  message: "at its burn rate the call reaches its \(limit) USD limit at \(at)"))
+        }
     }
 
     /// Reloads the settings and committed spend of the users with live calls (on the tick, and

@@ -132,6 +132,37 @@ public struct BudgetStore {
             """, [alert.type, alert.scope, alert.userID, alert.callID, alert.spent, alert.limit, alert.percent, alert.message])
     }
 
+    /// Platform quotas (seed 002 section 6.2): refreshes `usage_quotas.current_cost` of the quotas in
+    /// force at `instant` from the platform rollups and raises `quota_warning` / `quota_critical`
+    /// alerts, each once per quota and period (so several server processes do not repeat them).
+    /// Quotas are evaluated on cost; `max_amount` is not evaluated yet.
+    public func evaluateQuotas(at instant: Timestamp) throws {
+        try connection.query("""
+            WITH current AS (
+                SELECT q.id, q.service, q.quota_type, q.max_cost, q.warning_threshold, q.critical_threshold, q.period_start,
+                       coalesce((SELECT sum(CASE q.service WHEN 'twilio' THEN s.twilio_cost WHEN 'deepgram' THEN s.deepgram_cost
+                                                           WHEN 'cerebras' THEN s.cerebras_cost WHEN 'openai' THEN s.openai_cost
+                                                           WHEN 'elevenlabs' THEN s.elevenlabs_cost ELSE s.other_cost END)
+                                 FROM cost_summaries s
+                                 WHERE s.summary_type = 'platform_day' AND s.period_start >= q.period_start AND s.period_start < q.period_end), 0) AS cost
+                FROM usage_quotas q
+                WHERE q.period_start <= $1 AND q.period_end > $1 AND q.max_cost IS NOT NULL
+            ), refreshed AS (
+                UPDATE usage_quotas u SET current_cost = c.cost, last_updated = now() FROM current c WHERE u.id = c.id RETURNING u.id
+            )
+            INSERT INTO cost_alerts (alert_type, scope, service, spent, limit_amount, percent, message, data)
+            SELECT l.level, 'platform', c.service, c.cost, c.max_cost, round(c.cost / c.max_cost * 100, 4),
+                   c.service || ' ' || c.quota_type || ' quota at ' || round(c.cost / c.max_cost * 100, 1) || '% ('
+                       || c.cost || ' of ' || c.max_cost || ' USD)',
+                   jsonb_build_object('quota_id', c.id, 'period_start', c.period_start)
+            FROM current c
+            CROSS JOIN LATERAL (VALUES ('quota_critical', c.critical_threshold), ('quota_warning', c.warning_threshold)) AS l(level, threshold)
+            WHERE c.cost >= c.max_cost * l.threshold
+              AND NOT EXISTS (SELECT 1 FROM cost_alerts a
+                              WHERE a.alert_type = l.level AND a.data = jsonb_build_object('quota_id', c.id, 'period_start', c.period_start))
+            """, [instant])
+    }
+
     /// Keeps a frame that belongs to no known call, for audit.
     public func recordRejected(callID: String, seq: Int64?, reason: String, payloadJSON: String) throws {
         try connection.query("INSERT INTO rejected_frames (call_id, seq, reason, payload) VALUES ($1, $2, $3, $4::jsonb)",

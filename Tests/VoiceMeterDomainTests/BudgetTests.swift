@@ -57,3 +57,24 @@ struct BudgetTests {
         #expect(policy.overridden(callLimit: nil, dayLimit: nil, monthLimit: nil, warnPercent: 95, autoCutoff: nil).callWarningPercents == [95])
     }
 }
+
+@Suite("Burn projection")
+struct BurnProjectionTests {
+    let start = Timestamp(rfc3339: "2026-11-22T18:00:00Z")!
+
+    @Test("at $0.10 per minute, $0.50 of a $1.00 limit after 5 minutes runs out 5 minutes later")
+    func projection() {
+        let now = start.adding(seconds: 300)
+        #expect(BurnProjection.exhaustion(spent: ExactDecimal("0.5")!, limit: ExactDecimal(1), since: start, now: now)
+                == start.adding(seconds: 600))
+    }
+
+    @Test("a projection inside the next tick warns; one beyond it, or with nothing spent, does not")
+    func horizon() {
+        let now = start.adding(seconds: 300)
+        #expect(BurnProjection.exhaustsWithin(horizonSeconds: 30, spent: ExactDecimal("0.96")!, limit: ExactDecimal(1), since: start, now: now) != nil)
+        #expect(BurnProjection.exhaustsWithin(horizonSeconds: 30, spent: ExactDecimal("0.5")!, limit: ExactDecimal(1), since: start, now: now) == nil)
+        #expect(BurnProjection.exhaustion(spent: .zero, limit: ExactDecimal(1), since: start, now: now) == nil)
+        #expect(BurnProjection.exhaustion(spent: ExactDecimal(2), limit: ExactDecimal(1), since: start, now: now) == nil)
+    }
+}

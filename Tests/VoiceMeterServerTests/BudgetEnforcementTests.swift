@@ -122,7 +122,7 @@ struct BudgetPropagationTests {
         while Date().timeIntervalSince(started) < 8, !clients.allSatisfy({ $0.messages.contains { $0.contains("budget.cutoff") } }) {
             seq += 1
             for (index, client) in clients.enumerated() {
-                client.send([#"{"type":"usage","call_id":"CAMULTI\#(index)","seq":\#(seq),"ts":"2026-11-22T18:00:30Z","service":"openai","operation":"chat_completion","model":"gpt-4-turbo","amount":"1000","unit":"output_tokens"}"#])
+                client.send([#"{"type":"usage","call_id":"CAMULTI\#(index)","seq":\#(seq),"ts":\#(Int(Date().timeIntervalSince1970)),"service":"openai","operation":"chat_completion","model":"gpt-4-turbo","amount":"1000","unit":"output_tokens"}"#])
             }
             usleep(20_000)
         }
@@ -135,5 +135,30 @@ struct BudgetPropagationTests {
         let overshoot = try spent.subtracting(limit)
         print("two-process month limit: spent \(spent) of \(limit) in \(String(format: "%.1f", elapsed)) s; overshoot \(overshoot) USD (bound \(burnPerSecond))")
         #expect(overshoot <= burnPerSecond)
+    }
+}
+
+@Suite("Platform quotas", .serialized)
+struct QuotaTests {
+    @Test("a platform quota past its critical threshold raises one quota_critical alert, however many ticks pass")
+    func quotaCritical() throws {
+        let running = try RunningServer(prepare: { database in
+            try database.query("""
+                INSERT INTO usage_quotas (service, quota_type, max_cost, period_start, period_end)
+                VALUES ('elevenlabs', 'daily', 0.25, date_trunc('day', now(), 'UTC'), date_trunc('day', now(), 'UTC') + interval '1 day')
+                """)
+        }, configure: { $0.budgetTickSeconds = 1 })
+        defer { running.server.shutdown() }
+        let client = try StreamingClient(running.endpoint)
+        client.send(canonicalCallMessages("CAQUOTA", startingAt: Int(Date().timeIntervalSince1970) - 300))
+        #expect(client.waitForSummary())
+        func alerts() -> [String] {
+            (try? running.database.query("SELECT alert_type FROM cost_alerts WHERE alert_type LIKE 'quota%' ORDER BY id").map { try $0.decode("alert_type", as: String.self) }) ?? []
+        }
+        #expect(client.wait(seconds: 5) { _ in alerts().contains("quota_critical") })
+        usleep(2_500_000)
+        #expect(alerts().sorted() == ["quota_critical", "quota_warning"])
+        let current = try running.database.query("SELECT current_cost FROM usage_quotas").single().decode("current_cost", as: ExactDecimal.self)
+        #expect(current == ExactDecimal("0.3")!)
     }
 }

@@ -77,13 +77,15 @@ final class StreamingClient {
 }
 
 /// Seed 002's 5-minute call as protocol messages.
-func canonicalCallMessages(_ callID: String, user: String = "7b0f3a0e-5a7e-4a53-9a40-6a3f7d1b2c10") -> [String] {
-    var messages = [#"{"type":"call.start","call_id":"\#(callID)","user_id":"\#(user)","persona_id":"brad","ts":"2026-11-22T18:00:00Z","revenue":"4.99"}"#]
+/// `startingAt` is the call's start in Unix seconds (default 2026-11-22T18:00:00Z); tests whose
+/// budgets or quotas depend on today pass the current time.
+func canonicalCallMessages(_ callID: String, user: String = "7b0f3a0e-5a7e-4a53-9a40-6a3f7d1b2c10", startingAt start: Int = 1_795_370_400) -> [String] {
+    var messages = [#"{"type":"call.start","call_id":"\#(callID)","user_id":"\#(user)","persona_id":"brad","ts":\#(start),"revenue":"4.99"}"#]
     var seq = 0
     func usage(_ service: String, _ operation: String, _ model: String?, _ unit: String, _ amount: String, _ offset: Int) {
         seq += 1
         let modelField = model.map { #","model":"\#($0)""# } ?? ""
-        messages.append(#"{"type":"usage","call_id":"\#(callID)","seq":\#(seq),"ts":\#(1_795_370_400 + offset),"service":"\#(service)","operation":"\#(operation)","amount":"\#(amount)","unit":"\#(unit)"\#(modelField)}"#)
+        messages.append(#"{"type":"usage","call_id":"\#(callID)","seq":\#(seq),"ts":\#(start + offset),"service":"\#(service)","operation":"\#(operation)","amount":"\#(amount)","unit":"\#(unit)"\#(modelField)}"#)
     }
     for minute in 0..<5 {
         for half in 0..<2 { usage("twilio", "voice_outbound", nil, "seconds", "30", minute * 60 + half * 30 + 30) }
@@ -92,7 +94,7 @@ func canonicalCallMessages(_ callID: String, user: String = "7b0f3a0e-5a7e-4a53-
         usage("cerebras", "chat_completion", "llama3.1-8b", "output_tokens", "4000", minute * 60 + 21)
         for sentence in 0..<4 { usage("elevenlabs", "tts_generation", "eleven_turbo_v2_5", "characters", "100", minute * 60 + sentence * 15 + 5) }
     }
-    messages.append(#"{"type":"call.end","call_id":"\#(callID)","ts":"2026-11-22T18:05:00Z"}"#)
+    messages.append(#"{"type":"call.end","call_id":"\#(callID)","ts":\#(start + 300)}"#)
     return messages
 }
 
