@@ -24,18 +24,10 @@ struct LedgerBenchmark: ParsableCommand {
     @Option(help: "Ledger writers (connections) for the pooled writer path, measured besides one.") var writers = 2
 
     func run() throws {
-        let server: PostgresConnectionOptions
-        if let url = ProcessInfo.processInfo.environment["DATABASE_URL"], !url.isEmpty {
-            server = PostgresConnectionOptions(connectionString: url)
-        } else {
-            server = try EmbeddedPostgres(.init(dataDirectory: "/tmp/voicemeter-bench-cluster")).start()
-        }
-        let name = "vmbench_\(getpid())"
-        try PostgresConnection(server.database("postgres")).runScript("CREATE DATABASE \(name)")
-        let options = server.database(name)
-        defer { try? PostgresConnection(server.database("postgres")).runScript("DROP DATABASE IF EXISTS \(name) WITH (FORCE)") }
+        let scratch = try BenchmarkDatabase.create()
+        defer { scratch.drop() }
+        let options = scratch.options
         let connection = try PostgresConnection(options)
-        try Migrator(connection: connection, migrations: try MigrationSet.load(directory: try MigrationSet.locateDirectory())).migrate()
         let book = try PriceStore(connection: connection).load()
         print("ledger: \(events) events in batches of \(batch) (70-frame canonical calls); seed design: \(seedEvents) events; limit on 1 connection")
 
