@@ -12,8 +12,8 @@ protocol MeteringEnvironment: Sendable {
     var registry: CallRegistry { get }
     var router: CallRouter { get }
     var budgets: BudgetConfiguration { get }
-    /// The wall clock (injected so tests control time).
-    var now: Timestamp { get }
+    /// Metering's time and tick timer (injected so tests control time).
+    var clock: any MeteringClock { get }
     func send(_ message: ServerMessage, to connection: ConnectionID)
 }
 
@@ -82,7 +82,8 @@ actor MeteringShard {
     private let logger: Logger
     private var calls: [String: LiveCall] = [:]
     private var users: [String: UserBudget] = [:]
-    private var timer: DispatchSourceTimer?
+    /// Keeps the tick's timer alive.
+    private var tickTimer: AnyObject?
 
     init(index: Int, environment: any MeteringEnvironment, logger: Logger) {
         self.index = index
@@ -101,15 +102,12 @@ actor MeteringShard {
         executor.queue.sync {}
     }
 
-    /// Starts the budget tick: a `DispatchSourceTimer` on the shard's own queue.
+    /// Starts the budget tick: every `tickSeconds` of the clock, on the shard's own queue.
     nonisolated func startTicking() {
         perform { shard in
-            let timer = DispatchSource.makeTimerSource(queue: shard.executor.queue)
-            let interval = DispatchTimeInterval.seconds(shard.environment.budgets.tickSeconds)
-            timer.schedule(deadline: .now() + interval, repeating: interval)
-            timer.setEventHandler { [weak shard] in shard?.assumeIsolated { $0.tick() } }
-            timer.resume()
-            shard.timer = timer
+            shard.tickTimer = shard.environment.clock.repeating(every: shard.environment.budgets.tickSeconds, on: shard.executor.queue) {
+                [weak shard] in shard?.assumeIsolated { $0.tick() }
+            }
         }
     }
 
@@ -124,7 +122,7 @@ actor MeteringShard {
             }
         }
         defer { if case .usage = message { environment.writers.writer(for: message.callID).noteHandled() } }
-        calls[message.callID]?.lastMessageAt = environment.now
+        calls[message.callID]?.lastMessageAt = environment.clock.now
         switch message {
         case .callStart(let start): callStarted(start, connection)
         case .usage(let frame): usage(frame, connection)
@@ -147,7 +145,7 @@ actor MeteringShard {
             if case .active = existing.phase { accept(start.callID) }
             return
         }
-        let now = environment.now
+        let now = environment.clock.now
         calls[start.callID] = LiveCall(start: start, phase: .admitting(queued: []), owner: connection, lastMessageAt: now)
         environment.registry.register(start, startedAt: start.startedAt ?? now, at: now) { [self] outcome in
             self.perform { shard in shard.registered(start.callID, outcome) }
@@ -191,7 +189,7 @@ actor MeteringShard {
     }
 
     private func newUserBudget(_ snapshot: UserBudgetSnapshot) -> UserBudget {
-        let now = environment.now
+        let now = environment.clock.now
         return UserBudget(policy: snapshot.settings.policy(over: environment.budgets.defaults), dayStart: now.startOfDay,
                           monthStart: now.startOfMonth, dayCommitted: snapshot.daySpent, monthCommitted: snapshot.monthSpent)
     }
@@ -309,7 +307,7 @@ actor MeteringShard {
             return
         }
         call.owner = connection
-        finish(end.callID, call: call, endedAt: end.endedAt ?? environment.now, status: call.cutoff == nil ? "completed" : "cut_off")
+        finish(end.callID, call: call, endedAt: end.endedAt ?? environment.clock.now, status: call.cutoff == nil ? "completed" : "cut_off")
     }
 
     private func finish(_ callID: String, call: LiveCall, endedAt: Timestamp, status: String) {
@@ -325,7 +323,7 @@ actor MeteringShard {
     /// settings, re-send cutoffs to calls still streaming, close abandoned calls, project burn
     /// rates, evaluate platform quotas.
     func tick() {
-        let now = environment.now
+        let now = environment.clock.now
         for (callID, call) in calls where call.streamingAfterCutoff {
             calls[callID]?.streamingAfterCutoff = false
             if let owner = call.owner, let cutoff = call.cutoff {
@@ -361,7 +359,7 @@ actor MeteringShard {
     /// Reloads the settings and committed spend of the users with live calls (on the tick, and
     /// within a second of a `user_budget_settings` change).
     func refreshUsers() {
-        let now = environment.now
+        let now = environment.clock.now
         let userIDs = Array(users.keys)
         guard !userIDs.isEmpty else { return }
         environment.registry.refresh(userIDs, at: now) { [self] outcome in

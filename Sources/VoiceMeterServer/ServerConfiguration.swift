@@ -32,6 +32,8 @@ public struct ServerConfiguration: Sendable {
     public var budgetTickSeconds = 30
     /// A call with no message for this long is closed as abandoned and summarized.
     public var abandonCallAfterSeconds = 600
+    /// Metering's wall clock and tick timer; tests inject a fake one.
+    public var clock: any MeteringClock = SystemMeteringClock()
     /// Metering shards (actors on their own queues); a user's calls always share one.
     public var meteringShards = max(1, ProcessInfo.processInfo.activeProcessorCount)
     /// How long shutdown waits for in-flight work before closing connections anyway.

@@ -64,7 +64,8 @@ public final class VoiceMeterServer: Sendable {
             registry: CallRegistry(options: configuration.database), router: router, ingress: ingressReference,
             budgets: BudgetConfiguration(defaults: configuration.defaultBudget, defaultCallCostEstimate: configuration.defaultCallCostEstimate,
                                          tickSeconds: configuration.budgetTickSeconds,
-                                         abandonAfterSeconds: Int64(configuration.abandonCallAfterSeconds))
+                                         abandonAfterSeconds: Int64(configuration.abandonCallAfterSeconds)),
+            clock: configuration.clock
         )
         self.services = services
         let shards = (0..<configuration.meteringShards).map { MeteringShard(index: $0, environment: services, logger: logger) }
@@ -108,7 +109,8 @@ final class MeteringServices: MeteringEnvironment {
     let budgets: BudgetConfiguration
 
     init(prices: PriceBookWatcher, writers: LedgerWriters, registry: CallRegistry, router: CallRouter,
-         ingress: LateBound<WebSocketServer>, budgets: BudgetConfiguration) {
+         ingress: LateBound<WebSocketServer>, budgets: BudgetConfiguration, clock: any MeteringClock) {
+        self.clock = clock
         self.prices = prices
         self.writers = writers
         self.registry = registry
@@ -117,7 +119,7 @@ final class MeteringServices: MeteringEnvironment {
         self.budgets = budgets
     }
 
-    var now: Timestamp { .now }
+    let clock: any MeteringClock
 
     func send(_ message: ServerMessage, to connection: ConnectionID) {
         ingress.value.send(message, to: connection)
