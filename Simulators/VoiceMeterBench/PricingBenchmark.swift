@@ -22,17 +22,17 @@ struct PricingBenchmark: ParsableCommand {
         for round in 0...rounds {
             let clock = ContinuousClock()
             let started = clock.now
-            var priced = 0
+            var framesDone = 0
             var total = ExactDecimal.zero
-            while priced < frames {
+            while framesDone < frames {
                 var meter = CallBillingMeter()
                 for frame in call {
                     if case .priced(let usage) = meter.price(frame, book: book) { total = try total.adding(usage.totalCost) }
                 }
-                priced += call.count
+                framesDone += call.count
             }
             let seconds = (clock.now - started).seconds
-            if round > 0 { results.append(Double(priced) / seconds) }
+            if round > 0 { results.append(Double(framesDone) / seconds) }
             checksum = total
         }
         results.sort()
@@ -45,7 +45,7 @@ struct PricingBenchmark: ParsableCommand {
 }
 
 extension Duration {
-    /// This duration in seconds, as a `Double`: for timing figures only, never money.
+    /// This duration in seconds, as a `Double`, for timing figures.
     var seconds: Double {
         let parts = components
         return Double(parts.seconds) + Double(parts.attoseconds) / 1e18
