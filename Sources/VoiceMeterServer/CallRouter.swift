@@ -35,6 +35,12 @@ final class CallRouter: Sendable {
         return shardByCall.withLock { $0[message.callID] } ?? 0
     }
 
+    /// Pins a call to the shard that created its live state (a `call.start` racing the end of an
+    /// earlier call of the same id must not lose its route).
+    func pin(_ callID: String, to shard: Int) {
+        shardByCall.withLock { $0[callID] = shard }
+    }
+
     func forget(_ callID: String) {
         _ = shardByCall.withLock { $0.removeValue(forKey: callID) }
     }

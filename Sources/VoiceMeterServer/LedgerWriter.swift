@@ -73,15 +73,22 @@ public final class LedgerWriter: Sendable {
     private let queueEventsMax: Int
     private let logger: Logger
     private let onCommit: @Sendable (CommittedBatch) -> Void
+    private let onRefused: @Sendable (UsageEvent, String) -> Void
 
+    /// - Parameters:
+    ///   - onCommit: called on the writer thread after each commit.
+    ///   - onRefused: called for an event the database refuses outright (a data error, not an
+    ///     outage); the rest of its batch is committed without it.
     public init(options: PostgresConnectionOptions, batchEventsMax: Int, flushIntervalMilliseconds: Int, queueEventsMax: Int,
-         logger: Logger, onCommit: @escaping @Sendable (CommittedBatch) -> Void) {
+                logger: Logger, onCommit: @escaping @Sendable (CommittedBatch) -> Void,
+                onRefused: @escaping @Sendable (UsageEvent, String) -> Void = { _, _ in }) {
         self.options = options
         self.batchEventsMax = batchEventsMax
         self.flushIntervalNanoseconds = UInt64(flushIntervalMilliseconds) * 1_000_000
         self.queueEventsMax = queueEventsMax
         self.logger = logger
         self.onCommit = onCommit
+        self.onRefused = onRefused
     }
 
     public func start() {
@@ -141,30 +148,40 @@ public final class LedgerWriter: Sendable {
     private func run() {
         var connection: PostgresConnection?
         var backoffMilliseconds: UInt32 = 50
+        // Batches to commit, in order; a batch the database refuses is split to isolate the bad event.
+        var pending: [Batch] = []
         while true {
-            let batch = nextBatch()
-            guard let batch else { break }
-            while true {
-                do {
-                    if connection == nil { connection = try PostgresConnection(options) }
-                    let result = try commit(batch, on: connection!)
-                    onCommit(result)
-                    backoffMilliseconds = 50
-                    break
-                } catch let error as PostgresError where error.isTransient {
-                    logger.warning("ledger writer cannot commit; retrying", metadata: [
-                        "error": "\(error)", "retry.ms": "\(backoffMilliseconds)", "batch.events": "\(batch.events.count)",
+            if pending.isEmpty {
+                guard let batch = nextBatch() else { break }
+                pending = [batch]
+            }
+            let batch = pending.removeFirst()
+            do {
+                if connection == nil { connection = try PostgresConnection(options) }
+                onCommit(try commit(batch, on: connection!))
+                backoffMilliseconds = 50
+            } catch let error as PostgresError where error.isTransient {
+                logger.warning("ledger writer cannot commit; retrying", metadata: [
+                    "error": "\(error)", "retry.ms": "\(backoffMilliseconds)", "batch.events": "\(batch.events.count)",
+                ])
+                pending.insert(batch, at: 0)
+                connection = nil
+                usleep(backoffMilliseconds * 1_000)
+                backoffMilliseconds = min(backoffMilliseconds * 2, 2_000)
+            } catch {
+                // A data error fails every retry of the same rows: split until the refused event is alone.
+                if batch.events.count > 1 {
+                    let middle = batch.events.count / 2
+                    pending.insert(contentsOf: [Batch(events: Array(batch.events[..<middle])),
+                                                Batch(events: Array(batch.events[middle...]), endings: batch.endings)], at: 0)
+                } else if let event = batch.events.first {
+                    logger.error("the database refused an event; it is answered with an error, not stored", metadata: [
+                        "call.id": "\(event.key.callID)", "seq": "\(event.key.seq)", "error": "\(error)",
                     ])
-                    connection = nil
-                    usleep(backoffMilliseconds * 1_000)
-                    backoffMilliseconds = min(backoffMilliseconds * 2, 2_000)
-                } catch {
-                    // A data error would fail every retry: this is a defect to fix, not to loop on.
-                    logger.critical("ledger writer hit a non-retryable error; the batch stays unacknowledged", metadata: [
-                        "error": "\(error)", "batch.events": "\(batch.events.count)",
-                    ])
-                    connection = nil
-                    usleep(1_000_000)
+                    onRefused(event, "\(error)")
+                    if !batch.endings.isEmpty { pending.insert(Batch(endings: batch.endings), at: 0) }
+                } else {
+                    logger.error("the database refused closing calls; they stay open", metadata: ["error": "\(error)"])
                 }
             }
         }

@@ -1,6 +1,7 @@
 import Dispatch
 import Logging
 import PostgresClient
+import VoiceMeterDomain
 
 /// One or more ledger writers, each with its own thread and connection. A call always goes to the
 /// same writer (a stable hash of its id), so its events commit — and are acknowledged — in order.
@@ -10,11 +11,12 @@ public final class LedgerWriters: Sendable {
     public let writers: [LedgerWriter]
 
     public init(count: Int, options: PostgresConnectionOptions, batchEventsMax: Int, flushIntervalMilliseconds: Int,
-                queueEventsMax: Int, logger: Logger, onCommit: @escaping @Sendable (CommittedBatch) -> Void) {
+                queueEventsMax: Int, logger: Logger, onCommit: @escaping @Sendable (CommittedBatch) -> Void,
+                onRefused: @escaping @Sendable (UsageEvent, String) -> Void = { _, _ in }) {
         precondition(count >= 1, "at least one ledger writer")
         writers = (0..<count).map { _ in
             LedgerWriter(options: options, batchEventsMax: batchEventsMax, flushIntervalMilliseconds: flushIntervalMilliseconds,
-                         queueEventsMax: queueEventsMax, logger: logger, onCommit: onCommit)
+                         queueEventsMax: queueEventsMax, logger: logger, onCommit: onCommit, onRefused: onRefused)
         }
     }
 

@@ -47,6 +47,9 @@ actor MeteringShard {
         /// Committed cost per service.
         var costByService: [String: ExactDecimal] = [:]
         var highestAckedSeq: Int64 = 0
+        /// Accepted frames not yet committed: an ack never covers one of them.
+        var inFlight: Set<Int64> = []
+        var highestCommittedSeq: Int64 = 0
         /// Everything priced for the call, committed or in flight: what its budget is checked against.
         var spent = ExactDecimal.zero
         var budget = BudgetMeter(scope: .call)
@@ -58,15 +61,17 @@ actor MeteringShard {
         var lastMessageAt: Timestamp
     }
 
-    /// A user's spend as this shard knows it: the database's committed figure at the last refresh
-    /// plus what this shard priced since.
+    /// A user's spend as this shard knows it: the database's committed figure at the last refresh,
+    /// plus what this shard committed since, plus what it priced that is not committed yet.
     private struct UserBudget {
         var policy: BudgetPolicy
         var dayStart: Timestamp
         var monthStart: Timestamp
         var dayCommitted: ExactDecimal
         var monthCommitted: ExactDecimal
-        var pricedSinceRefresh = ExactDecimal.zero
+        var committedSinceRefresh = ExactDecimal.zero
+        var inFlight = ExactDecimal.zero
+        var pricedSinceRefresh: ExactDecimal { (try? committedSinceRefresh.adding(inFlight)) ?? inFlight }
         var day = BudgetMeter(scope: .day)
         var month = BudgetMeter(scope: .month)
         var calls: Set<String> = []
@@ -74,6 +79,9 @@ actor MeteringShard {
         var daySpent: ExactDecimal { (try? dayCommitted.adding(pricedSinceRefresh)) ?? dayCommitted }
         var monthSpent: ExactDecimal { (try? monthCommitted.adding(pricedSinceRefresh)) ?? monthCommitted }
     }
+
+    /// No single frame may cost more (a unit mistake, not usage); the ledger's columns hold far more.
+    static let frameCostMaximum = ExactDecimal(1_000_000)
 
     private let index: Int
     private let executor: DispatchSerialExecutor
@@ -147,6 +155,7 @@ actor MeteringShard {
         }
         let now = environment.clock.now
         calls[start.callID] = LiveCall(start: start, phase: .admitting(queued: []), owner: connection, lastMessageAt: now)
+        environment.router.pin(start.callID, to: index)
         environment.registry.register(start, startedAt: start.startedAt ?? now, at: now) { [self] outcome in
             self.perform { shard in shard.registered(start.callID, outcome) }
         }
@@ -156,9 +165,13 @@ actor MeteringShard {
         guard var call = calls[callID], case .admitting(let queued) = call.phase else { return }
         func refuse(_ message: ServerMessage) {
             calls[callID] = nil
-            for case (.usage, _) in queued { environment.writers.writer(for: callID).noteHandled() }
             environment.router.forget(callID)
             if let owner = call.owner { environment.send(message, to: owner) }
+            for case (.usage(let frame), let connection) in queued {
+                environment.writers.writer(for: callID).noteHandled()
+                environment.send(.error(ProtocolError(.overloaded, "call.start did not go through, so this frame was not taken; send call.start, then the frame again",
+                                                      callID: callID, seq: frame.seq)), to: connection)
+            }
         }
         switch outcome {
         case .failure(let error):
@@ -200,6 +213,7 @@ actor MeteringShard {
         for committed in events {
             call.acceptedHashes[committed.stored.seq] = committed.payloadHash
             call.highestAckedSeq = max(call.highestAckedSeq, committed.stored.seq)
+            call.highestCommittedSeq = call.highestAckedSeq
             if let priceID = committed.stored.priceID, let version = book.version(id: priceID) {
                 _ = call.meter.price(committed.stored.usage, with: version)
             }
@@ -227,6 +241,11 @@ actor MeteringShard {
             environment.registry.recordRejected(callID: frame.callID, seq: frame.seq, reason: "unknown_call", payloadJSON: frame.auditJSON)
             return
         }
+        if case .ending = call.phase {
+            environment.send(.error(ProtocolError(.unknownCall, "the call has ended (call.end was received); usage after it is not taken",
+                                                  callID: frame.callID, seq: frame.seq)), to: connection)
+            return
+        }
         call.owner = connection
         let hash = SHA256.digest(frame.canonicalContent)
         if let seen = call.acceptedHashes[frame.seq] {
@@ -241,6 +260,11 @@ actor MeteringShard {
         }
         var meter = call.meter
         let pricing = meter.price(frame.usage, book: environment.prices.book)
+        if case .priced(let priced) = pricing, priced.totalCost > Self.frameCostMaximum {
+            environment.send(.error(ProtocolError(.invalidAmount, "this frame would cost \(priced.totalCost) USD, above the \(Self.frameCostMaximum) USD a frame may cost; check amount and unit",
+                                                  callID: frame.callID, seq: frame.seq)), to: connection)
+            return
+        }
         let event = UsageEvent(
             key: EventKey(callID: frame.callID, seq: frame.seq), userID: call.start.userID, callStartedAt: call.startedAt,
             personaID: call.start.personaID, usage: frame.usage, pricing: pricing,
@@ -254,6 +278,7 @@ actor MeteringShard {
         }
         call.meter = meter
         call.acceptedHashes[frame.seq] = hash
+        call.inFlight.insert(frame.seq)
         if call.cutoff != nil { call.streamingAfterCutoff = true }
         calls[frame.callID] = call
         if case .priced(let priced) = pricing { charge(priced.totalCost, to: frame.callID) }
@@ -263,7 +288,7 @@ actor MeteringShard {
     private func charge(_ cost: ExactDecimal, to callID: String) {
         guard var call = calls[callID], var user = users[call.start.userID] else { return }
         call.spent = (try? call.spent.adding(cost)) ?? call.spent
-        user.pricedSinceRefresh = (try? user.pricedSinceRefresh.adding(cost)) ?? user.pricedSinceRefresh
+        user.inFlight = (try? user.inFlight.adding(cost)) ?? user.inFlight
         let callSignals = call.budget.check(spent: call.spent, policy: user.policy)
         let periodSignals = user.day.check(spent: user.daySpent, policy: user.policy) + user.month.check(spent: user.monthSpent, policy: user.policy)
         calls[callID] = call
@@ -376,7 +401,7 @@ actor MeteringShard {
             user.policy = state.settings.policy(over: environment.budgets.defaults)
             user.dayCommitted = state.day
             user.monthCommitted = state.month
-            user.pricedSinceRefresh = .zero
+            user.committedSinceRefresh = .zero
             let signals = user.day.check(spent: user.daySpent, policy: user.policy) + user.month.check(spent: user.monthSpent, policy: user.policy)
             users[userID] = user
             // New settings may put a running call over its own limit too.
@@ -394,30 +419,67 @@ actor MeteringShard {
     // MARK: Commits
 
     func committed(_ batch: CommittedBatch) {
-        var highest: [String: Int64] = [:]
+        var touched: Set<String> = []
         for event in batch.events {
             let key = event.key
+            let cost: ExactDecimal? = if case .priced(let priced) = event.pricing { priced.totalCost } else { nil }
+            if let cost, var user = users[event.userID] {
+                user.inFlight = (try? user.inFlight.subtracting(cost)) ?? user.inFlight
+                if !batch.result.conflicts.contains(key) {
+                    user.committedSinceRefresh = (try? user.committedSinceRefresh.adding(cost)) ?? user.committedSinceRefresh
+                }
+                users[event.userID] = user
+            }
+            guard var call = calls[key.callID] else { continue }
+            call.inFlight.remove(key.seq)
             if batch.result.conflicts.contains(key) {
-                calls[key.callID]?.acceptedHashes[key.seq] = nil
-                if let owner = calls[key.callID]?.owner {
+                call.acceptedHashes[key.seq] = nil
+                calls[key.callID] = call
+                if let owner = call.owner {
                     environment.send(.error(ProtocolError(.seqConflict, "seq \(key.seq) is stored with different content",
                                                           callID: key.callID, seq: key.seq)), to: owner)
                 }
                 continue
             }
-            if batch.result.inserted.contains(key), case .priced(let priced) = event.pricing, calls[key.callID] != nil {
-                let service = event.usage.service
-                calls[key.callID]!.costByService[service] = (try? (calls[key.callID]!.costByService[service] ?? .zero).adding(priced.totalCost)) ?? priced.totalCost
+            // Inserted now, or already stored by this very submission (a commit whose reply was lost
+            // and was retried): resends never reach the writer, they are answered from memory.
+            if let cost {
+                call.costByService[event.usage.service] = (try? (call.costByService[event.usage.service] ?? .zero).adding(cost)) ?? cost
             }
-            highest[key.callID] = max(highest[key.callID] ?? 0, key.seq)
+            call.highestCommittedSeq = max(call.highestCommittedSeq, key.seq)
+            calls[key.callID] = call
+            touched.insert(key.callID)
         }
-        for (callID, seq) in highest {
-            guard var call = calls[callID] else { continue }
-            call.highestAckedSeq = max(call.highestAckedSeq, seq)
-            calls[callID] = call
-            if let owner = call.owner { environment.send(.ack(callID: callID, seq: call.highestAckedSeq), to: owner) }
-        }
+        for callID in touched { acknowledge(callID) }
         for ending in batch.endings { summarize(ending.callID) }
+    }
+
+    /// Sends the cumulative ack: the highest committed seq below every frame still in flight.
+    private func acknowledge(_ callID: String) {
+        guard var call = calls[callID] else { return }
+        var ack = call.highestCommittedSeq
+        if let lowestInFlight = call.inFlight.min() { ack = min(ack, lowestInFlight - 1) }
+        guard ack > call.highestAckedSeq else { return }
+        call.highestAckedSeq = ack
+        calls[callID] = call
+        if let owner = call.owner { environment.send(.ack(callID: callID, seq: ack), to: owner) }
+    }
+
+    /// The database refused an event outright (a data error): tell the sender, forget the frame.
+    func refused(_ event: UsageEvent, reason: String) {
+        if case .priced(let priced) = event.pricing, var user = users[event.userID] {
+            user.inFlight = (try? user.inFlight.subtracting(priced.totalCost)) ?? user.inFlight
+            users[event.userID] = user
+        }
+        guard var call = calls[event.key.callID] else { return }
+        call.inFlight.remove(event.key.seq)
+        call.acceptedHashes[event.key.seq] = nil
+        calls[event.key.callID] = call
+        if let owner = call.owner {
+            environment.send(.error(ProtocolError(.internal, "the ledger could not store this frame; it was not counted",
+                                                  callID: event.key.callID, seq: event.key.seq)), to: owner)
+        }
+        acknowledge(event.key.callID)
     }
 
     private func summarize(_ callID: String) {

@@ -58,6 +58,8 @@ public final class VoiceMeterServer: Sendable {
                 shards[index].perform { $0.committed(part) }
             }
             if batch.queueBelowLowWatermark { ingressReference.value.resumeAllPaused() }
+        } onRefused: { event, reason in
+            shardsReference.value[router.shard(forUser: event.userID)].perform { $0.refused(event, reason: reason) }
         }
         let services = MeteringServices(
             prices: try PriceBookWatcher(options: configuration.database, logger: logger), writers: writers,

@@ -41,6 +41,10 @@ public struct CallStore {
                 INSERT INTO calls (user_id, call_id, persona_id, started_at, revenue, currency, payment_method)
                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (user_id, call_id) DO NOTHING
                 """, [start.userID, start.callID, start.personaID, startedAt, start.revenue, start.currency, start.paymentMethod])
+            // A call refused at admission was never admitted: its next call.start is checked again.
+            let retried = try connection.query("""
+                UPDATE calls SET status = 'active', updated_at = now() WHERE user_id = $1 AND call_id = $2 AND status = 'rejected'
+                """, [start.userID, start.callID])
             let owners = try connection.query("SELECT user_id, started_at FROM calls WHERE call_id = $1 ORDER BY created_at", [start.callID])
             guard let first = owners.first, try first.decode("user_id", as: String.self) == start.userID else {
                 return .belongsToAnotherUser
@@ -51,7 +55,7 @@ public struct CallStore {
                 """, [start.userID, start.callID])
             return .registered(RegisteredCall(
                 userID: start.userID,
-                isNew: inserted.affectedRows == 1,
+                isNew: inserted.affectedRows == 1 || retried.affectedRows == 1,
                 startedAt: try first.decode("started_at"),
                 committedEvents: try events.map { row in
                     let unitName: String = try row.decode("usage_unit")

@@ -151,7 +151,8 @@ extension WebSocketServer {
         for command in commands {
             switch command {
             case .resumeAllPaused:
-                for (id, connection) in loop.connections where connection.paused {
+                // A graceful stop keeps every connection paused until it closes them.
+                for (id, connection) in loop.connections where connection.paused && !loop.refusingUpgrades.load(ordering: .relaxed) {
                     loop.connections[id]!.paused = false
                     loop.pausedCount.subtract(1, ordering: .relaxed)
                     lws_rx_flow_control(connection.wsi, 1)
@@ -159,6 +160,7 @@ extension WebSocketServer {
             case .stopReceivingAll:
                 for (id, connection) in loop.connections where !connection.paused {
                     loop.connections[id]!.paused = true
+                    loop.pausedCount.add(1, ordering: .relaxed)
                     lws_rx_flow_control(connection.wsi, 0)
                 }
                 loop.receivingStopped.signal()

@@ -76,5 +76,8 @@ struct BurnProjectionTests {
         #expect(BurnProjection.exhaustsWithin(horizonSeconds: 30, spent: ExactDecimal("0.5")!, limit: ExactDecimal(1), since: start, now: now) == nil)
         #expect(BurnProjection.exhaustion(spent: .zero, limit: ExactDecimal(1), since: start, now: now) == nil)
         #expect(BurnProjection.exhaustion(spent: ExactDecimal(2), limit: ExactDecimal(1), since: start, now: now) == nil)
+        // A projection past the end of representable time is no projection, never a crash.
+        let ancient = Timestamp(microsecondsSinceEpoch: .min / 2)
+        #expect(BurnProjection.exhaustion(spent: ExactDecimal("0.0000001")!, limit: ExactDecimal(1), since: ancient, now: now) == nil)
     }
 }

@@ -33,9 +33,12 @@ struct BudgetEnforcementTests {
         let spent = cutoffs.first.flatMap { $0.split(separator: "\"").drop { $0 != "spent" }.dropFirst(2).first }.flatMap { ExactDecimal($0) }
         #expect(spent.map { $0 >= ExactDecimal("0.30")! && $0 <= ExactDecimal("0.315")! } == true, "\(cutoffs)")
         #expect(messages.last?.contains(#""cost":"0.4045""#) == true)
-        let status = try running.database.query("SELECT status, cutoff_reason FROM calls WHERE call_id = 'CACUT'").single()
-        #expect(try status.decode("status", as: String.self) == "cut_off")
-        #expect(try status.decode("cutoff_reason", as: String.self) == "call_limit")
+        // The call row is marked asynchronously (metering never waits for the database).
+        #expect(client.wait { _ in
+            let row = try? running.database.query("SELECT status, cutoff_reason FROM calls WHERE call_id = 'CACUT'").single()
+            return (try? row?.decodeIfPresent("status", as: String.self)) == "cut_off"
+                && (try? row?.decodeIfPresent("cutoff_reason", as: String.self)) == "call_limit"
+        })
         #expect(client.wait { _ in
             (try? running.database.query("SELECT count(*) AS n FROM cost_alerts WHERE call_id = 'CACUT'").single().decode("n", as: Int.self)) == 3
         })
@@ -49,7 +52,9 @@ struct BudgetEnforcementTests {
         client.send(canonicalCallMessages("CANO").prefix(3))
         #expect(client.wait { $0.contains { $0.contains("call.rejected") } })
         #expect(client.messages.first == #"{"type":"call.rejected","call_id":"CANO","reason":"month_budget_exhausted","spent":"0","limit":"0.5"}"#)
-        #expect(try running.database.query("SELECT status FROM calls WHERE call_id = 'CANO'").single().decode("status", as: String.self) == "rejected")
+        #expect(client.wait { _ in
+            (try? running.database.query("SELECT status FROM calls WHERE call_id = 'CANO'").single().decode("status", as: String.self)) == "rejected"
+        })
         #expect(try running.database.query("SELECT count(*) AS n FROM api_call_events").single().decode("n", as: Int.self) == 0)
     }
 
@@ -160,5 +165,32 @@ struct QuotaTests {
         #expect(alerts().sorted() == ["quota_critical", "quota_warning"])
         let current = try running.database.query("SELECT current_cost FROM usage_quotas").single().decode("current_cost", as: ExactDecimal.self)
         #expect(current == ExactDecimal("0.3")!)
+    }
+}
+
+@Suite("Admission cannot be bypassed", .serialized)
+struct AdmissionRetryTests {
+    @Test("sending call.start again after call.rejected is checked again, and usage after call.end is refused")
+    func retriedStartIsCheckedAgain() throws {
+        let running = try RunningServer(prepare: setBudget(BudgetSettings(monthLimit: ExactDecimal("0.50"))))
+        defer { running.server.shutdown() }
+        let client = try StreamingClient(running.endpoint)
+        let start = canonicalCallMessages("CARETRY")[0]
+        client.send([start])
+        #expect(client.wait { $0.filter { $0.contains("call.rejected") }.count == 1 })
+        client.send([start])
+        #expect(client.wait { $0.filter { $0.contains("call.rejected") }.count == 2 })
+        #expect(!client.messages.contains { $0.contains("call.accepted") })
+    }
+
+    @Test("usage that arrives after call.end is refused, not silently taken")
+    func usageAfterEnd() throws {
+        let running = try RunningServer()
+        defer { running.server.shutdown() }
+        let client = try StreamingClient(running.endpoint)
+        let messages = canonicalCallMessages("CAEND")
+        client.send(messages[0...2] + [messages.last!] + [messages[3]])
+        #expect(client.waitForSummary())
+        #expect(client.messages.contains { $0.contains(#""code":"unknown_call""#) && $0.contains(#""seq":3"#) })
     }
 }

@@ -195,3 +195,20 @@ extension ServerProcess {
         return status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
     }
 }
+
+@Suite("A frame the database refuses", .serialized)
+struct PoisonFrameTests {
+    @Test("is answered with an error alone; the rest of its batch and its call are committed and acknowledged")
+    func refusedFrameIsIsolated() throws {
+        // A constraint only this test has makes the database refuse seq 13 (a data error, not an outage).
+        let running = try RunningServer(prepare: { try $0.runScript("ALTER TABLE api_call_events ADD CONSTRAINT refuse_13 CHECK (seq <> 13)") })
+        defer { running.server.shutdown() }
+        let client = try StreamingClient(running.endpoint)
+        client.send(canonicalCallMessages("CAPOISON"))
+        #expect(client.waitForSummary())
+        #expect(client.messages.contains { $0.contains(#""code":"internal""#) && $0.contains(#""seq":13"#) })
+        #expect(client.messages.contains(#"{"type":"ack","call_id":"CAPOISON","seq":70}"#))
+        let stored = try running.database.query("SELECT count(*) AS n FROM api_call_events").single().decode("n", as: Int.self)
+        #expect(stored == 69)
+    }
+}

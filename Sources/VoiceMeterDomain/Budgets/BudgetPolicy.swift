@@ -89,7 +89,13 @@ public struct BudgetMeter: Sendable, Hashable {
 
     /// The new signals for `spent` under `policy` (none when nothing new was crossed).
     public mutating func check(spent: ExactDecimal, policy: BudgetPolicy) -> [BudgetSignal] {
-        guard let limit = policy.limit(for: scope), limit > .zero else { return [] }
+        guard let limit = policy.limit(for: scope) else { return [] }
+        // A zero limit allows nothing: any spend reaches it.
+        guard limit > .zero else {
+            guard spent > .zero, !limitReached else { return [] }
+            limitReached = true
+            return [.limitReached(scope: scope, spent: spent, limit: limit)]
+        }
         var signals: [BudgetSignal] = []
         let percent = (try? spent.multiplied(by: ExactDecimal(100)).divided(by: limit, scale: 1, .down)) ?? .zero
         for threshold in policy.warningPercents(for: scope) where !warned.contains(threshold) && percent >= ExactDecimal(threshold) {

@@ -10,7 +10,8 @@ public enum BurnProjection {
               let micros = try? remaining.multiplied(by: ExactDecimal(Int(elapsed))).divided(by: spent, scale: 0, .down),
               let offset = Int64(exactly: micros.significand)
         else { return nil }
-        return Timestamp(microsecondsSinceEpoch: now.microsecondsSinceEpoch + offset)
+        let (at, overflow) = now.microsecondsSinceEpoch.addingReportingOverflow(offset)
+        return overflow ? nil : Timestamp(microsecondsSinceEpoch: at)
     }
 
     /// Whether the budget runs out before the next check, `horizonSeconds` from now.

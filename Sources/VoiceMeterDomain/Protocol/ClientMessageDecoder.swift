@@ -5,6 +5,10 @@ public enum ClientMessageDecoder {
     public static let amountScaleMaximum = 9
     /// The largest usage amount one frame may report.
     public static let amountMaximum = ExactDecimal(1_000_000_000_000)
+    /// Timestamps must fall in [1970-01-01, 10000-01-01): earlier or later ones are mistakes, and
+    /// PostgreSQL cannot store every instant a 64-bit count of microseconds can express.
+    public static let earliestTimestamp = Timestamp(microsecondsSinceEpoch: 0)
+    public static let latestTimestamp = Timestamp(rfc3339: "9999-12-31T23:59:59.999999Z")!
     /// The largest `metadata` object, as compact JSON.
     public static let metadataBytesMaximum = 8 * 1024
 
@@ -136,8 +140,16 @@ private struct Fields {
         }
     }
 
-    /// RFC 3339 text, or Unix seconds as a JSON number.
+    /// RFC 3339 text, or Unix seconds as a JSON number, between 1970 and 9999.
     func optionalTimestamp(_ name: String) throws(ProtocolError) -> Timestamp? {
+        guard let instant = try anyTimestamp(name) else { return nil }
+        guard instant >= ClientMessageDecoder.earliestTimestamp, instant <= ClientMessageDecoder.latestTimestamp else {
+            throw ProtocolError(.invalidTimestamp, "'\(name)' must be between 1970-01-01 and 9999-12-31")
+        }
+        return instant
+    }
+
+    private func anyTimestamp(_ name: String) throws(ProtocolError) -> Timestamp? {
         guard let value = document[name] else { return nil }
         switch value {
         case .null: return nil
