@@ -38,4 +38,5 @@ GRANT UPDATE (ended_at, status, cutoff_reason, cutoff_at, updated_at) ON calls T
 GRANT UPDATE (current_amount, current_cost, last_updated) ON usage_quotas TO voicemeter_ingest;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO voicemeter_ingest;
 
+-- Tables and views (call_margins, monthly_pnl, user_spend, …).
 GRANT SELECT ON ALL TABLES IN SCHEMA public TO voicemeter_finance;

@@ -1,0 +1,80 @@
+import Foundation
+import PostgresClient
+import Testing
+import VoiceMeterDomain
+import VoiceMeterServer
+import VoiceMeterStore
+import VoiceMeterTestSupport
+
+@Suite("Finance views reconcile with the ledger", .serialized)
+struct FinanceViewTests {
+    @Test("two canonical calls: per-call margin, the month's P&L and the fixed-cost split add up exactly")
+    func marginsAndMonth() throws {
+        let running = try RunningServer()
+        defer { running.server.shutdown() }
+        let client = try StreamingClient(running.endpoint)
+        client.send(canonicalCallMessages("CAFIN1") + canonicalCallMessages("CAFIN2", startingAt: 1_795_371_000))
+        #expect(client.wait(seconds: 20) { $0.filter { $0.contains("call.summary") }.count == 2 })
+        let database = running.database
+
+        let rows = try database.query("""
+            SELECT call_id, api_cost, payment_fee, fixed_cost_share, total_cost, margin, margin_pct, twilio_cost, elevenlabs_cost, duration_seconds
+            FROM call_margins ORDER BY call_id
+            """)
+        #expect(rows.count == 2)
+        for row in rows {
+            #expect(try row.decode("api_cost", as: ExactDecimal.self) == ExactDecimal("0.4045")!)
+            #expect(try row.decode("payment_fee", as: ExactDecimal.self) == ExactDecimal("0.46966")!)
+            #expect(try row.decode("twilio_cost", as: ExactDecimal.self) == ExactDecimal("0.07")!)
+            #expect(try row.decode("elevenlabs_cost", as: ExactDecimal.self) == ExactDecimal("0.3")!)
+            #expect(try row.decode("duration_seconds", as: ExactDecimal.self) == ExactDecimal(300))
+            // Raindrop $20 + Vultr $6 over the month's two calls.
+            #expect(try row.decode("fixed_cost_share", as: ExactDecimal.self) == ExactDecimal(13))
+            #expect(try row.decode("total_cost", as: ExactDecimal.self) == ExactDecimal("13.87416")!)
+            #expect(try row.decode("margin", as: ExactDecimal.self) == ExactDecimal("-8.88416")!)
+        }
+        let month = try database.query("""
+            SELECT calls, revenue, api_cost, payment_fees, fixed_costs, gross_profit, break_even_calls FROM monthly_pnl
+            """).single()
+        #expect(try month.decode("calls", as: Int.self) == 2)
+        #expect(try month.decode("revenue", as: ExactDecimal.self) == ExactDecimal("9.98")!)
+        #expect(try month.decode("api_cost", as: ExactDecimal.self) == ExactDecimal("0.809")!)
+        #expect(try month.decode("payment_fees", as: ExactDecimal.self) == ExactDecimal("0.93932")!)
+        #expect(try month.decode("fixed_costs", as: ExactDecimal.self) == ExactDecimal(26))
+        #expect(try month.decode("gross_profit", as: ExactDecimal.self) == ExactDecimal("-17.76832")!)
+        // 26 / (4.99 − 0.87416) = 6.3…, so 7 calls a month break even.
+        #expect(try month.decode("break_even_calls", as: Int.self) == 7)
+        let ledger: ExactDecimal = try database.query("SELECT sum(total_cost) AS v FROM api_call_events").single().decode("v")
+        #expect(ledger == ExactDecimal("0.809")!)
+    }
+
+    @Test("fixed costs split over three calls still add up to the cent-exact monthly amount")
+    func fixedSplitIsExact() throws {
+        let running = try RunningServer()
+        defer { running.server.shutdown() }
+        let client = try StreamingClient(running.endpoint)
+        for (index, call) in ["CAS1", "CAS2", "CAS3"].enumerated() {
+            client.send([canonicalCallMessages(call, startingAt: 1_795_370_400 + index * 600)[0], canonicalCallMessages(call).last!])
+        }
+        #expect(client.wait(seconds: 20) { $0.filter { $0.contains("call.summary") }.count == 3 })
+        let shares = try running.database.query("SELECT fixed_cost_share FROM call_margins ORDER BY started_at")
+            .map { try $0.decode("fixed_cost_share", as: ExactDecimal.self) }
+        #expect(shares.count == 3)
+        #expect(try shares.reduce(ExactDecimal.zero) { try $0.adding($1) } == ExactDecimal(26))
+        #expect(shares[1] == ExactDecimal("8.6666666666")!)
+    }
+
+    @Test("user_spend shows today's and this month's spend against the limits")
+    func userSpend() throws {
+        let running = try RunningServer(prepare: setBudget(BudgetSettings(dayLimit: ExactDecimal(5), monthLimit: ExactDecimal(50))))
+        defer { running.server.shutdown() }
+        let client = try StreamingClient(running.endpoint)
+        client.send(canonicalCallMessages("CASPEND", startingAt: Int(Date().timeIntervalSince1970) - 5))
+        #expect(client.waitForSummary())
+        let row = try running.database.query("SELECT * FROM user_spend WHERE user_id = $1", [budgetUser]).single()
+        #expect(try row.decode("spent_today", as: ExactDecimal.self) == ExactDecimal("0.4045")!)
+        #expect(try row.decode("remaining_today", as: ExactDecimal.self) == ExactDecimal("4.5955")!)
+        #expect(try row.decode("remaining_this_month", as: ExactDecimal.self) == ExactDecimal("49.5955")!)
+        #expect(try row.decode("call_limit", as: ExactDecimal.self) == ExactDecimal(10))
+    }
+}
