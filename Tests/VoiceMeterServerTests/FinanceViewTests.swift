@@ -46,6 +46,20 @@ struct FinanceViewTests {
         #expect(try month.decode("break_even_calls", as: Int.self) == 7)
         let ledger: ExactDecimal = try database.query("SELECT sum(total_cost) AS v FROM api_call_events").single().decode("v")
         #expect(ledger == ExactDecimal("0.809")!)
+
+        // The same figures through the report queries the CLI prints.
+        let finance = FinanceStore(connection: database)
+        let november = Timestamp(rfc3339: "2026-11-01T00:00:00Z")!
+        #expect(try finance.margins(from: november, to: Timestamp(rfc3339: "2026-12-01T00:00:00Z")!, userID: nil).rows.count == 2)
+        #expect(try finance.margins(from: november, to: Timestamp(rfc3339: "2026-12-01T00:00:00Z")!, userID: "someone-else").rows.isEmpty)
+        let pnl = try finance.month(november)
+        #expect(pnl.rows.count == 1)
+        #expect(pnl.rows.first?[pnl.columns.firstIndex(of: "gross_profit")!].flatMap { ExactDecimal($0) } == ExactDecimal("-17.76832")!)
+        let top = try finance.topUsers(month: november, limit: 5)
+        #expect(top.rows.map { $0[0] } == [budgetUser])
+        #expect(top.rows.first?[1].flatMap { ExactDecimal($0) } == ExactDecimal("0.809")!)
+        #expect(try finance.callEvents("CAFIN1").rows.count == 70)
+        #expect(try finance.callMargin("CAFIN1").rows.count == 1)
     }
 
     @Test("fixed costs split over three calls still add up to the cent-exact monthly amount")

@@ -1,0 +1,70 @@
+import PostgresClient
+import VoiceMeterDomain
+
+/// Rows of a finance report: column names and text values exactly as PostgreSQL printed them
+/// (NUMERIC stays exact; NULL is `nil`).
+public struct ReportRows: Sendable {
+    public var columns: [String]
+    public var rows: [[String?]]
+}
+
+/// Reads the finance views (`call_margins`, `monthly_pnl`, `user_spend`) and a call's events.
+public struct FinanceStore {
+    private let connection: PostgresConnection
+
+    public init(connection: PostgresConnection) {
+        self.connection = connection
+    }
+
+    /// A call's events, oldest `seq` first.
+    public func callEvents(_ callID: String) throws -> ReportRows {
+        try report("""
+            SELECT seq, to_char(occurred_at, 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS occurred_at, service, operation, coalesce(model, '') AS model,
+                   usage_amount::text || ' ' || usage_unit AS usage, unit_cost, total_cost,
+                   CASE WHEN price_id IS NULL THEN 'unpriced' ELSE 'price ' || price_id END AS pricing
+            FROM api_call_events WHERE call_id = $1 ORDER BY seq
+            """, [callID])
+    }
+
+    /// One call's margin row (empty when the call is unknown or was refused).
+    public func callMargin(_ callID: String) throws -> ReportRows {
+        try report("""
+            SELECT call_id, user_id, revenue, twilio_cost, deepgram_cost, cerebras_cost, elevenlabs_cost, other_cost, api_cost,
+                   payment_fee, fixed_cost_share, total_cost, margin, margin_pct
+            FROM call_margins WHERE call_id = $1
+            """, [callID])
+    }
+
+    /// Calls started in [from, to), optionally of one user.
+    public func margins(from: Timestamp, to: Timestamp, userID: String?) throws -> ReportRows {
+        try report("""
+            SELECT call_id, user_id, to_char(started_at, 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS started_at, duration_seconds, status,
+                   revenue, api_cost, payment_fee, fixed_cost_share, total_cost, margin, margin_pct
+            FROM call_margins WHERE started_at >= $1 AND started_at < $2 AND ($3::text IS NULL OR user_id = $3)
+            ORDER BY started_at, call_id
+            """, [from, to, userID])
+    }
+
+    /// The P&L of the month starting at `month`.
+    public func month(_ month: Timestamp) throws -> ReportRows {
+        try report("""
+            SELECT to_char(month, 'YYYY-MM') AS month, calls, revenue, twilio_cost, deepgram_cost, cerebras_cost, elevenlabs_cost,
+                   other_cost, api_cost, payment_fees, fixed_costs, gross_profit, margin_pct, average_cost_per_call, break_even_calls
+            FROM monthly_pnl WHERE month = $1
+            """, [month])
+    }
+
+    /// The users who cost most in the month starting at `month`.
+    public func topUsers(month: Timestamp, limit: Int) throws -> ReportRows {
+        try report("""
+            SELECT user_id, total_cost AS api_cost, event_count AS events, unpriced_event_count AS unpriced_events
+            FROM cost_summaries WHERE summary_type = 'user_month' AND period_start = $1
+            ORDER BY total_cost DESC, user_id LIMIT $2
+            """, [month, limit])
+    }
+
+    private func report(_ sql: String, _ parameters: [any PostgresEncodable]) throws -> ReportRows {
+        let result = try connection.query(sql, parameters)
+        return ReportRows(columns: result.columns, rows: try result.map { row in try result.columns.map { try row.text($0) } })
+    }
+}
