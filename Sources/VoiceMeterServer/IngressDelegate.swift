@@ -10,8 +10,10 @@ final class IngressDelegate: WebSocketServerDelegate {
     private let shards: [MeteringShard]
     private let router: CallRouter
     private let writers: LedgerWriters
+    private let finance: FinanceAPI
 
-    init(tokens: TokenCache, readiness: ReadinessMonitor, shards: [MeteringShard], router: CallRouter, writers: LedgerWriters) {
+    init(tokens: TokenCache, readiness: ReadinessMonitor, shards: [MeteringShard], router: CallRouter, writers: LedgerWriters, finance: FinanceAPI) {
+        self.finance = finance
         self.tokens = tokens
         self.readiness = readiness
         self.shards = shards
@@ -45,7 +47,15 @@ final class IngressDelegate: WebSocketServerDelegate {
         for shard in shards { shard.perform { $0.connectionClosed(connection) } }
     }
 
-    func respond(to request: HTTPRequest) -> HTTPResponse {
+    func respond(to request: HTTPRequest, reply: @escaping @Sendable (HTTPResponse) -> Void) {
+        if request.path.hasPrefix("/v1/calls/") || request.path.hasPrefix("/v1/users/") || request.path.hasPrefix("/v1/finance/") {
+            finance.respond(to: request, reply: reply)
+            return
+        }
+        reply(health(request))
+    }
+
+    private func health(_ request: HTTPRequest) -> HTTPResponse {
         switch request.path {
         case "/healthz":
             return HTTPResponse(status: 200, body: #"{"status":"ok"}"# + "\n")
@@ -56,7 +66,7 @@ final class IngressDelegate: WebSocketServerDelegate {
         case "/v1/stream":
             return HTTPResponse(status: 426, body: #"{"error":"upgrade_required","message":"connect with a WebSocket client, subprotocol voicemeter.v1"}"# + "\n")
         default:
-            return HTTPResponse(status: 404, body: #"{"error":"not_found","message":"endpoints: /v1/stream (WebSocket), /healthz, /readyz"}"# + "\n")
+            return HTTPResponse(status: 404, body: #"{"error":"not_found","message":"endpoints: /v1/stream (WebSocket), /healthz, /readyz, /v1/calls/{id}/costs, /v1/users/{id}/spend, /v1/finance/margins, /v1/finance/months (docs/openapi.yaml)"}"# + "\n")
         }
     }
 }

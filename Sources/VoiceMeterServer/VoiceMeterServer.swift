@@ -73,7 +73,8 @@ public final class VoiceMeterServer: Sendable {
         let shards = (0..<configuration.meteringShards).map { MeteringShard(index: $0, environment: services, logger: logger) }
         self.shards = shards
         ingress = WebSocketServer(configuration: configuration.listener,
-                                  delegate: IngressDelegate(tokens: tokens, readiness: readiness, shards: shards, router: router, writers: writers))
+                                  delegate: IngressDelegate(tokens: tokens, readiness: readiness, shards: shards, router: router, writers: writers,
+                                                            finance: FinanceAPI(tokens: tokens, options: configuration.database)))
         shardsReference.bind(shards)
         budgetSettings = TableWatcher(options: configuration.database, channel: "user_budget_settings", logger: logger) { _ in
             for shard in shards { shard.perform { $0.refreshUsers() } }

@@ -8,6 +8,23 @@ public struct ReportRows: Sendable {
     public var rows: [[String?]]
 }
 
+extension ReportRows {
+    /// A JSON array of objects; values stay strings (exact decimals), NULL is `null`.
+    public var json: String {
+        JSONValue.array(rows.map { row in JSONValue.object(zip(columns, row).map { ($0, $1.map(JSONValue.string) ?? .null) }) }).serialized
+    }
+
+    /// RFC 4180 CSV with a header row.
+    public var csv: String {
+        func field(_ value: String?) -> String {
+            guard let value else { return "" }
+            guard value.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return value }
+            return "\"" + value.split(separator: "\"", omittingEmptySubsequences: false).joined(separator: "\"\"") + "\""
+        }
+        return ([columns.map(field)] + rows.map { $0.map(field) }).map { $0.joined(separator: ",") }.joined(separator: "\r\n") + "\r\n"
+    }
+}
+
 /// Reads the finance views (`call_margins`, `monthly_pnl`, `user_spend`) and a call's events.
 public struct FinanceStore {
     private let connection: PostgresConnection
@@ -52,6 +69,20 @@ public struct FinanceStore {
                    other_cost, api_cost, payment_fees, fixed_costs, gross_profit, margin_pct, average_cost_per_call, break_even_calls
             FROM monthly_pnl WHERE month = $1
             """, [month])
+    }
+
+    /// Every month's P&L, newest first.
+    public func months() throws -> ReportRows {
+        try report("""
+            SELECT to_char(month, 'YYYY-MM') AS month, calls, revenue, api_cost, payment_fees, fixed_costs, gross_profit, margin_pct,
+                   average_cost_per_call, break_even_calls
+            FROM monthly_pnl ORDER BY month DESC
+            """, [])
+    }
+
+    /// A user's spend today and this month against the limits.
+    public func userSpend(_ userID: String) throws -> ReportRows {
+        try report("SELECT * FROM user_spend WHERE user_id = $1", [userID])
     }
 
     /// The users who cost most in the month starting at `month`.

@@ -20,6 +20,18 @@ enum LWS {
         return String(decoding: buffer.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
+    /// The query string's arguments (`a=1&b=2`): lws keeps each one as a separate header fragment.
+    static func queryString(_ wsi: OpaquePointer) -> String? {
+        var arguments: [String] = []
+        var buffer = [CChar](repeating: 0, count: 1_024)
+        var index: Int32 = 0
+        while lws_hdr_copy_fragment(wsi, &buffer, Int32(buffer.count), WSI_TOKEN_HTTP_URI_ARGS, index) > 0 {
+            arguments.append(String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+            index += 1
+        }
+        return arguments.isEmpty ? nil : arguments.joined(separator: "&")
+    }
+
     /// The peer's numeric address.
     static func peerAddress(_ wsi: OpaquePointer) -> String {
         var buffer = [CChar](repeating: 0, count: 128)

@@ -10,6 +10,7 @@ final class Outboxes: Sendable {
     enum Command: Sendable {
         case resumeAllPaused
         case stopReceivingAll
+        case httpAnswered
         case connect
         case close(Int, code: UInt16, reason: String)
     }

@@ -37,7 +37,9 @@ extension WebSocketServer {
         case LWS_CALLBACK_HTTP_WRITEABLE:
             return httpWritable(wsi)
         case LWS_CALLBACK_CLOSED_HTTP:
-            loop.pendingHTTP[LWS.connectionID(of: wsi)] = nil
+            let id = LWS.connectionID(of: wsi)
+            loop.pendingHTTP[id] = nil
+            loop.httpConnections[id] = nil
         case LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS:
             // `user` is the vhost's SSL_CTX: TLS 1.2 and newer only, no compression.
             if let user, CVoiceMeterShims_harden_tls_context(OpaquePointer(user)) != 1 { return 1 }
@@ -157,6 +159,13 @@ extension WebSocketServer {
                     loop.pausedCount.subtract(1, ordering: .relaxed)
                     lws_rx_flow_control(connection.wsi, 1)
                 }
+            case .httpAnswered:
+                let answered = loop.answeredHTTP.withLock { answers in defer { answers.removeAll() }; return answers }
+                for (id, response) in answered {
+                    guard let wsi = loop.httpConnections[id] else { continue }
+                    loop.pendingHTTP[id] = response
+                    lws_callback_on_writable(wsi)
+                }
             case .stopReceivingAll:
                 for (id, connection) in loop.connections where !connection.paused {
                     loop.connections[id]!.paused = true
@@ -193,22 +202,28 @@ extension WebSocketServer {
 
     private func httpRequest(_ wsi: OpaquePointer, path: String) -> Int32 {
         let request = HTTPRequest(
-            path: path, query: LWS.header(wsi, WSI_TOKEN_HTTP_URI_ARGS),
+            path: path, query: LWS.queryString(wsi),
             bearerToken: Self.bearerToken(LWS.header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION)),
             accept: LWS.header(wsi, WSI_TOKEN_HTTP_ACCEPT)
         )
-        let response = delegate.respond(to: request)
-        guard writeHTTPHeaders(wsi, response, extraHeaders: []) else { return -1 }
         let id = loop.allocateID()
         LWS.setConnectionID(id, on: wsi)
-        loop.pendingHTTP[id] = response
-        lws_callback_on_writable(wsi)
+        loop.httpConnections[id] = wsi
+        // Bound the wait for an answer; lws closes the connection if it does not come.
+        lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, 30)
+        delegate.respond(to: request) { [self] response in
+            loop.answeredHTTP.withLock { $0[id] = response }
+            if outboxes.post(.httpAnswered) { lws_cancel_service_if_running() }
+        }
         return 0
     }
 
     private func httpWritable(_ wsi: OpaquePointer) -> Int32 {
-        guard let response = loop.pendingHTTP.removeValue(forKey: LWS.connectionID(of: wsi)) else { return 0 }
-        guard writeHTTPBody(wsi, response) else { return -1 }
+        let id = LWS.connectionID(of: wsi)
+        guard let response = loop.pendingHTTP.removeValue(forKey: id) else { return 0 }
+        loop.httpConnections[id] = nil
+        lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0)
+        guard writeHTTPHeaders(wsi, response, extraHeaders: []), writeHTTPBody(wsi, response) else { return -1 }
         return lws_http_transaction_completed(wsi) != 0 ? -1 : 0
     }
 

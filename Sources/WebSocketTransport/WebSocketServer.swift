@@ -53,7 +53,9 @@ public protocol WebSocketServerDelegate: AnyObject, Sendable {
     /// (backpressure) until `resumeAllPaused`.
     func received(_ message: ClientMessage, from connection: ConnectionID) -> Bool
     func connectionClosed(_ connection: ConnectionID)
-    func respond(to request: HTTPRequest) -> HTTPResponse
+    /// Answers a plain HTTP request by calling `reply` once, at once or later from any thread
+    /// (a database query must not block the service thread).
+    func respond(to request: HTTPRequest, reply: @escaping @Sendable (HTTPResponse) -> Void)
 }
 
 public struct WebSocketServerConfiguration: Sendable {
@@ -147,7 +149,7 @@ public final class WebSocketServer: Sendable {
         repeat { lws_cancel_service_if_running() } while finished.wait(timeout: .now() + .milliseconds(50)) == .timedOut
     }
 
-    private func lws_cancel_service_if_running() {
+    func lws_cancel_service_if_running() {
         loop.context.withLock { address in
             if let context = OpaquePointer(bitPattern: address) { lws_cancel_service(context) }
         }
@@ -246,8 +248,12 @@ final class ServiceLoop: @unchecked Sendable {
     let shutdownDeadline = Mutex<Date?>(nil)
     var connections: [Int: Connection] = [:]
     var connectionsPerPeer: [String: Int] = [:]
+    /// HTTP requests waiting for their answer, by connection id.
+    var httpConnections: [Int: OpaquePointer] = [:]
     /// HTTP responses waiting for their connection to become writable, by connection id.
     var pendingHTTP: [Int: HTTPResponse] = [:]
+    /// Answers delivered by any thread, picked up by the service thread on its next wake.
+    let answeredHTTP = Mutex<[Int: HTTPResponse]>([:])
     var nextID = 0
     var closingAll = false
     /// How many connections are paused, readable from any thread to skip needless wakes.

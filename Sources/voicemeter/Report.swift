@@ -20,19 +20,9 @@ struct Report: ParsableCommand {
             guard !report.rows.isEmpty else { Swift.print("(no rows)"); return }
             Swift.print(TextTable(header: report.columns.map { $0.uppercased() }, rows: report.rows.map { $0.map { $0 ?? "" } }).rendered)
         case .csv:
-            func field(_ value: String?) -> String {
-                guard let value else { return "" }
-                return value.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" })
-                    ? "\"" + value.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : value
-            }
-            Swift.print(report.columns.map(field).joined(separator: ","))
-            for row in report.rows { Swift.print(row.map(field).joined(separator: ",")) }
+            Swift.print(report.csv, terminator: "")
         case .json:
-            // Values stay strings, as the protocol sends decimals: exact, never floating point.
-            let objects = report.rows.map { row in
-                JSONValue.object(zip(report.columns, row).map { ($0, $1.map(JSONValue.string) ?? .null) })
-            }
-            Swift.print(JSONValue.array(objects).serialized)
+            Swift.print(report.json)
         }
     }
 

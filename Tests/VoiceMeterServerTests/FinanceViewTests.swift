@@ -92,3 +92,65 @@ struct FinanceViewTests {
         #expect(try row.decode("call_limit", as: ExactDecimal.self) == ExactDecimal(10))
     }
 }
+
+@Suite("Finance read API", .serialized)
+struct FinanceAPITests {
+    /// GET over a plain socket; returns the status code and the body.
+    func get(_ port: Int, _ path: String, token: String?, accept: String? = nil) throws -> (Int, String) {
+        let socket = try RawSocket(port: port)
+        var request = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        if let token { request += "Authorization: Bearer \(token)\r\n" }
+        if let accept { request += "Accept: \(accept)\r\n" }
+        socket.send(request + "\r\n")
+        let (response, _) = socket.readUntilClosed()
+        let status = Int(response.split(separator: " ").dropFirst().first ?? "") ?? 0
+        let body = response.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n")
+        return (status, body)
+    }
+
+    @Test("finance tokens read margins (JSON or CSV), call costs and months; ingest tokens get 403; bad parameters 400")
+    func readAPI() throws {
+        let financeToken = Locked<String>("")
+        let running = try RunningServer(prepare: { database in
+            let secret = try TokenStore(connection: database).create(name: "finance-bi", kind: .finance)
+            financeToken.withLock { $0 = secret }
+        })
+        defer { running.server.shutdown() }
+        let client = try StreamingClient(running.endpoint)
+        client.send(canonicalCallMessages("CAAPI"))
+        #expect(client.waitForSummary())
+        let port = running.server.port
+        let token = financeToken.value
+
+        #expect(try get(port, "/v1/finance/months", token: nil).0 == 401)
+        let forbidden = try get(port, "/v1/finance/months", token: running.token)
+        #expect(forbidden.0 == 403)
+        #expect(forbidden.1.contains("finance token"))
+
+        let margins = try get(port, "/v1/finance/margins?from=2026-11-01&to=2026-12-01", token: token)
+        #expect(margins.0 == 200)
+        let parsed = try JSONParser.parse(margins.1)
+        guard case .array(let rows) = parsed else { Issue.record("not an array: \(margins.1)"); return }
+        #expect(rows.count == 1)
+        #expect(rows.first?["api_cost"] == .string("0.4045000000"))
+        #expect(rows.first?["payment_fee"] == .string("0.4696600000"))
+
+        let csv = try get(port, "/v1/finance/margins?from=2026-11-01&to=2026-12-01", token: token, accept: "text/csv")
+        #expect(csv.0 == 200)
+        #expect(csv.1.hasPrefix("call_id,user_id,started_at,"))
+        #expect(csv.1.contains("CAAPI,"))
+
+        let bad = try get(port, "/v1/finance/margins?from=yesterday&to=2026-12-01", token: token)
+        #expect(bad.0 == 400)
+        #expect(bad.1.contains("'from' must be a day"))
+        #expect(try get(port, "/v1/finance/margins?to=2026-12-01", token: token).0 == 400)
+
+        let costs = try get(port, "/v1/calls/CAAPI/costs", token: token)
+        #expect(costs.0 == 200)
+        #expect(costs.1.contains(#""api_cost":"0.4045000000""#))
+        #expect(costs.1.contains(#""events":[{"seq":"1""#))
+        #expect(try get(port, "/v1/calls/NOPE/costs", token: token).0 == 404)
+        #expect(try get(port, "/v1/finance/months", token: token).1.contains(#""month":"2026-11""#))
+        #expect(try get(port, "/v1/users/\(budgetUser)/spend", token: token).0 == 200)
+    }
+}

@@ -23,8 +23,8 @@ final class AckingDelegate: WebSocketServerDelegate {
         return true
     }
 
-    func respond(to request: HTTPRequest) -> HTTPResponse {
-        request.path == "/healthz" ? HTTPResponse(status: 200, body: #"{"status":"ok"}"#) : HTTPResponse(status: 404, body: #"{"error":"not_found"}"#)
+    func respond(to request: HTTPRequest, reply: @escaping @Sendable (HTTPResponse) -> Void) {
+        reply(request.path == "/healthz" ? HTTPResponse(status: 200, body: #"{"status":"ok"}"#) : HTTPResponse(status: 404, body: #"{"error":"not_found"}"#))
     }
 
     static func start(_ configure: (inout WebSocketServerConfiguration) -> Void = { _ in }) throws -> (WebSocketServer, AckingDelegate) {

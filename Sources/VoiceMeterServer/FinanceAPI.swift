@@ -1,0 +1,106 @@
+import Dispatch
+import Foundation
+import PostgresClient
+import VoiceMeterDomain
+import VoiceMeterStore
+import WebSocketTransport
+
+/// The read API for finance tools, on the server's listener: finance tokens only (an ingest token
+/// gets 403), JSON by default and CSV with `Accept: text/csv`, bad parameters 400 with a reason.
+/// Queries run on a queue and connection of their own, never on the WebSocket service thread.
+/// Described in docs/openapi.yaml.
+final class FinanceAPI: Sendable {
+    private let tokens: TokenCache
+    private let queue = DispatchQueue(label: "voicemeter.finance-api")
+    private let connection: ConnectionSlot
+
+    init(tokens: TokenCache, options: PostgresConnectionOptions) {
+        self.tokens = tokens
+        connection = ConnectionSlot(options: options)
+    }
+
+    func respond(to request: HTTPRequest, reply: @escaping @Sendable (HTTPResponse) -> Void) {
+        switch request.bearerToken.flatMap(tokens.kind(of:)) {
+        case nil: return reply(Self.error(401, "unauthorized", "send Authorization: Bearer <finance token> (voicemeter tokens create NAME --kind finance)"))
+        case .ingest: return reply(Self.error(403, "forbidden", "an ingest token cannot read finance data; use a finance token"))
+        case .finance: break
+        }
+        let parts = request.path.split(separator: "/").map(String.init)
+        let parameters = Self.parameters(request.query)
+        let wantsCSV = request.accept?.contains("text/csv") == true
+        queue.async { [connection] in
+            do {
+                reply(try connection.use { try Self.route(parts, parameters, wantsCSV, FinanceStore(connection: $0)) })
+            } catch let failure as FinanceRequestError {
+                reply(Self.error(failure.status, failure.code, failure.message))
+            } catch {
+                reply(Self.error(503, "unavailable", "the database cannot be read right now; retry shortly"))
+            }
+        }
+    }
+
+    private static func route(_ parts: [String], _ parameters: [String: String], _ wantsCSV: Bool,
+                              _ store: FinanceStore) throws -> HTTPResponse {
+        if parts.count == 4, parts[0] == "v1", parts[1] == "calls", parts[3] == "costs" {
+            let callID = parts[2]
+            let margin = try store.callMargin(callID)
+            guard !margin.rows.isEmpty else { throw FinanceRequestError(404, "not_found", "no admitted call '\(callID)'") }
+            let body = #"{"call_id":\#(JSONValue.string(callID).serialized),"breakdown":\#(String(margin.json.dropFirst().dropLast())),"events":\#(try store.callEvents(callID).json)}"#
+            return HTTPResponse(status: 200, body: body)
+        }
+        if parts.count == 4, parts[0] == "v1", parts[1] == "users", parts[3] == "spend" {
+            let userID = parts[2]
+            let spend = try store.userSpend(userID)
+            guard !spend.rows.isEmpty else { throw FinanceRequestError(404, "not_found", "no spend or budget settings for user '\(userID)'") }
+            return HTTPResponse(status: 200, body: String(spend.json.dropFirst().dropLast()))
+        }
+        switch parts {
+        case ["v1", "finance", "margins"]:
+            let from = try day(parameters["from"], "from")
+            let to = try day(parameters["to"], "to")
+            guard from < to else { throw FinanceRequestError(400, "bad_request", "'from' must be before 'to'") }
+            return render(try store.margins(from: from, to: to, userID: parameters["user"]), csv: wantsCSV)
+        case ["v1", "finance", "months"]:
+            return render(try store.months(), csv: wantsCSV)
+        default:
+            throw FinanceRequestError(404, "not_found", "finance endpoints: /v1/calls/{id}/costs, /v1/users/{id}/spend, /v1/finance/margins?from=YYYY-MM-DD&to=YYYY-MM-DD, /v1/finance/months")
+        }
+    }
+
+    private static func render(_ rows: ReportRows, csv: Bool) -> HTTPResponse {
+        csv ? HTTPResponse(status: 200, contentType: "text/csv", body: rows.csv) : HTTPResponse(status: 200, body: rows.json)
+    }
+
+    private static func day(_ text: String?, _ name: String) throws -> Timestamp {
+        guard let text else { throw FinanceRequestError(400, "bad_request", "'\(name)' is required: a day (YYYY-MM-DD) or an RFC 3339 time") }
+        guard let instant = Timestamp(rfc3339: text) ?? Timestamp(rfc3339: text + "T00:00:00Z") else {
+            throw FinanceRequestError(400, "bad_request", "'\(name)' must be a day (YYYY-MM-DD) or an RFC 3339 time, got '\(text.prefix(40))'")
+        }
+        return instant
+    }
+
+    /// `a=1&b=x%20y` → ["a": "1", "b": "x y"].
+    static func parameters(_ query: String?) -> [String: String] {
+        var result: [String: String] = [:]
+        for pair in (query ?? "").split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1).map { String($0).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String($0) }
+            if parts.count == 2 { result[parts[0]] = parts[1] }
+        }
+        return result
+    }
+
+    private static func error(_ status: Int, _ code: String, _ message: String) -> HTTPResponse {
+        HTTPResponse(status: status, body: #"{"error":"\#(code)","message":\#(JSONValue.string(message).serialized)}"# + "\n")
+    }
+}
+
+struct FinanceRequestError: Error {
+    var status: Int
+    var code: String
+    var message: String
+    init(_ status: Int, _ code: String, _ message: String) {
+        self.status = status
+        self.code = code
+        self.message = message
+    }
+}
