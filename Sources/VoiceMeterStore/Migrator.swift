@@ -26,9 +26,10 @@ public struct Migrator {
     /// Applies every pending migration and returns the versions applied now (empty when current).
     @discardableResult
     public func migrate() throws -> [Migration] {
-        try ensureHistoryTable()
+        // Lock first: even creating the history table races with another migrator.
         try connection.query("SELECT pg_advisory_lock($1)", [Self.advisoryLockKey])
         defer { _ = try? connection.query("SELECT pg_advisory_unlock($1)", [Self.advisoryLockKey]) }
+        try ensureHistoryTable()
 
         let pending = try pendingMigrations()
         for migration in pending {
@@ -49,7 +50,9 @@ public struct Migrator {
 
     /// Checks the history against this build without changing anything.
     public func status() throws -> Status {
-        try ensureHistoryTable()
+        let hasHistory = try connection.query("SELECT to_regclass('schema_migrations') IS NOT NULL AS present").single()
+            .decode("present", as: Bool.self)
+        guard hasHistory else { return Status(applied: [], pending: set.migrations.map(\.version)) }
         let pending = try pendingMigrations()
         let applied = try appliedChecksums().keys.sorted()
         return Status(applied: applied, pending: pending.map(\.version))
