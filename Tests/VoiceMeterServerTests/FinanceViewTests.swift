@@ -154,3 +154,34 @@ struct FinanceAPITests {
         #expect(try get(port, "/v1/users/\(budgetUser)/spend", token: token).0 == 200)
     }
 }
+
+@Suite("Finance at seed 002's scale", .serialized)
+struct FinanceScaleTests {
+    @Test("the canonical call at $4.99 in a month of 1,000 calls: fixed share 0.026, margin 4.08984")
+    func thousandCallMonth() throws {
+        let running = try RunningServer()
+        defer { running.server.shutdown() }
+        let client = try StreamingClient(running.endpoint)
+        client.send(canonicalCallMessages("CASEED"))
+        // 999 more calls in the same month (started and ended, no usage), from 999 users, paced
+        // under the per-connection rate limit (500 messages per second).
+        for index in 1...999 {
+            let start = 1_795_370_400 + 600 + index
+            client.send([#"{"type":"call.start","call_id":"CAFILL\#(index)","user_id":"filler-\#(index)","ts":\#(start)}"#,
+                         #"{"type":"call.end","call_id":"CAFILL\#(index)","ts":\#(start + 60)}"#])
+            if index % 100 == 0 { usleep(500_000) }
+        }
+        #expect(client.wait(seconds: 60) { $0.filter { $0.contains("call.summary") }.count == 1_000 })
+        let row = try running.database.query("""
+            SELECT api_cost, payment_fee, fixed_cost_share, total_cost, margin FROM call_margins WHERE call_id = 'CASEED'
+            """).single()
+        #expect(try row.decode("api_cost", as: ExactDecimal.self) == ExactDecimal("0.4045")!)
+        #expect(try row.decode("payment_fee", as: ExactDecimal.self) == ExactDecimal("0.46966")!)
+        #expect(try row.decode("fixed_cost_share", as: ExactDecimal.self) == ExactDecimal("0.026")!)
+        #expect(try row.decode("total_cost", as: ExactDecimal.self) == ExactDecimal("0.90016")!)
+        #expect(try row.decode("margin", as: ExactDecimal.self) == ExactDecimal("4.08984")!)
+        let month = try running.database.query("SELECT calls, fixed_costs FROM monthly_pnl").single()
+        #expect(try month.decode("calls", as: Int.self) == 1_000)
+        #expect(try month.decode("fixed_costs", as: ExactDecimal.self) == ExactDecimal(26))
+    }
+}
