@@ -140,4 +140,19 @@ struct EventStoreTests {
         #expect(try decimal("SELECT sum(total_cost) AS v FROM api_call_events") == ExactDecimal("0.0217")!)
         #expect(try decimal("SELECT total_cost AS v FROM cost_summaries WHERE summary_type = 'platform_day'") == ExactDecimal("0.0217")!)
     }
+
+    @Test("reconciliation marks matching events verified, records differences, and keeps unmatched reports")
+    func reconciliation() throws {
+        _ = try events.commit(canonicalCall("CA0001", user: "u1"))
+        let reports = try ReconciliationFile.twilio("CallSid,Duration,Price\nCA0001,300,-0.07000\nCA9999,60,-0.01400\n")
+            + ReconciliationFile.generic("call_id,service,actual_cost\nCA0001,deepgram,0.0300\n")
+        let lines = try ReconciliationStore(connection: connection).reconcile(reports, source: "test")
+        #expect(lines.map(\.difference) == [ExactDecimal.zero, nil, ExactDecimal("0.0005")!])
+        let verified = try connection.query("SELECT service, bool_and(NOT estimated) AS verified FROM api_call_events GROUP BY service ORDER BY service")
+        #expect(try verified.map { "\(try $0.decode("service", as: String.self))=\(try $0.decode("verified", as: Bool.self))" }
+                == ["cerebras=false", "deepgram=true", "elevenlabs=false", "twilio=true"])
+        let recorded = try connection.query("SELECT count(*) AS n, count(*) FILTER (WHERE NOT matched) AS unmatched FROM cost_reconciliations").single()
+        #expect(try recorded.decode("n", as: Int.self) == 3)
+        #expect(try recorded.decode("unmatched", as: Int.self) == 1)
+    }
 }

@@ -13,27 +13,25 @@ public enum PriceFile {
     }
 
     public static func parseCSV(_ text: String, now: Timestamp) throws(PriceInputError) -> [PriceChange] {
-        var lines = text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated()
-            .map { (number: $0.offset + 1, text: String($0.element)) }
-            .filter { !$0.text.trimmingSpaces.isEmpty && !$0.text.hasPrefix("#") }
-        guard !lines.isEmpty else { throw PriceInputError("the file has no header row; start with: \(columns.joined(separator: ","))") }
-        let header = lines.removeFirst()
-        let names = header.text.split(separator: ",", omittingEmptySubsequences: false).map { String($0).trimmingSpaces }
+        let records: [CSVReader.Record]
+        do throws(CSVReader.SyntaxError) { records = try CSVReader.records(text) } catch { throw PriceInputError("\(error)") }
+        guard let header = records.first else { throw PriceInputError("the file has no header row; start with: \(columns.joined(separator: ","))") }
+        let names = header.fields.map(\.trimmingSpaces)
         for name in names where !columns.contains(name) {
-            throw PriceInputError("line \(header.number): unknown column '\(name)'; columns are \(columns.joined(separator: ", "))")
+            throw PriceInputError("line \(header.line): unknown column '\(name)'; columns are \(columns.joined(separator: ", "))")
         }
         var changes: [PriceChange] = []
-        for line in lines {
-            let cells = line.text.split(separator: ",", omittingEmptySubsequences: false).map { String($0).trimmingSpaces }
+        for record in records.dropFirst() {
+            let cells = record.fields.map(\.trimmingSpaces)
             guard cells.count == names.count else {
-                throw PriceInputError("line \(line.number): \(cells.count) values for \(names.count) columns (quoted commas are not supported)")
+                throw PriceInputError("line \(record.line): \(cells.count) values for \(names.count) columns")
             }
             var values: [String: String] = [:]
             for (name, cell) in zip(names, cells) where !cell.isEmpty { values[name] = cell }
             do throws(PriceInputError) {
                 changes.append(try PriceInput.change(try fields(values), now: now))
             } catch {
-                throw PriceInputError("line \(line.number): \(error.description)")
+                throw PriceInputError("line \(record.line): \(error.description)")
             }
         }
         return changes
