@@ -150,7 +150,7 @@ let package = Package(
         ),
         .testTarget(
             name: "VoiceMeterServerTests",
-            dependencies: ["VoiceMeterServer", "VoiceMeterStore", "VoiceMeterDomain", "WebSocketTransport", "VoiceMeterTestSupport", "PostgresClient"]
+            dependencies: ["VoiceMeterServer", "VoiceMeterStore", "VoiceMeterDomain", "WebSocketTransport", "VoiceMeterTestSupport", "PostgresClient", "EmbeddedPostgres"]
         ),
         .testTarget(
             name: "CBindingsTests",

@@ -4,7 +4,8 @@
 # Idempotent; runs apt-get only when something is missing. Swift 6 itself must already be installed.
 set -euo pipefail
 
-packages=(pkg-config libpq-dev libwebsockets-dev libssl-dev postgresql postgresql-contrib)
+# chromium renders the finance dashboard in its test.
+packages=(pkg-config libpq-dev libwebsockets-dev libssl-dev postgresql postgresql-contrib chromium)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -20,13 +20,15 @@ final class FinanceAPI: Sendable {
     }
 
     func respond(to request: HTTPRequest, reply: @escaping @Sendable (HTTPResponse) -> Void) {
-        switch request.bearerToken.flatMap(tokens.kind(of:)) {
+        let parameters = Self.parameters(request.query)
+        // A browser cannot send a bearer header to a page it opens: the dashboard also takes ?token=.
+        let token = request.bearerToken ?? (request.path == "/dashboard" ? parameters["token"] : nil)
+        switch token.flatMap(tokens.kind(of:)) {
         case nil: return reply(Self.error(401, "unauthorized", "send Authorization: Bearer <finance token> (voicemeter tokens create NAME --kind finance)"))
         case .ingest: return reply(Self.error(403, "forbidden", "an ingest token cannot read finance data; use a finance token"))
         case .finance: break
         }
         let parts = request.path.split(separator: "/").map(String.init)
-        let parameters = Self.parameters(request.query)
         let wantsCSV = request.accept?.contains("text/csv") == true
         queue.async { [connection] in
             do {
@@ -55,6 +57,8 @@ final class FinanceAPI: Sendable {
             return HTTPResponse(status: 200, body: String(spend.json.dropFirst().dropLast()))
         }
         switch parts {
+        case ["dashboard"]:
+            return HTTPResponse(status: 200, contentType: "text/html; charset=utf-8", body: try Dashboard.render(store: store, now: .now))
         case ["v1", "finance", "margins"]:
             let from = try day(parameters["from"], "from")
             let to = try day(parameters["to"], "to")

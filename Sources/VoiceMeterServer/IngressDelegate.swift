@@ -48,7 +48,8 @@ final class IngressDelegate: WebSocketServerDelegate {
     }
 
     func respond(to request: HTTPRequest, reply: @escaping @Sendable (HTTPResponse) -> Void) {
-        if request.path.hasPrefix("/v1/calls/") || request.path.hasPrefix("/v1/users/") || request.path.hasPrefix("/v1/finance/") {
+        if request.path.hasPrefix("/v1/calls/") || request.path.hasPrefix("/v1/users/") || request.path.hasPrefix("/v1/finance/")
+            || request.path == "/dashboard" {
             finance.respond(to: request, reply: reply)
             return
         }

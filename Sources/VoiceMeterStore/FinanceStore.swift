@@ -85,6 +85,42 @@ public struct FinanceStore {
         try report("SELECT * FROM user_spend WHERE user_id = $1", [userID])
     }
 
+    /// Margin per call over the last `days` days, oldest first (at most 2,000 calls).
+    public func marginSeries(days: Int) throws -> ReportRows {
+        try report("""
+            SELECT to_char(started_at, 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS started_at, call_id, margin FROM call_margins
+            WHERE started_at >= now() - make_interval(days => $1) ORDER BY started_at DESC LIMIT 2000
+            """, [days])
+    }
+
+    /// The platform's daily cost by service over the last `days` days, oldest first.
+    public func dailyCosts(days: Int) throws -> ReportRows {
+        try report("""
+            SELECT to_char(period_start, 'YYYY-MM-DD') AS day, twilio_cost AS twilio, deepgram_cost AS deepgram,
+                   cerebras_cost AS cerebras, elevenlabs_cost AS elevenlabs, openai_cost + other_cost AS other
+            FROM cost_summaries WHERE summary_type = 'platform_day' AND period_start >= date_trunc('day', now(), 'UTC') - make_interval(days => $1)
+            ORDER BY period_start
+            """, [days])
+    }
+
+    /// Users at 80% or more of their day or month limit.
+    public func usersNearLimits() throws -> ReportRows {
+        try report("""
+            SELECT user_id, spent_today, day_limit, spent_this_month, month_limit FROM user_spend
+            WHERE spent_this_month >= month_limit * 0.8 OR (day_limit IS NOT NULL AND spent_today >= day_limit * 0.8)
+            ORDER BY spent_this_month DESC LIMIT 20
+            """, [])
+    }
+
+    /// The latest alerts.
+    public func recentAlerts(limit: Int) throws -> ReportRows {
+        try report("""
+            SELECT to_char(created_at, 'YYYY-MM-DD HH24:MI:SS') AS at, alert_type, coalesce(scope, '') AS scope,
+                   coalesce(user_id, '') AS user_id, coalesce(call_id, '') AS call_id, message
+            FROM cost_alerts ORDER BY id DESC LIMIT $1
+            """, [limit])
+    }
+
     /// The users who cost most in the month starting at `month`.
     public func topUsers(month: Timestamp, limit: Int) throws -> ReportRows {
         try report("""

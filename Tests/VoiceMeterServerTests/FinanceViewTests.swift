@@ -4,6 +4,7 @@ import Testing
 import VoiceMeterDomain
 import VoiceMeterServer
 import VoiceMeterStore
+import EmbeddedPostgres
 import VoiceMeterTestSupport
 
 @Suite("Finance views reconcile with the ledger", .serialized)
@@ -183,5 +184,43 @@ struct FinanceScaleTests {
         let month = try running.database.query("SELECT calls, fixed_costs FROM monthly_pnl").single()
         #expect(try month.decode("calls", as: Int.self) == 1_000)
         #expect(try month.decode("fixed_costs", as: ExactDecimal.self) == ExactDecimal(26))
+    }
+}
+
+@Suite("Finance dashboard", .serialized)
+struct DashboardTests {
+    @Test("/dashboard renders in headless Chromium with its charts and tables, for finance tokens only")
+    func dashboardRenders() throws {
+        let financeToken = Locked<String>("")
+        let running = try RunningServer(prepare: { database in
+            financeToken.withLock { $0 = (try? TokenStore(connection: database).create(name: "finance-ui", kind: .finance)) ?? "" }
+        })
+        defer { running.server.shutdown() }
+        let client = try StreamingClient(running.endpoint)
+        let now = Int(Date().timeIntervalSince1970)
+        for (index, revenue) in ["4.99", "0.30", "2.49"].enumerated() {
+            client.send(canonicalCallMessages("CADASH\(index)", startingAt: now - 30 + index * 10)
+                .map { $0.replacingOccurrences(of: #""revenue":"4.99""#, with: #""revenue":"\#(revenue)""#) })
+        }
+        #expect(client.wait(seconds: 20) { $0.filter { $0.contains("call.summary") }.count == 3 })
+
+        let chromium = try #require(ProcessRunner.find("chromium"), "install Debian's chromium (deploy/setup-debian.sh does)")
+        let url = "http://127.0.0.1:\(running.server.port)/dashboard?token=\(financeToken.value)"
+        let page = try ProcessRunner.run(chromium, ["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", url])
+        #expect(page.exitCode == 0)
+        for expected in [#"id="margin-chart""#, #"id="daily-cost-chart""#, "<circle", "<rect", "This month's P&amp;L", "Top users this month", "Recent alerts"] {
+            #expect(page.output.contains(expected), "the page lacks \(expected)")
+        }
+        // No external assets: nothing is fetched from anywhere else.
+        #expect(!page.output.contains("src=\"http") && !page.output.contains("href=\"http"))
+
+        // VOICEMETER_DASHBOARD_SCREENSHOT=docs/dashboard.png swift test --filter DashboardTests refreshes the docs' picture.
+        if let screenshot = ProcessInfo.processInfo.environment["VOICEMETER_DASHBOARD_SCREENSHOT"] {
+            _ = try ProcessRunner.run(chromium, ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                                                 "--window-size=1100,1200", "--screenshot=\(screenshot)", url])
+        }
+        let anonymous = try ProcessRunner.run(chromium, ["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
+                                                          "http://127.0.0.1:\(running.server.port)/dashboard"])
+        #expect(anonymous.output.contains("unauthorized"))
     }
 }
