@@ -41,19 +41,32 @@ final class Outboxes: Sendable {
         }
     }
 
-    /// Queues a message; returns whether the service loop must be woken, or `nil` when the
-    /// connection is gone. A full outbox closes the connection (the peer does not read).
-    func enqueue(_ payload: [UInt8], for id: Int) -> Bool? {
+    /// Queues a message (an `urgent` one ahead of queued acknowledgements); returns whether the service loop
+    /// must be woken, or `nil` when the connection is gone. A full outbox closes the connection
+    /// (the peer does not read).
+    func enqueue(_ payload: [UInt8], for id: Int, urgent: Bool = false) -> Bool? {
         state.withLock { state in
             guard state.queues[id] != nil else { return nil }
             if state.queues[id]!.count >= capacity {
                 state.commands.append(.close(id, code: 1008, reason: "not reading: outbox full"))
             } else {
-                state.queues[id]!.append(payload)
+                if urgent, let firstAck = state.queues[id]!.firstIndex(where: Self.isAck) {
+                    state.queues[id]!.insert(payload, at: firstAck)
+                } else {
+                    state.queues[id]!.append(payload)
+                }
                 state.readyToWrite.insert(id)
             }
             return takeWake(&state)
         }
+    }
+
+    private static let ackPrefix = Array(#"{"type":"ack""#.utf8)
+
+    /// Acknowledgements are the only messages an urgent one may overtake: every other message of a
+    /// call (accepted, errors, summary) keeps its order.
+    private static func isAck(_ payload: [UInt8]) -> Bool {
+        payload.starts(with: ackPrefix)
     }
 
     /// Leaves a command for the service thread; returns whether the loop must be woken.

@@ -115,9 +115,10 @@ public final class WebSocketServer: Sendable {
         if let error = startup.withLock({ $0.error }) { throw WebSocketServerError(description: error) }
     }
 
-    /// Queues a message for a connection; dropped silently if the connection is gone.
+    /// Queues a message for a connection; dropped silently if the connection is gone. Budget
+    /// warnings and cutoffs overtake queued acknowledgements: the pipeline must act on them now.
     public func send(_ message: ServerMessage, to connection: ConnectionID) {
-        if outboxes.enqueue(Array(message.json.utf8), for: connection.rawValue) == true { wake() }
+        if outboxes.enqueue(Array(message.json.utf8), for: connection.rawValue, urgent: message.isUrgent) == true { wake() }
     }
 
     /// First step of a graceful stop: refuse new upgrades and stop reading every connection, so

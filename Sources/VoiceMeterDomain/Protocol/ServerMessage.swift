@@ -16,6 +16,15 @@ public enum ServerMessage: Sendable, Hashable {
     case error(ProtocolError)
 
     public static func == (lhs: ServerMessage, rhs: ServerMessage) -> Bool { lhs.json == rhs.json }
+
+    /// Budget signals: sent ahead of queued acknowledgements (acks are cumulative, so a later one
+    /// loses nothing by waiting; every other message keeps its order).
+    public var isUrgent: Bool {
+        switch self {
+        case .budgetWarning, .budgetCutoff: true
+        case .callAccepted, .callRejected, .ack, .callSummary, .error: false
+        }
+    }
     public func hash(into hasher: inout Hasher) { hasher.combine(json) }
 
     /// The message as one compact JSON object.
