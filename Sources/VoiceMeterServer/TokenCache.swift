@@ -11,10 +11,10 @@ final class TokenCache: Sendable {
     private let watcher: TableWatcher
 
     init(options: PostgresConnectionOptions, refreshMilliseconds: Int, logger: Logger) throws {
-        let digests = Locked(try Self.load(using: PostgresConnection(options)))
+        let digests = Locked(try TokenStore(connection: PostgresConnection(options)).activeDigests())
         self.digests = digests
         watcher = TableWatcher(options: options, channel: "ingest_tokens", refreshMilliseconds: refreshMilliseconds, logger: logger) { [digests] connection in
-            let table = try Self.load(using: connection)
+            let table = try TokenStore(connection: connection).activeDigests()
             digests.withLock { $0 = table }
         }
     }
@@ -31,12 +31,4 @@ final class TokenCache: Sendable {
 
     func start() { watcher.start() }
     func stop() { watcher.stop() }
-
-    private static func load(using connection: PostgresConnection) throws -> [[UInt8]: TokenKind] {
-        var table: [[UInt8]: TokenKind] = [:]
-        for row in try connection.query("SELECT token_hash, kind FROM ingest_tokens WHERE revoked_at IS NULL") {
-            table[try row.decode("token_hash", as: PostgresBytes.self).bytes] = TokenKind(rawValue: try row.decode("kind"))
-        }
-        return table
-    }
 }

@@ -85,6 +85,15 @@ public struct TokenStore {
         }
     }
 
+    /// Every active token's SHA-256 digest and kind, for an in-memory authentication table.
+    public func activeDigests() throws -> [[UInt8]: TokenKind] {
+        var table: [[UInt8]: TokenKind] = [:]
+        for row in try connection.query("SELECT token_hash, kind FROM ingest_tokens WHERE revoked_at IS NULL") {
+            table[try row.decode("token_hash", as: PostgresBytes.self).bytes] = TokenKind(rawValue: try row.decode("kind"))
+        }
+        return table
+    }
+
     /// The active token whose secret is `secret`, or `nil` (unknown or revoked).
     public func authenticate(_ secret: String) throws -> TokenRecord? {
         let digest = SHA256.digest(secret)
