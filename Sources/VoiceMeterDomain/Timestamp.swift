@@ -80,6 +80,12 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
         self.init(microsecondsSinceEpoch: seconds * 1_000_000 + Int64(micros))
     }
 
+    /// A day (`2026-11-01`, its midnight UTC) or an RFC 3339 instant, as people type ranges.
+    public init?(dayOrInstant text: some StringProtocol) {
+        guard let instant = Timestamp(rfc3339: text) ?? Timestamp(rfc3339: text + "T00:00:00Z") else { return nil }
+        self = instant
+    }
+
     /// RFC 3339 in UTC with as many fractional digits as needed: `2026-11-22T18:00:00Z`, `…:00.134Z`.
     public var description: String {
         let (days, microsOfDay) = microsecondsSinceEpoch.floorDivided(by: 86_400_000_000)

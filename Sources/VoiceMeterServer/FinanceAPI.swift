@@ -77,7 +77,7 @@ final class FinanceAPI: Sendable {
 
     private static func day(_ text: String?, _ name: String) throws -> Timestamp {
         guard let text else { throw FinanceRequestError(400, "bad_request", "'\(name)' is required: a day (YYYY-MM-DD) or an RFC 3339 time") }
-        guard let instant = Timestamp(rfc3339: text) ?? Timestamp(rfc3339: text + "T00:00:00Z") else {
+        guard let instant = Timestamp(dayOrInstant: text) else {
             throw FinanceRequestError(400, "bad_request", "'\(name)' must be a day (YYYY-MM-DD) or an RFC 3339 time, got '\(text.prefix(40))'")
         }
         return instant

@@ -63,7 +63,7 @@ struct Report: ParsableCommand {
         @Option(help: "table, csv or json.") var format: Format = .table
 
         static func instant(_ text: String, _ flag: String) throws -> Timestamp {
-            if let instant = Timestamp(rfc3339: text) ?? Timestamp(rfc3339: text + "T00:00:00Z") { return instant }
+            if let instant = Timestamp(dayOrInstant: text) { return instant }
             throw ValidationError("\(flag) '\(text)' is not a date; write YYYY-MM-DD or an RFC 3339 time")
         }
 
