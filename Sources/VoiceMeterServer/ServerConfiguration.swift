@@ -25,7 +25,7 @@ public struct ServerConfiguration: Sendable {
     public var tokenRefreshIntervalMilliseconds = 5_000
     /// Budget limits for users without a `user_budget_settings` row (seed 002 section 6.1: $10 per
     /// call, $100 per month; no daily limit unless set).
-    public var defaultBudget = BudgetPolicy(callLimit: ExactDecimal(10), dayLimit: nil, monthLimit: ExactDecimal(100))
+    public var defaultBudget = BudgetPolicy.seedDefaults
     /// Expected cost of a call at admission for a user without history (seed 002: $0.90).
     public var defaultCallCostEstimate = ExactDecimal("0.90")!
     /// How often committed spend is refreshed, settings reloaded and cutoffs re-sent.

@@ -1,6 +1,5 @@
 import ArgumentParser
 import VoiceMeterDomain
-import VoiceMeterServer
 import VoiceMeterStore
 
 struct Budgets: ParsableCommand {
@@ -10,7 +9,7 @@ struct Budgets: ParsableCommand {
         subcommands: [Set.self, Show.self, Defaults.self]
     )
 
-    static let defaults = ServerConfiguration(database: .init(connectionString: "")).defaultBudget
+    static let defaults = BudgetPolicy.seedDefaults
 
     static func describe(_ limit: ExactDecimal?) -> String { limit.map { "\($0.formatted(scale: 2)) USD" } ?? "none" }
 

@@ -34,6 +34,9 @@ public struct BudgetPolicy: Sendable, Hashable {
         return policy
     }
 
+    /// Seed 002 section 6.1: $10 per call, $100 per month, no daily limit, auto-cutoff on.
+    public static let seedDefaults = BudgetPolicy(callLimit: ExactDecimal(10), dayLimit: nil, monthLimit: ExactDecimal(100))
+
     public func limit(for scope: BudgetScope) -> ExactDecimal? {
         switch scope {
         case .call: callLimit
