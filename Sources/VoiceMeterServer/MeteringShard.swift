@@ -71,13 +71,13 @@ actor MeteringShard {
         var monthCommitted: ExactDecimal
         var committedSinceRefresh = ExactDecimal.zero
         var inFlight = ExactDecimal.zero
-        var pricedSinceRefresh: ExactDecimal { (try? committedSinceRefresh.adding(inFlight)) ?? inFlight }
+        var pricedSinceRefresh: ExactDecimal { committedSinceRefresh + inFlight }
         var day = BudgetMeter(scope: .day)
         var month = BudgetMeter(scope: .month)
         var calls: Set<String> = []
 
-        var daySpent: ExactDecimal { (try? dayCommitted.adding(pricedSinceRefresh)) ?? dayCommitted }
-        var monthSpent: ExactDecimal { (try? monthCommitted.adding(pricedSinceRefresh)) ?? monthCommitted }
+        var daySpent: ExactDecimal { dayCommitted + pricedSinceRefresh }
+        var monthSpent: ExactDecimal { monthCommitted + pricedSinceRefresh }
     }
 
     /// No single frame may cost more (a unit mistake, not usage); the ledger's columns hold far more.
@@ -218,8 +218,8 @@ actor MeteringShard {
                 _ = call.meter.price(committed.stored.usage, with: version)
             }
             if let cost = committed.totalCost {
-                call.costByService[committed.stored.usage.service, default: .zero] = (try? call.costByService[committed.stored.usage.service, default: .zero].adding(cost)) ?? cost
-                call.spent = (try? call.spent.adding(cost)) ?? call.spent
+                call.costByService[committed.stored.usage.service, default: .zero] += cost
+                call.spent += cost
             }
         }
     }
@@ -287,8 +287,8 @@ actor MeteringShard {
     /// Adds a frame's cost to its call and user and acts on every budget it crosses.
     private func charge(_ cost: ExactDecimal, to callID: String) {
         guard var call = calls[callID], var user = users[call.start.userID] else { return }
-        call.spent = (try? call.spent.adding(cost)) ?? call.spent
-        user.inFlight = (try? user.inFlight.adding(cost)) ?? user.inFlight
+        call.spent += cost
+        user.inFlight += cost
         let callSignals = call.budget.check(spent: call.spent, policy: user.policy)
         let periodSignals = user.day.check(spent: user.daySpent, policy: user.policy) + user.month.check(spent: user.monthSpent, policy: user.policy)
         calls[callID] = call
@@ -424,9 +424,9 @@ actor MeteringShard {
             let key = event.key
             let cost: ExactDecimal? = if case .priced(let priced) = event.pricing { priced.totalCost } else { nil }
             if let cost, var user = users[event.userID] {
-                user.inFlight = (try? user.inFlight.subtracting(cost)) ?? user.inFlight
+                user.inFlight -= cost
                 if !batch.result.conflicts.contains(key) {
-                    user.committedSinceRefresh = (try? user.committedSinceRefresh.adding(cost)) ?? user.committedSinceRefresh
+                    user.committedSinceRefresh += cost
                 }
                 users[event.userID] = user
             }
@@ -444,7 +444,7 @@ actor MeteringShard {
             // Inserted now, or already stored by this very submission (a commit whose reply was lost
             // and was retried): resends never reach the writer, they are answered from memory.
             if let cost {
-                call.costByService[event.usage.service] = (try? (call.costByService[event.usage.service] ?? .zero).adding(cost)) ?? cost
+                call.costByService[event.usage.service, default: .zero] += cost
             }
             call.highestCommittedSeq = max(call.highestCommittedSeq, key.seq)
             calls[key.callID] = call
@@ -468,7 +468,7 @@ actor MeteringShard {
     /// The database refused an event outright (a data error): tell the sender, forget the frame.
     func refused(_ event: UsageEvent, reason: String) {
         if case .priced(let priced) = event.pricing, var user = users[event.userID] {
-            user.inFlight = (try? user.inFlight.subtracting(priced.totalCost)) ?? user.inFlight
+            user.inFlight -= priced.totalCost
             users[event.userID] = user
         }
         guard var call = calls[event.key.callID] else { return }
@@ -488,7 +488,7 @@ actor MeteringShard {
         users[call.start.userID]?.calls.remove(callID)
         if users[call.start.userID]?.calls.isEmpty == true { users[call.start.userID] = nil }
         let byService = call.costByService.sorted { $0.key < $1.key }.map { (service: $0.key, cost: $0.value) }
-        let cost = byService.reduce(ExactDecimal.zero) { (try? $0.adding($1.cost)) ?? $0 }
+        let cost = byService.reduce(ExactDecimal.zero) { $0 + $1.cost }
         var fee: ExactDecimal?
         var margin: ExactDecimal?
         if let revenue = call.start.revenue {
@@ -502,4 +502,12 @@ actor MeteringShard {
         environment.send(.callSummary(callID: callID, cost: cost, byService: byService, revenue: call.start.revenue,
                                       paymentFee: fee, margin: margin), to: owner)
     }
+}
+
+/// Running money figures in metering. They cannot leave 38 digits (a frame costs at most
+/// `frameCostMaximum`), so these keep the last value rather than trap if that invariant ever broke.
+private extension ExactDecimal {
+    static func + (lhs: ExactDecimal, rhs: ExactDecimal) -> ExactDecimal { (try? lhs.adding(rhs)) ?? lhs }
+    static func += (lhs: inout ExactDecimal, rhs: ExactDecimal) { lhs = lhs + rhs }
+    static func -= (lhs: inout ExactDecimal, rhs: ExactDecimal) { lhs = (try? lhs.subtracting(rhs)) ?? lhs }
 }
