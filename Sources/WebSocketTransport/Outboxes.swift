@@ -11,7 +11,6 @@ final class Outboxes: Sendable {
         case resumeAllPaused
         case stopReceivingAll
         case httpAnswered
-        case connect
         case close(Int, code: UInt16, reason: String)
     }
 
@@ -75,6 +74,12 @@ final class Outboxes: Sendable {
             state.commands.append(command)
             return takeWake(&state)
         }
+    }
+
+    /// Asks for a wake without a command (the caller left its work elsewhere); returns whether the
+    /// loop must be woken.
+    func requestWake() -> Bool {
+        state.withLock { takeWake(&$0) }
     }
 
     func requestStop() -> Bool {

@@ -68,7 +68,7 @@ public final class WebSocketClient: Sendable {
         let id = nextID.add(1, ordering: .relaxed).newValue
         outboxes.open(id)
         pending.withLock { $0.append((id, endpoint)) }
-        if outboxes.post(.connect) { wake() }
+        if outboxes.requestWake() { wake() }
         return ClientConnectionID(rawValue: id)
     }
 

@@ -173,8 +173,6 @@ extension WebSocketServer {
                     lws_rx_flow_control(connection.wsi, 0)
                 }
                 loop.receivingStopped.signal()
-            case .connect:
-                break
             case .close(let id, let code, let reason):
                 requestClose(id, code: code, reason: reason)
             }
