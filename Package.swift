@@ -7,6 +7,10 @@
 //   VoiceMeterCrypto      OpenSSL: SHA-256, random tokens, constant-time compare
 //   EmbeddedPostgres      a private PostgreSQL cluster started with initdb/pg_ctl
 //   VoiceMeterStore       the schema's tables as Swift: migrations, tokens, prices
+//   WebSocketTransport    libwebsockets server and client on their own service threads
+//   VoiceMeterServer      the metering server: ingress, metering shards, ledger writers, finance API
+//   VoiceMeterClient      the protocol's client for Swift pipelines (reconnect, resend, events)
+//   VoiceMeterSimulation  simulated calls, scenarios, reports and verification (Simulators/)
 //   voicemeter            the command-line tool and composition root
 //   C*                    system libraries and one C shim for macros Swift cannot import
 import PackageDescription
@@ -17,6 +21,8 @@ let package = Package(
     products: [
         .executable(name: "voicemeter", targets: ["voicemeter"]),
         .executable(name: "voicemeter-bench", targets: ["voicemeter-bench"]),
+        .executable(name: "voicemeter-sim", targets: ["voicemeter-sim"]),
+        .library(name: "VoiceMeterClient", targets: ["VoiceMeterClient"]),
         .library(name: "VoiceMeterDomain", targets: ["VoiceMeterDomain"]),
         .library(name: "PostgresClient", targets: ["PostgresClient"]),
     ],
@@ -93,8 +99,17 @@ let package = Package(
                 "VoiceMeterStore",
                 "VoiceMeterCrypto",
                 "PostgresClient",
+                "EmbeddedPostgres",
                 "WebSocketTransport",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ]
+        ),
+        .target(
+            name: "VoiceMeterClient",
+            dependencies: [
+                "VoiceMeterDomain",
+                "WebSocketTransport",
                 .product(name: "DequeModule", package: "swift-collections"),
             ]
         ),
@@ -104,6 +119,7 @@ let package = Package(
                 "VoiceMeterDomain",
                 "VoiceMeterStore",
                 "VoiceMeterServer",
+                "VoiceMeterSimulation",
                 "EmbeddedPostgres",
                 "PostgresClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -112,6 +128,32 @@ let package = Package(
         ),
 
         // MARK: Simulators and benchmarks
+        .target(
+            name: "VoiceMeterSimulation",
+            dependencies: [
+                "VoiceMeterClient",
+                "VoiceMeterDomain",
+                "VoiceMeterServer",
+                "VoiceMeterStore",
+                "PostgresClient",
+                .product(name: "HeapModule", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Simulators/VoiceMeterSimulation"
+        ),
+        .executableTarget(
+            name: "voicemeter-sim",
+            dependencies: [
+                "VoiceMeterSimulation",
+                "VoiceMeterClient",
+                "VoiceMeterDomain",
+                "VoiceMeterServer",
+                "PostgresClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Simulators/VoiceMeterSim"
+        ),
         .executableTarget(
             name: "voicemeter-bench",
             dependencies: [

@@ -1,8 +1,7 @@
 import ArgumentParser
-import EmbeddedPostgres
 import Foundation
 import PostgresClient
-import VoiceMeterStore
+import VoiceMeterServer
 
 /// Where the database is: `--database-url`, else `DATABASE_URL`, else the embedded cluster.
 struct DatabaseOptions: ParsableArguments {
@@ -24,32 +23,13 @@ struct DatabaseOptions: ParsableArguments {
         return nil
     }
 
-    /// Connects, starting the embedded cluster when no URL is given. With `requireCurrentSchema`
-    /// the schema must be current: the embedded cluster is migrated on the spot, a given server
-    /// must have been migrated with `voicemeter migrate`.
+    /// Connects, starting the embedded cluster when no URL is given (`DatabaseSelection`).
     func connect(requireCurrentSchema: Bool = true) throws -> PostgresConnection {
-        let migrations = try MigrationSet.load(directory: try MigrationSet.locateDirectory())
-        guard let url = explicitURL else {
-            let binaries = try PostgresBinaries.locate()
-            let directory = EmbeddedPostgres.defaultDataDirectory(majorVersion: binaries.majorVersion)
-            let cluster = try EmbeddedPostgres(.init(dataDirectory: directory), binaries: binaries)
-            let options = try cluster.start()
-            printNotice("Using the embedded PostgreSQL \(binaries.majorVersion) with its data in \(directory) (set DATABASE_URL to use another server).")
-            let connection = try PostgresConnection(options)
-            if requireCurrentSchema {
-                let applied = try Migrator(connection: connection, migrations: migrations).migrate()
-                if !applied.isEmpty { printNotice("Applied migrations: \(applied.map(\.fileName).joined(separator: ", ")).") }
-            }
-            return connection
+        do {
+            return try DatabaseSelection.connect(url: explicitURL, requireCurrentSchema: requireCurrentSchema, notice: printNotice)
+        } catch let pending as DatabaseSelection.PendingMigrations {
+            throw CommandFailure(pending.description)
         }
-        let connection = try PostgresConnection(PostgresConnectionOptions(connectionString: url))
-        if requireCurrentSchema {
-            let status = try Migrator(connection: connection, migrations: migrations).status()
-            guard status.isCurrent else {
-                throw CommandFailure("the database at \(connection.options) has \(status.pending.count) pending migration(s); run `voicemeter migrate` first")
-            }
-        }
-        return connection
     }
 }
 

@@ -8,6 +8,17 @@ public struct CallStart: Sendable, Hashable {
     public var revenue: ExactDecimal?
     public var currency: String
     public var paymentMethod: String
+
+    public init(callID: String, userID: String, personaID: String? = nil, startedAt: Timestamp? = nil,
+                revenue: ExactDecimal? = nil, currency: String = "USD", paymentMethod: String = "card") {
+        self.callID = callID
+        self.userID = userID
+        self.personaID = personaID
+        self.startedAt = startedAt
+        self.revenue = revenue
+        self.currency = currency
+        self.paymentMethod = paymentMethod
+    }
 }
 
 /// `usage`: one metered quantity of one service for one call.
@@ -19,18 +30,16 @@ public struct UsageFrame: Sendable, Hashable {
     /// The `metadata` object as compact JSON text.
     public var metadataJSON: String?
 
-    /// The frame as a JSON object, for audit records.
-    public var auditJSON: String {
-        var members: [(key: String, value: JSONValue)] = [
-            ("type", .string("usage")), ("call_id", .string(callID)), ("seq", .number(String(seq))),
-            ("ts", .string(usage.occurredAt.description)), ("service", .string(usage.service)), ("operation", .string(usage.operation)),
-            ("amount", .string(usage.amount.description)), ("unit", .string(usage.unit.rawValue)),
-        ]
-        if let model = usage.model { members.append(("model", .string(model))) }
-        if let externalID { members.append(("external_id", .string(externalID))) }
-        if let metadataJSON, let metadata = try? JSONParser.parse(metadataJSON) { members.append(("metadata", metadata)) }
-        return JSONValue.object(members).serialized
+    public init(callID: String, seq: Int64, usage: MeteredUsage, externalID: String? = nil, metadataJSON: String? = nil) {
+        self.callID = callID
+        self.seq = seq
+        self.usage = usage
+        self.externalID = externalID
+        self.metadataJSON = metadataJSON
     }
+
+    /// The frame as a JSON object, for audit records: exactly what a client would send.
+    public var auditJSON: String { ClientMessage.usage(self).json }
 
     /// The frame's content in one canonical byte form, whatever its JSON spelling (member order,
     /// number form, whitespace): hashed to tell a harmless resend from a conflicting one.
