@@ -195,6 +195,11 @@ let package = Package(
             dependencies: ["VoiceMeterServer", "VoiceMeterStore", "VoiceMeterDomain", "WebSocketTransport", "VoiceMeterTestSupport", "PostgresClient", "EmbeddedPostgres"]
         ),
         .testTarget(
+            name: "VoiceMeterSimulationTests",
+            dependencies: ["VoiceMeterSimulation", "VoiceMeterDomain", "VoiceMeterTestSupport", "PostgresClient",
+                           .product(name: "Logging", package: "swift-log")]
+        ),
+        .testTarget(
             name: "CBindingsTests",
             dependencies: ["CVoiceMeterShims", "CLibWebSockets", "COpenSSL"]
         ),
