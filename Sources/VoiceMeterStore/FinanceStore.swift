@@ -54,12 +54,21 @@ public struct FinanceStore {
 
     /// Calls started in [from, to), optionally of one user.
     public func margins(from: Timestamp, to: Timestamp, userID: String?) throws -> ReportRows {
+        try margins(where: "started_at >= $1 AND started_at < $2 AND ($3::text IS NULL OR user_id = $3)", [from, to, userID])
+    }
+
+    /// The margins of these calls (those that were admitted).
+    public func margins(ofCalls callIDs: [String]) throws -> ReportRows {
+        try margins(where: "call_id = ANY($1::text[])", [PostgresTextArray(callIDs)])
+    }
+
+    private func margins(where condition: String, _ parameters: [any PostgresEncodable]) throws -> ReportRows {
         try report("""
             SELECT call_id, user_id, to_char(started_at, 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS started_at, duration_seconds, status,
                    revenue, api_cost, payment_fee, fixed_cost_share, total_cost, margin, margin_pct
-            FROM call_margins WHERE started_at >= $1 AND started_at < $2 AND ($3::text IS NULL OR user_id = $3)
+            FROM call_margins WHERE \(condition)
             ORDER BY started_at, call_id
-            """, [from, to, userID])
+            """, parameters)
     }
 
     /// The P&L of the month starting at `month`.

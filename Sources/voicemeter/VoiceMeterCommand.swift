@@ -15,6 +15,6 @@ struct VoiceMeterCommand: ParsableCommand {
               voicemeter tokens create pipeline-eu
               DATABASE_URL=postgresql://voicemeter@db.internal/voicemeter voicemeter serve
             """,
-        subcommands: [Migrate.self, Serve.self, Pricing.self, Reprice.self, Budgets.self, Report.self, Reconcile.self, Tokens.self, Database.self]
+        subcommands: [Demo.self, Migrate.self, Serve.self, Pricing.self, Reprice.self, Budgets.self, Report.self, Reconcile.self, Tokens.self, Database.self]
     )
 }
