@@ -122,6 +122,7 @@ let package = Package(
                 "VoiceMeterSimulation",
                 "EmbeddedPostgres",
                 "PostgresClient",
+                "WebSocketTransport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -163,6 +164,7 @@ let package = Package(
                 "VoiceMeterCrypto",
                 "EmbeddedPostgres",
                 "PostgresClient",
+                "WebSocketTransport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],

@@ -31,44 +31,16 @@ struct LedgerBenchmark: ParsableCommand {
         let book = try PriceStore(connection: connection).load()
         print("ledger: \(events) events in batches of \(batch) (70-frame canonical calls); seed design: \(seedEvents) events; limit on 1 connection")
 
-        let raw = try measureRaw(makeEvents(events, prefix: "raw", book: book), connection)
-        let single = try measureWriter(makeEvents(events, prefix: "writer1", book: book), options, count: 1)
-        let pooled = writers > 1 ? try measureWriter(makeEvents(events, prefix: "writerN", book: book), options, count: writers) : single
-        let seed = try measureSeedDesign(makeEvents(seedEvents, prefix: "seed", book: book), connection)
+        let raw = try LedgerPaths.measureLimit(LedgerPaths.events(events, prefix: "raw", book: book), options, connections: 1, batch: batch)
+        let single = try measureWriter(LedgerPaths.events(events, prefix: "writer1", book: book), options, count: 1)
+        let pooled = writers > 1 ? try measureWriter(LedgerPaths.events(events, prefix: "writerN", book: book), options, count: writers) : single
+        let seed = try LedgerPaths.measureSeedDesign(LedgerPaths.events(seedEvents, prefix: "seed", book: book), connection)
         print(String(format: "  limit (COPY → INSERT … ON CONFLICT → rollups, 1 connection): %9.0f events/s", raw))
         print(String(format: "  ledger writer, 1 connection (queue, batching, callbacks):    %9.0f events/s", single))
         print(String(format: "  ledger writers, %d connections:                               %9.0f events/s", writers, pooled))
         print(String(format: "  seed design (one INSERT per event, autocommit):              %9.0f events/s", seed))
         print(String(format: "  writer/limit (1 connection each): %.2f   %d writers/limit: %.2f   %d writers/seed design: %.1fx",
                      single / raw, writers, pooled / raw, writers, pooled / seed))
-    }
-
-    private func makeEvents(_ count: Int, prefix: String, book: PriceBook) -> [UsageEvent] {
-        let frames = BenchmarkPrices.canonicalCallFrames
-        var events: [UsageEvent] = []
-        events.reserveCapacity(count)
-        var call = 0
-        while events.count < count {
-            call += 1
-            var meter = CallBillingMeter()
-            for (index, usage) in frames.enumerated() where events.count < count {
-                let key = EventKey(callID: "\(prefix)-\(call)", seq: Int64(index + 1))
-                events.append(UsageEvent(key: key, userID: "user-\(call % 500)", callStartedAt: BenchmarkPrices.callStart, usage: usage,
-                                         pricing: meter.price(usage, book: book), payloadHash: SHA256.digest(key.description)))
-            }
-        }
-        return events
-    }
-
-    private func measureRaw(_ events: [UsageEvent], _ connection: PostgresConnection) throws -> Double {
-        let store = EventStore(connection: connection)
-        let started = ContinuousClock.now
-        var index = 0
-        while index < events.count {
-            _ = try store.commit(Array(events[index..<min(index + batch, events.count)]))
-            index += batch
-        }
-        return Double(events.count) / (ContinuousClock.now - started).seconds
     }
 
     private func measureWriter(_ events: [UsageEvent], _ options: PostgresConnectionOptions, count: Int) throws -> Double {
@@ -87,8 +59,55 @@ struct LedgerBenchmark: ParsableCommand {
         pool.drainAndStop(timeoutSeconds: 5)
         return Double(total) / seconds
     }
+}
 
-    private func measureSeedDesign(_ events: [UsageEvent], _ connection: PostgresConnection) throws -> Double {
+/// The ledger's SQL path driven directly (the limit) and the seed's design, as yardsticks.
+enum LedgerPaths {
+    /// Priced events of 70-frame canonical calls, `count` in all.
+    static func events(_ count: Int, prefix: String, book: PriceBook) -> [UsageEvent] {
+        let frames = BenchmarkPrices.canonicalCallFrames
+        var events: [UsageEvent] = []
+        events.reserveCapacity(count)
+        var call = 0
+        while events.count < count {
+            call += 1
+            var meter = CallBillingMeter()
+            for (index, usage) in frames.enumerated() where events.count < count {
+                let key = EventKey(callID: "\(prefix)-\(call)", seq: Int64(index + 1))
+                events.append(UsageEvent(key: key, userID: "user-\(call % 500)", callStartedAt: BenchmarkPrices.callStart, usage: usage,
+                                         pricing: meter.price(usage, book: book), payloadHash: SHA256.digest(key.description)))
+            }
+        }
+        return events
+    }
+
+    /// Events per second through `EventStore.commit` (COPY → INSERT … ON CONFLICT → rollups) on
+    /// `connections` connections in parallel, each committing its calls' share in batches.
+    static func measureLimit(_ events: [UsageEvent], _ options: PostgresConnectionOptions, connections: Int, batch: Int) throws -> Double {
+        var split = Array(repeating: [UsageEvent](), count: connections)
+        for event in events { split[Int(UInt(bitPattern: event.key.callID.hashValue) % UInt(connections))].append(event) }
+        let shares = split
+        let failure = Mutex<(any Error)?>(nil)
+        let started = ContinuousClock.now
+        DispatchQueue.concurrentPerform(iterations: connections) { index in
+            do {
+                // Each worker opens its own connection (a few milliseconds inside the timing).
+                let store = EventStore(connection: try PostgresConnection(options))
+                var start = 0
+                while start < shares[index].count {
+                    _ = try store.commit(Array(shares[index][start..<min(start + batch, shares[index].count)]))
+                    start += batch
+                }
+            } catch {
+                failure.withLock { $0 = error }
+            }
+        }
+        if let error = failure.withLock({ $0 }) { throw error }
+        return Double(events.count) / (ContinuousClock.now - started).seconds
+    }
+
+    /// Events per second as seed 002 writes them: one INSERT per event, autocommit.
+    static func measureSeedDesign(_ events: [UsageEvent], _ connection: PostgresConnection) throws -> Double {
         let started = ContinuousClock.now
         for event in events {
             let priced: PricedUsage? = if case .priced(let priced) = event.pricing { priced } else { nil }

@@ -25,23 +25,22 @@ public struct CommittedBatch: Sendable {
     /// The batch split by the shard of each event's and ending's user.
     func split(by shardOfUser: (String) -> Int, shardCount: Int) -> [(Int, CommittedBatch)] {
         guard shardCount > 1 else { return [(0, self)] }
-        var parts: [Int: CommittedBatch] = [:]
-        func part(_ index: Int) -> CommittedBatch {
-            parts[index] ?? CommittedBatch(events: [], result: result, endings: [], queueBelowLowWatermark: queueBelowLowWatermark)
-        }
+        // Appended in place through the subscript: a copy taken out and written back would copy
+        // the whole part on every append (quadratic in the batch size).
+        var parts = Array(repeating: CommittedBatch(events: [], result: result, endings: [], queueBelowLowWatermark: queueBelowLowWatermark),
+                          count: shardCount)
+        var used = Array(repeating: false, count: shardCount)
         for event in events {
             let index = shardOfUser(event.userID)
-            var batch = part(index)
-            batch.events.append(event)
-            parts[index] = batch
+            parts[index].events.append(event)
+            used[index] = true
         }
         for ending in endings {
             let index = shardOfUser(ending.userID)
-            var batch = part(index)
-            batch.endings.append(ending)
-            parts[index] = batch
+            parts[index].endings.append(ending)
+            used[index] = true
         }
-        return parts.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+        return parts.indices.filter { used[$0] }.map { ($0, parts[$0]) }
     }
 }
 

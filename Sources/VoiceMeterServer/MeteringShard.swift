@@ -34,7 +34,9 @@ struct BudgetConfiguration: Sendable {
 /// after commit, `call.summary` after `call.end`, and a tick that refreshes committed spend (so
 /// several server processes see each other's spend), re-sends cutoffs and closes abandoned calls.
 actor MeteringShard {
-    private struct LiveCall {
+    /// A class, not a struct: its tables grow with the call, and a struct copied out of `calls`,
+    /// changed and written back would copy them on every frame.
+    private final class LiveCall {
         /// While `call.start` is being registered, later messages of the call wait in order.
         enum Phase { case admitting(queued: [(ClientMessage, ConnectionID)]), active, ending }
         var start: CallStart
@@ -59,11 +61,19 @@ actor MeteringShard {
         /// Frames arrived after the cutoff since it was last sent.
         var streamingAfterCutoff = false
         var lastMessageAt: Timestamp
+
+        init(start: CallStart, phase: Phase, owner: ConnectionID?, lastMessageAt: Timestamp) {
+            self.start = start
+            self.phase = phase
+            self.owner = owner
+            self.lastMessageAt = lastMessageAt
+        }
     }
 
     /// A user's spend as this shard knows it: the database's committed figure at the last refresh,
     /// plus what this shard committed since, plus what it priced that is not committed yet.
-    private struct UserBudget {
+    /// A class for the same reason as `LiveCall` (its set of calls).
+    private final class UserBudget {
         var policy: BudgetPolicy
         var dayStart: Timestamp
         var monthStart: Timestamp
@@ -78,6 +88,14 @@ actor MeteringShard {
 
         var daySpent: ExactDecimal { dayCommitted + pricedSinceRefresh }
         var monthSpent: ExactDecimal { monthCommitted + pricedSinceRefresh }
+
+        init(policy: BudgetPolicy, dayStart: Timestamp, monthStart: Timestamp, dayCommitted: ExactDecimal, monthCommitted: ExactDecimal) {
+            self.policy = policy
+            self.dayStart = dayStart
+            self.monthStart = monthStart
+            self.dayCommitted = dayCommitted
+            self.monthCommitted = monthCommitted
+        }
     }
 
     /// No single frame may cost more (a unit mistake, not usage); the ledger's columns hold far more.
@@ -181,7 +199,7 @@ actor MeteringShard {
             refuse(.callRejected(callID: callID, reason: "duplicate_call", spent: nil, limit: nil))
         case .success((.registered(let registered), let snapshot)):
             let userID = call.start.userID
-            var user = users[userID] ?? newUserBudget(snapshot)
+            let user = users[userID] ?? newUserBudget(snapshot)
             if registered.isNew, let refusal = Admission.check(
                 policy: user.policy, daySpent: user.daySpent, monthSpent: user.monthSpent,
                 estimatedCallCost: snapshot.averageCallCost ?? environment.budgets.defaultCallCostEstimate
@@ -195,7 +213,6 @@ actor MeteringShard {
             replay(registered.committedEvents, into: &call)
             user.calls.insert(callID)
             users[userID] = user
-            calls[callID] = call
             accept(callID)
             for (message, connection) in queued { handle(message, from: connection) }
         }
@@ -235,7 +252,7 @@ actor MeteringShard {
     }
 
     private func usage(_ frame: UsageFrame, _ connection: ConnectionID) {
-        guard var call = calls[frame.callID] else {
+        guard let call = calls[frame.callID] else {
             environment.send(.error(ProtocolError(.unknownCall, "no call.start was seen for this call_id on this server; send call.start first",
                                                   callID: frame.callID, seq: frame.seq)), to: connection)
             environment.registry.recordRejected(callID: frame.callID, seq: frame.seq, reason: "unknown_call", payloadJSON: frame.auditJSON)
@@ -249,7 +266,6 @@ actor MeteringShard {
         call.owner = connection
         let hash = SHA256.digest(frame.canonicalContent)
         if let seen = call.acceptedHashes[frame.seq] {
-            calls[frame.callID] = call
             if seen != hash {
                 environment.send(.error(ProtocolError(.seqConflict, "seq \(frame.seq) was already used for different content",
                                                       callID: frame.callID, seq: frame.seq)), to: connection)
@@ -271,7 +287,6 @@ actor MeteringShard {
             metadataJSON: frame.metadataJSON, externalID: frame.externalID, payloadHash: hash
         )
         guard environment.writers.writer(for: frame.callID).submit(event) else {
-            calls[frame.callID] = call
             environment.send(.error(ProtocolError(.overloaded, "the ledger is behind; this frame was not taken, send it again shortly",
                                                   callID: frame.callID, seq: frame.seq)), to: connection)
             return
@@ -280,19 +295,16 @@ actor MeteringShard {
         call.acceptedHashes[frame.seq] = hash
         call.inFlight.insert(frame.seq)
         if call.cutoff != nil { call.streamingAfterCutoff = true }
-        calls[frame.callID] = call
         if case .priced(let priced) = pricing { charge(priced.totalCost, to: frame.callID) }
     }
 
     /// Adds a frame's cost to its call and user and acts on every budget it crosses.
     private func charge(_ cost: ExactDecimal, to callID: String) {
-        guard var call = calls[callID], var user = users[call.start.userID] else { return }
+        guard let call = calls[callID], let user = users[call.start.userID] else { return }
         call.spent += cost
         user.inFlight += cost
         let callSignals = call.budget.check(spent: call.spent, policy: user.policy)
         let periodSignals = user.day.check(spent: user.daySpent, policy: user.policy) + user.month.check(spent: user.monthSpent, policy: user.policy)
-        calls[callID] = call
-        users[call.start.userID] = user
         for signal in callSignals + periodSignals { act(on: signal, userID: call.start.userID, callID: callID) }
     }
 
@@ -319,15 +331,14 @@ actor MeteringShard {
     }
 
     private func cutOff(_ callID: String, scope: BudgetScope, spent: ExactDecimal, limit: ExactDecimal) {
-        guard var call = calls[callID], call.cutoff == nil else { return }
+        guard let call = calls[callID], call.cutoff == nil else { return }
         call.cutoff = (scope, spent, limit)
-        calls[callID] = call
         if let owner = call.owner { environment.send(.budgetCutoff(callID: callID, scope: scope, spent: spent, limit: limit), to: owner) }
         environment.registry.markCall(userID: call.start.userID, callID: callID, status: "cut_off", cutoffReason: "\(scope.rawValue)_limit")
     }
 
     private func callEnded(_ end: CallEnd, _ connection: ConnectionID) {
-        guard var call = calls[end.callID], case .active = call.phase else {
+        guard let call = calls[end.callID], case .active = call.phase else {
             environment.send(.error(ProtocolError(.unknownCall, "no active call with this call_id on this server", callID: end.callID)), to: connection)
             return
         }
@@ -336,9 +347,8 @@ actor MeteringShard {
     }
 
     private func finish(_ callID: String, call: LiveCall, endedAt: Timestamp, status: String) {
-        var call = call
+        let call = call
         call.phase = .ending
-        calls[callID] = call
         environment.writers.writer(for: callID).submit(CallEnding(userID: call.start.userID, callID: callID, endedAt: endedAt, status: status))
     }
 
@@ -395,7 +405,7 @@ actor MeteringShard {
     private func refreshed(_ outcome: Result<[String: (settings: BudgetSettings, day: ExactDecimal, month: ExactDecimal)], any Error>, at now: Timestamp) {
         guard case .success(let fresh) = outcome else { return }  // keep metering from memory until the database is back
         for (userID, state) in fresh {
-            guard var user = users[userID] else { continue }
+            guard let user = users[userID] else { continue }
             if now.startOfDay != user.dayStart { user.day = BudgetMeter(scope: .day); user.dayStart = now.startOfDay }
             if now.startOfMonth != user.monthStart { user.month = BudgetMeter(scope: .month); user.monthStart = now.startOfMonth }
             user.policy = state.settings.policy(over: environment.budgets.defaults)
@@ -403,12 +413,10 @@ actor MeteringShard {
             user.monthCommitted = state.month
             user.committedSinceRefresh = .zero
             let signals = user.day.check(spent: user.daySpent, policy: user.policy) + user.month.check(spent: user.monthSpent, policy: user.policy)
-            users[userID] = user
             // New settings may put a running call over its own limit too.
             for callID in user.calls.sorted() {
-                guard var call = calls[callID] else { continue }
+                guard let call = calls[callID] else { continue }
                 let callSignals = call.budget.check(spent: call.spent, policy: user.policy)
-                calls[callID] = call
                 for signal in callSignals { act(on: signal, userID: userID, callID: callID) }
             }
             guard let anyCall = user.calls.sorted().first else { continue }
@@ -423,18 +431,16 @@ actor MeteringShard {
         for event in batch.events {
             let key = event.key
             let cost: ExactDecimal? = if case .priced(let priced) = event.pricing { priced.totalCost } else { nil }
-            if let cost, var user = users[event.userID] {
+            if let cost, let user = users[event.userID] {
                 user.inFlight -= cost
                 if !batch.result.conflicts.contains(key) {
                     user.committedSinceRefresh += cost
                 }
-                users[event.userID] = user
             }
-            guard var call = calls[key.callID] else { continue }
+            guard let call = calls[key.callID] else { continue }
             call.inFlight.remove(key.seq)
             if batch.result.conflicts.contains(key) {
                 call.acceptedHashes[key.seq] = nil
-                calls[key.callID] = call
                 if let owner = call.owner {
                     environment.send(.error(ProtocolError(.seqConflict, "seq \(key.seq) is stored with different content",
                                                           callID: key.callID, seq: key.seq)), to: owner)
@@ -447,7 +453,6 @@ actor MeteringShard {
                 call.costByService[event.usage.service, default: .zero] += cost
             }
             call.highestCommittedSeq = max(call.highestCommittedSeq, key.seq)
-            calls[key.callID] = call
             touched.insert(key.callID)
         }
         for callID in touched { acknowledge(callID) }
@@ -456,25 +461,22 @@ actor MeteringShard {
 
     /// Sends the cumulative ack: the highest committed seq below every frame still in flight.
     private func acknowledge(_ callID: String) {
-        guard var call = calls[callID] else { return }
+        guard let call = calls[callID] else { return }
         var ack = call.highestCommittedSeq
         if let lowestInFlight = call.inFlight.min() { ack = min(ack, lowestInFlight - 1) }
         guard ack > call.highestAckedSeq else { return }
         call.highestAckedSeq = ack
-        calls[callID] = call
         if let owner = call.owner { environment.send(.ack(callID: callID, seq: ack), to: owner) }
     }
 
     /// The database refused an event outright (a data error): tell the sender, forget the frame.
     func refused(_ event: UsageEvent, reason: String) {
-        if case .priced(let priced) = event.pricing, var user = users[event.userID] {
+        if case .priced(let priced) = event.pricing, let user = users[event.userID] {
             user.inFlight -= priced.totalCost
-            users[event.userID] = user
         }
-        guard var call = calls[event.key.callID] else { return }
+        guard let call = calls[event.key.callID] else { return }
         call.inFlight.remove(event.key.seq)
         call.acceptedHashes[event.key.seq] = nil
-        calls[event.key.callID] = call
         if let owner = call.owner {
             environment.send(.error(ProtocolError(.internal, "the ledger could not store this frame; it was not counted",
                                                   callID: event.key.callID, seq: event.key.seq)), to: owner)

@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import VoiceMeterServer
 import VoiceMeterStore
+import WebSocketTransport
 
 struct Serve: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -102,18 +103,6 @@ struct ListenAddress {
         self.port = port
     }
 }
-
-/// Many live calls need many sockets: raise the soft open-file limit to the hard limit.
-func raiseOpenFileLimit() {
-    var limit = rlimit()
-    guard getrlimit(RLIMIT_NOFILE_VALUE, &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
-    limit.rlim_cur = limit.rlim_max
-    _ = setrlimit(RLIMIT_NOFILE_VALUE, &limit)
-}
-
-#if canImport(Glibc)
-let RLIMIT_NOFILE_VALUE = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
-#endif
 
 /// Blocks until SIGTERM or SIGINT.
 func waitForTerminationSignal() {

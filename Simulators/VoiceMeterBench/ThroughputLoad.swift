@@ -1,0 +1,135 @@
+import Dispatch
+import Synchronization
+import VoiceMeterDomain
+import WebSocketTransport
+
+/// Streams seed-shaped usage frames of many calls over a few connections as fast as the server
+/// acknowledges them, keeping at most `window` unacknowledged frames per connection.
+final class ThroughputLoad: Sendable {
+    struct CallLoad {
+        var id: String
+        var nextSeq: Int64 = 1
+        var acked: Int64 = 0
+        /// Send time (uptime nanoseconds) of each seq, at index seq − 1.
+        var sentAt: [UInt64] = []
+    }
+
+    struct Link {
+        var calls: [CallLoad]
+        var inflight = 0
+        var nextCall = 0
+    }
+
+    struct State {
+        var links: [Int: Link] = [:]
+        var callIndex: [String: (link: Int, call: Int)] = [:]
+        var sending = true
+        var sent = 0
+        var acked = 0
+        var measuring = false
+        var latencies: [UInt64] = []
+        var errors: [String] = []
+        var disconnects = 0
+    }
+
+    private let state = Mutex(State())
+    private let client = Mutex<WebSocketClient?>(nil)
+    private let window: Int
+    /// The JSON after `"seq":N` of each canonical frame, with its offset in seconds.
+    private let frameTails: [(offset: Int64, tail: String)]
+
+    init(endpoint: ClientEndpoint, connections: Int, callsPerConnection: Int, window: Int, runTag: String) throws {
+        self.window = window
+        frameTails = BenchmarkPrices.canonicalCallFrames.map { usage in
+            let model = usage.model.map { #","model":"\#($0)""# } ?? ""
+            return ((usage.occurredAt.microsecondsSinceEpoch - BenchmarkPrices.callStart.microsecondsSinceEpoch) / 1_000_000,
+                    #","service":"\#(usage.service)","operation":"\#(usage.operation)","amount":"\#(usage.amount)","unit":"\#(usage.unit.rawValue)"\#(model)}"#)
+        }
+        let transport = try WebSocketClient(connectionsMax: connections + 16) { [weak self] id, event in self?.handle(id, event) }
+        client.withLock { $0 = transport }
+        for link in 0..<connections {
+            let id = transport.connect(to: endpoint)
+            let calls = (0..<callsPerConnection).map { CallLoad(id: "E2E-\(runTag)-\(link)-\($0)") }
+            state.withLock { state in
+                state.links[id.rawValue] = Link(calls: calls)
+                for (index, call) in calls.enumerated() { state.callIndex[call.id] = (id.rawValue, index) }
+            }
+        }
+    }
+
+    var sent: Int { state.withLock { $0.sent } }
+    var acknowledged: Int { state.withLock { $0.acked } }
+    var inflight: Int { state.withLock { $0.links.values.reduce(0) { $0 + $1.inflight } } }
+    var errors: [String] { state.withLock { $0.errors } }
+    var disconnects: Int { state.withLock { $0.disconnects } }
+
+    /// Starts or stops recording ack latencies.
+    func measure(_ on: Bool) { state.withLock { $0.measuring = on } }
+    /// Latencies recorded while measuring, in nanoseconds, sorted.
+    var latencies: [UInt64] { state.withLock { $0.latencies.sorted() } }
+    /// Stops sending new frames (frames in flight are still acknowledged).
+    func stopSending() { state.withLock { $0.sending = false } }
+
+    func shutdown() { client.withLock { $0 }?.shutdown() }
+
+    private func handle(_ id: ClientConnectionID, _ event: ClientEvent) {
+        guard let transport = client.withLock({ $0 }) else { return }
+        state.withLock { state in
+            switch event {
+            case .connected:
+                guard let link = state.links[id.rawValue] else { return }
+                for call in link.calls {
+                    transport.send(#"{"type":"call.start","call_id":"\#(call.id)","user_id":"\#(call.id)-user","revenue":"4.99"}"#, on: id)
+                }
+                fill(id, &state, transport)
+            case .message(let text):
+                if text.hasPrefix(#"{"type":"ack""#) {
+                    acknowledge(text, &state)
+                    fill(id, &state, transport)
+                } else if text.hasPrefix(#"{"type":"error""#), state.errors.count < 5 {
+                    state.errors.append(text)
+                }
+            case .disconnected, .connectFailed:
+                state.disconnects += 1
+            case .closeReceived:
+                break
+            }
+        }
+    }
+
+    /// `{"type":"ack","call_id":"X","seq":N}`: everything of call X up to N is committed.
+    private func acknowledge(_ text: String, _ state: inout State) {
+        let parts = text.split(separator: "\"", omittingEmptySubsequences: false)
+        guard parts.count > 10, let (link, index) = state.callIndex[String(parts[7])],
+              let seq = Int64(parts[10].drop { !$0.isNumber }.prefix { $0.isNumber }) else { return }
+        var call = state.links[link]!.calls[index]
+        guard seq > call.acked else { return }
+        let now = DispatchTime.now().uptimeNanoseconds
+        if state.measuring {
+            for acked in (call.acked + 1)...seq { state.latencies.append(now - call.sentAt[Int(acked - 1)]) }
+        }
+        let newly = Int(seq - call.acked)
+        call.acked = seq
+        state.links[link]!.calls[index] = call
+        state.links[link]!.inflight -= newly
+        state.acked += newly
+    }
+
+    private func fill(_ id: ClientConnectionID, _ state: inout State, _ transport: WebSocketClient) {
+        guard var link = state.links[id.rawValue] else { return }
+        let start = BenchmarkPrices.callStart.microsecondsSinceEpoch / 1_000_000
+        while state.sending, link.inflight < window {
+            let index = link.nextCall % link.calls.count
+            link.nextCall += 1
+            let seq = link.calls[index].nextSeq
+            link.calls[index].nextSeq += 1
+            let frame = frameTails[Int((seq - 1) % Int64(frameTails.count))]
+            let cycle = (seq - 1) / Int64(frameTails.count)
+            transport.send(#"{"type":"usage","call_id":"\#(link.calls[index].id)","seq":\#(seq),"ts":\#(start + cycle * 300 + frame.offset)"# + frame.tail, on: id)
+            link.calls[index].sentAt.append(DispatchTime.now().uptimeNanoseconds)
+            link.inflight += 1
+            state.sent += 1
+        }
+        state.links[id.rawValue] = link
+    }
+}
