@@ -54,14 +54,14 @@ public struct PostgresBytes: Hashable, Sendable, PostgresEncodable, PostgresDeco
     public init(_ bytes: [UInt8]) { self.bytes = bytes }
 
     public var postgresText: String? {
-        let digits: [Character] = Array("0123456789abcdef")
-        var text = "\\x"
+        let digits = Array("0123456789abcdef".utf8)
+        var text: [UInt8] = [UInt8(ascii: "\\"), UInt8(ascii: "x")]
         text.reserveCapacity(2 + bytes.count * 2)
         for byte in bytes {
             text.append(digits[Int(byte >> 4)])
             text.append(digits[Int(byte & 0x0f)])
         }
-        return text
+        return String(decoding: text, as: UTF8.self)
     }
 
     public init(postgresText: String) throws(PostgresError) {

@@ -92,18 +92,39 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
         let (year, month, day) = Self.civil(fromDays: Int(days))
         let secondsOfDay = Int(microsOfDay / 1_000_000)
         var fraction = Int(microsOfDay % 1_000_000)
-        func pad(_ value: Int, _ width: Int) -> String {
-            let text = String(value)
-            return String(repeating: "0", count: max(0, width - text.count)) + text
+        // Built as ASCII bytes: this runs for every event the ledger writes.
+        var text: [UInt8] = []
+        text.reserveCapacity(27)
+        func digits(_ value: Int, _ width: Int) {
+            guard value >= 0 else { return text.append(contentsOf: String(value).utf8) }
+            var divisor = 1
+            for _ in 1..<width { divisor *= 10 }
+            var rest = value
+            if rest >= divisor * 10 { text.append(contentsOf: String(rest / (divisor * 10)).utf8); rest %= divisor * 10 }
+            while divisor > 0 {
+                text.append(UInt8(ascii: "0") + UInt8(rest / divisor % 10))
+                divisor /= 10
+            }
         }
-        var text = "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T"
-            + "\(pad(secondsOfDay / 3600, 2)):\(pad(secondsOfDay / 60 % 60, 2)):\(pad(secondsOfDay % 60, 2))"
+        digits(year, 4)
+        text.append(UInt8(ascii: "-"))
+        digits(month, 2)
+        text.append(UInt8(ascii: "-"))
+        digits(day, 2)
+        text.append(UInt8(ascii: "T"))
+        digits(secondsOfDay / 3600, 2)
+        text.append(UInt8(ascii: ":"))
+        digits(secondsOfDay / 60 % 60, 2)
+        text.append(UInt8(ascii: ":"))
+        digits(secondsOfDay % 60, 2)
         if fraction > 0 {
-            var digits = 6
-            while fraction % 10 == 0 { fraction /= 10; digits -= 1 }
-            text += "." + pad(fraction, digits)
+            var width = 6
+            while fraction % 10 == 0 { fraction /= 10; width -= 1 }
+            text.append(UInt8(ascii: "."))
+            digits(fraction, width)
         }
-        return text + "Z"
+        text.append(UInt8(ascii: "Z"))
+        return String(decoding: text, as: UTF8.self)
     }
 
     /// Midnight UTC of this instant's day.

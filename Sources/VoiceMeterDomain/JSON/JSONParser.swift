@@ -143,27 +143,29 @@ public struct JSONParser {
 
     private mutating func parseString() throws(JSONSyntaxError) -> String {
         position += 1
-        var scalars = String.UnicodeScalarView()
+        // Unescaped runs are copied as validated UTF-8 in one piece (most strings are one run);
+        // escapes are decoded one by one.
+        var decoded = ""
         var runStart = position
-        // Unescaped runs are copied as validated UTF-8; escapes are decoded one by one.
-        func flushRun(_ end: Int) throws(JSONSyntaxError) {
-            guard end > runStart else { return }
+        func run(_ end: Int) throws(JSONSyntaxError) -> String {
             guard let text = String(validating: bytes[runStart..<end], as: UTF8.self) else {
                 throw JSONSyntaxError(offset: runStart, reason: "invalid UTF-8 in a string")
             }
-            scalars.append(contentsOf: text.unicodeScalars)
+            return text
         }
         while position < bytes.count {
             let byte = bytes[position]
             switch byte {
             case UInt8(ascii: "\""):
-                try flushRun(position)
+                let last = try run(position)
                 position += 1
-                return String(scalars)
+                if decoded.isEmpty { return last }
+                decoded += last
+                return decoded
             case UInt8(ascii: "\\"):
-                try flushRun(position)
+                decoded += try run(position)
                 position += 1
-                scalars.append(try parseEscape())
+                decoded.unicodeScalars.append(try parseEscape())
                 runStart = position
             case 0..<0x20:
                 throw error("a control character must be escaped in a string")
