@@ -67,6 +67,11 @@ public struct PostgresCopyWriter: ~Copyable {
                 buffer.append(UInt8(ascii: "N"))
                 continue
             }
+            // Most values need no escaping: copied whole.
+            if !value.utf8.contains(where: { $0 == UInt8(ascii: "\\") || $0 < 0x0E && ($0 == 0 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D) }) {
+                buffer.append(contentsOf: value.utf8)
+                continue
+            }
             for byte in value.utf8 {
                 switch byte {
                 case UInt8(ascii: "\\"): buffer.append(UInt8(ascii: "\\")); buffer.append(UInt8(ascii: "\\"))

@@ -148,9 +148,14 @@ public struct JSONParser {
         var decoded = ""
         var runStart = position
         func run(_ end: Int) throws(JSONSyntaxError) -> String {
-            guard let text = String(validating: bytes[runStart..<end], as: UTF8.self) else {
-                throw JSONSyntaxError(offset: runStart, reason: "invalid UTF-8 in a string")
+            // Decoding repairs invalid UTF-8, so the run is valid exactly when decoding kept every
+            // byte (the specialized buffer path avoids generic validation's runtime metadata lookups).
+            let (text, valid) = bytes.withUnsafeBufferPointer { buffer in
+                let run = UnsafeBufferPointer(rebasing: buffer[runStart..<end])
+                let text = String(decoding: run, as: UTF8.self)
+                return (text, text.utf8.elementsEqual(run))
             }
+            guard valid else { throw JSONSyntaxError(offset: runStart, reason: "invalid UTF-8 in a string") }
             return text
         }
         while position < bytes.count {
