@@ -6,6 +6,6 @@ struct VoiceMeterBench: ParsableCommand {
         commandName: "voicemeter-bench",
         abstract: "Measure VoiceMeter's throughput; build with -c release for meaningful numbers.",
         discussion: "Examples: swift run -c release voicemeter-bench pricing; swift run -c release voicemeter-bench ledger",
-        subcommands: [ThroughputBenchmark.self, PricingBenchmark.self, LedgerBenchmark.self, CutoffBenchmark.self, ServeChild.self]
+        subcommands: [AllBenchmarks.self, ThroughputBenchmark.self, LiveCallsBenchmark.self, PricingBenchmark.self, LedgerBenchmark.self, CutoffBenchmark.self, ServeChild.self]
     )
 }
