@@ -50,7 +50,9 @@ let package = Package(
         ),
         .target(
             name: "CVoiceMeterShims",
-            dependencies: ["CLibWebSockets", "COpenSSL"]
+            dependencies: ["CLibWebSockets", "COpenSSL"],
+            // libev (Debian `libev-dev`, no pkg-config file): the epoll loop under libwebsockets.
+            linkerSettings: [.linkedLibrary("ev")]
         ),
 
         // MARK: Pure domain logic (no I/O)

@@ -116,7 +116,9 @@ public final class WebSocketClient: Sendable {
         info.fd_limit_per_thread = UInt32(connectionsMax + 64)
         info.options |= UInt64(LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT)
         if let authority { info.client_ssl_ca_filepath = UnsafePointer(authority) }
-        guard let context = lws_create_context(&info) else {
+        let (created, eventLoop) = LWS.createContext(&info)
+        loop.eventLoop = eventLoop
+        guard let context = created else {
             startupFailed.store(true, ordering: .releasing)
             ready.signal()
             finished.signal()
@@ -124,9 +126,10 @@ public final class WebSocketClient: Sendable {
         }
         loop.context.withLock { $0 = Int(bitPattern: context) }
         ready.signal()
-        while lws_service(context, 0) >= 0 && !outboxes.isStopping {}
+        LWS.serve(context, on: eventLoop) { outboxes.isStopping }
         loop.context.withLock { $0 = 0 }
         lws_context_destroy(context)
+        loop.eventLoop = nil
         for (_, connection) in loop.connections { connection.strings.forEach { free($0) } }
         finished.signal()
     }
@@ -189,7 +192,11 @@ public final class WebSocketClient: Sendable {
 
     private func woken(_ vhostWSI: OpaquePointer) {
         // Clear the wake flag before taking the pending connects, so a connect queued meanwhile wakes us again.
-        let (ready, commands, _) = outboxes.drainWake()
+        let (ready, commands, stopping) = outboxes.drainWake()
+        if stopping {
+            loop.eventLoop?.stop()
+            return
+        }
         let starting = pending.withLock { list in defer { list.removeAll() }; return list }
         for (id, endpoint) in starting { open(id, endpoint, context: lws_get_context(vhostWSI)) }
         for id in ready {
@@ -245,6 +252,8 @@ final class ClientLoop: @unchecked Sendable {
 
     let context = Mutex<Int>(0)
     var connections: [Int: Connection] = [:]
+    /// The epoll loop the context runs on (`nil`: lws's poll() loop).
+    var eventLoop: EventLoop?
 }
 
 func clientCallback(

@@ -181,6 +181,7 @@ extension WebSocketServer {
             loop.closingAll = true
             for id in Array(loop.connections.keys) { requestClose(id, code: 1001, reason: "server shutting down") }
         }
+        if shouldStopServing() { loop.eventLoop?.stop() }
     }
 
     private func requestClose(_ id: Int, code: UInt16, reason: String) {

@@ -146,8 +146,15 @@ public final class WebSocketServer: Sendable {
     public func shutdown(drainSeconds: Double = 5) {
         loop.shutdownDeadline.withLock { $0 = Date().addingTimeInterval(drainSeconds) }
         _ = outboxes.requestStop()
-        // lws_service sleeps until an event; wake it every 50 ms so it notices the deadline.
+        // The loop sleeps until an event; wake it every 50 ms so it notices the deadline.
         repeat { lws_cancel_service_if_running() } while finished.wait(timeout: .now() + .milliseconds(50)) == .timedOut
+    }
+
+    /// Stopping and every connection closed, or the drain deadline passed.
+    func shouldStopServing() -> Bool {
+        guard outboxes.isStopping else { return false }
+        let deadline = loop.shutdownDeadline.withLock { $0 } ?? Date()
+        return loop.connections.isEmpty || Date() >= deadline
     }
 
     func lws_cancel_service_if_running() {
@@ -203,7 +210,9 @@ public final class WebSocketServer: Sendable {
                 info.ssl_private_key_filepath = UnsafePointer(privateKey)
                 info.ssl_options_set = CVoiceMeterShims_tls_legacy_protocol_options()
             }
-            return lws_create_context(&info)
+            let (context, eventLoop) = LWS.createContext(&info)
+            loop.eventLoop = eventLoop
+            return context
         }
         guard let context else {
             startup.withLock { $0.error = "cannot listen on \(configuration.host):\(configuration.port) (address in use, not local, or bad TLS files)" }
@@ -217,13 +226,10 @@ public final class WebSocketServer: Sendable {
         startup.withLock { $0.port = port }
         ready.signal()
 
-        while lws_service(context, 0) >= 0 {
-            guard outboxes.isStopping else { continue }
-            let deadline = loop.shutdownDeadline.withLock { $0 } ?? Date()
-            if loop.connections.isEmpty || Date() >= deadline { break }
-        }
+        LWS.serve(context, on: loop.eventLoop, until: shouldStopServing)
         loop.context.withLock { $0 = 0 }
         lws_context_destroy(context)
+        loop.eventLoop = nil
         finished.signal()
     }
 }
@@ -257,6 +263,8 @@ final class ServiceLoop: @unchecked Sendable {
     let answeredHTTP = Mutex<[Int: HTTPResponse]>([:])
     var nextID = 0
     var closingAll = false
+    /// The epoll loop the context runs on (`nil`: lws's poll() loop).
+    var eventLoop: EventLoop?
     /// How many connections are paused, readable from any thread to skip needless wakes.
     let pausedCount = Atomic<Int>(0)
     /// Set by `stopReceiving`: upgrades are refused with 503.

@@ -1,0 +1,67 @@
+import CLibWebSockets
+import CVoiceMeterShims
+
+/// The epoll loop (libev, through lws's event-lib plugin) that one lws context runs on.
+///
+/// lws's built-in loop calls poll() over every connection on every wake, which at ten thousand
+/// connections costs more than the traffic itself; with epoll a wake costs only its ready sockets.
+/// Created, run, stopped and destroyed on the context's service thread only.
+final class EventLoop {
+    private let handle: UnsafeMutableRawPointer
+    private var running = false
+
+    /// `nil` when libev cannot use epoll here (the context then uses lws's poll() loop).
+    init?() {
+        guard let handle = CVoiceMeterShims_event_loop_create() else { return nil }
+        self.handle = handle
+    }
+
+    deinit { CVoiceMeterShims_event_loop_destroy(handle) }
+
+    /// Creates the context on this loop; without the libev plugin installed
+    /// (`libwebsockets-evlib-ev`), `nil`.
+    func createContext(_ info: inout lws_context_creation_info) -> OpaquePointer? {
+        var loops: [UnsafeMutableRawPointer?] = [handle]
+        return loops.withUnsafeMutableBufferPointer { loops in
+            info.options |= UInt64(LWS_SERVER_OPTION_LIBEV)
+            info.foreign_loops = loops.baseAddress
+            return lws_create_context(&info)
+        }
+    }
+
+    /// Serves `context` until `stop()` is called from a callback, waking it every second so its
+    /// timeouts fire on an idle loop too.
+    func run(_ context: OpaquePointer) {
+        let heartbeat = CVoiceMeterShims_event_loop_start_heartbeat(handle, context, 1.0)
+        running = true
+        CVoiceMeterShims_event_loop_run(handle)
+        running = false
+        CVoiceMeterShims_event_loop_stop_heartbeat(handle, heartbeat)
+    }
+
+    /// Makes `run()` return after the current callback.
+    func stop() {
+        if running { CVoiceMeterShims_event_loop_break(handle) }
+    }
+}
+
+extension LWS {
+    /// Creates a context on an epoll loop when possible, else on lws's own poll() loop; `loop` is
+    /// the epoll loop in use (keep it until the context is destroyed).
+    static func createContext(_ info: inout lws_context_creation_info) -> (context: OpaquePointer?, loop: EventLoop?) {
+        if let loop = EventLoop(), let context = loop.createContext(&info) { return (context, loop) }
+        info.options &= ~UInt64(LWS_SERVER_OPTION_LIBEV)
+        info.foreign_loops = nil
+        return (lws_create_context(&info), nil)
+    }
+
+    /// Serves `context` until `shouldStop` holds: on the epoll loop, until a callback stops it;
+    /// on poll(), checking after every service round.
+    static func serve(_ context: OpaquePointer, on loop: EventLoop?, until shouldStop: () -> Bool) {
+        if let loop {
+            loop.run(context)
+        } else {
+            while lws_service(context, 0) >= 0 && !shouldStop() {}
+        }
+    }
+}
