@@ -111,7 +111,7 @@ final class LiveCallsLoad: Sendable {
         self.endpoint = endpoint
         count = connections
         let state = state
-        client = try WebSocketClient(connectionsMax: connections + 64) { id, event in
+        client = try WebSocketClient { id, event in
             LiveCallsLoad.handle(id, event, state)
         }
     }

@@ -45,7 +45,7 @@ final class ThroughputLoad: Sendable {
             return ((usage.occurredAt.microsecondsSinceEpoch - BenchmarkPrices.callStart.microsecondsSinceEpoch) / 1_000_000,
                     #","service":"\#(usage.service)","operation":"\#(usage.operation)","amount":"\#(usage.amount)","unit":"\#(usage.unit.rawValue)"\#(model)}"#)
         }
-        let transport = try WebSocketClient(connectionsMax: connections + 16) { [weak self] id, event in self?.handle(id, event) }
+        let transport = try WebSocketClient { [weak self] id, event in self?.handle(id, event) }
         client.withLock { $0 = transport }
         for link in 0..<connections {
             let id = transport.connect(to: endpoint)

@@ -76,7 +76,7 @@ public final class SimulationRunner: Sendable {
 
     /// Runs every call to its end; calls `progress` about five times a second.
     public func run(progress: (SimulationProgress) -> Void = { _ in }) throws -> SimulationResult {
-        let client = try VoiceMeterClient(connectionsMax: options.connectionCount + 16)
+        let client = try VoiceMeterClient()
         let started = clock.now
         let simulatedStart = Timestamp.now
         let streams = openStreams.withLock { openStreams in

@@ -1,7 +1,6 @@
 #include "CVoiceMeterShims.h"
 #include <libwebsockets.h>
 #include <ev.h>
-#include <stdlib.h>
 
 // Outbound buffers are sized with this value; lws 4.1.6 defines it as 16 on 64-bit Linux.
 _Static_assert(LWS_PRE >= 16, "LWS_PRE is smaller than libwebsockets 4.x guarantees");
@@ -43,32 +42,9 @@ void CVoiceMeterShims_event_loop_destroy(void *loop) {
     ev_loop_destroy((struct ev_loop *)loop);
 }
 
-struct CVoiceMeterShims_heartbeat {
-    ev_timer timer;  // first member: the callback's timer pointer is the heartbeat
-    struct lws_context *context;
-};
 
-static void CVoiceMeterShims_heartbeat_fired(struct ev_loop *loop, ev_timer *timer, int events) {
-    (void)loop;
-    (void)events;
-    lws_cancel_service(((struct CVoiceMeterShims_heartbeat *)timer)->context);
-}
+static const lws_retry_bo_t CVoiceMeterShims_zero_policy;
 
-void *CVoiceMeterShims_event_loop_start_heartbeat(void *loop, struct lws_context *context, double seconds) {
-    struct CVoiceMeterShims_heartbeat *heartbeat = calloc(1, sizeof *heartbeat);
-    if (heartbeat == NULL) {
-        return NULL;
-    }
-    heartbeat->context = context;
-    ev_timer_init(&heartbeat->timer, CVoiceMeterShims_heartbeat_fired, seconds, seconds);
-    ev_timer_start((struct ev_loop *)loop, &heartbeat->timer);
-    return heartbeat;
-}
-
-void CVoiceMeterShims_event_loop_stop_heartbeat(void *loop, void *heartbeat) {
-    if (heartbeat == NULL) {
-        return;
-    }
-    ev_timer_stop((struct ev_loop *)loop, &((struct CVoiceMeterShims_heartbeat *)heartbeat)->timer);
-    free(heartbeat);
+const lws_retry_bo_t *CVoiceMeterShims_no_validity_timers(void) {
+    return &CVoiceMeterShims_zero_policy;
 }

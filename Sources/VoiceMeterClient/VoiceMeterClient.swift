@@ -18,11 +18,11 @@ public final class VoiceMeterClient: Sendable {
 
     /// - Parameters:
     ///   - certificateAuthorityPath: PEM file of the CA that signs the server's certificate (`wss://`).
-    ///   - connectionsMax: the most connections this client carries at once.
-    public init(certificateAuthorityPath: String? = nil, connectionsMax: Int = 20_000) throws {
+    ///   Many connections need a matching open-file limit (`raiseOpenFileLimit()`).
+    public init(certificateAuthorityPath: String? = nil) throws {
         let router = StreamRouter()
         self.router = router
-        transport = try WebSocketClient(certificateAuthorityPath: certificateAuthorityPath, connectionsMax: connectionsMax) {
+        transport = try WebSocketClient(certificateAuthorityPath: certificateAuthorityPath) {
             router.route($1, from: $0)
         }
     }

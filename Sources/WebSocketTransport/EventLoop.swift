@@ -1,5 +1,6 @@
 import CLibWebSockets
 import CVoiceMeterShims
+import Dispatch
 
 /// The epoll loop (libev, through lws's event-lib plugin) that one lws context runs on.
 ///
@@ -29,14 +30,11 @@ final class EventLoop {
         }
     }
 
-    /// Serves `context` until `stop()` is called from a callback, waking it every second so its
-    /// timeouts fire on an idle loop too.
-    func run(_ context: OpaquePointer) {
-        let heartbeat = CVoiceMeterShims_event_loop_start_heartbeat(handle, context, 1.0)
+    /// Serves until `stop()` is called from a callback.
+    func run() {
         running = true
         CVoiceMeterShims_event_loop_run(handle)
         running = false
-        CVoiceMeterShims_event_loop_stop_heartbeat(handle, heartbeat)
     }
 
     /// Makes `run()` return after the current callback.
@@ -55,11 +53,22 @@ extension LWS {
         return (lws_create_context(&info), nil)
     }
 
+    /// Calls `wake` (which must call `lws_cancel_service`) every second until cancelled: lws
+    /// re-arms its own timer only while sockets are active, so on a quiet foreign loop its
+    /// timeouts would wait for traffic; the wake lets them (and once-a-second checks) run.
+    static func startHeartbeat(_ wake: @escaping @Sendable () -> Void) -> any DispatchSourceTimer {
+        let heartbeat = DispatchSource.makeTimerSource(queue: .global())
+        heartbeat.schedule(deadline: .now() + 1, repeating: 1)
+        heartbeat.setEventHandler(handler: wake)
+        heartbeat.resume()
+        return heartbeat
+    }
+
     /// Serves `context` until `shouldStop` holds: on the epoll loop, until a callback stops it;
     /// on poll(), checking after every service round.
     static func serve(_ context: OpaquePointer, on loop: EventLoop?, until shouldStop: () -> Bool) {
         if let loop {
-            loop.run(context)
+            loop.run()
         } else {
             while lws_service(context, 0) >= 0 && !shouldStop() {}
         }

@@ -49,6 +49,17 @@ enum LWS {
         return written >= 0
     }
 
+    /// Sends a ping (no payload); the peer's pong arrives as `LWS_CALLBACK_RECEIVE_PONG`.
+    static func writePing(_ wsi: OpaquePointer) -> Bool {
+        var buffer = [UInt8](repeating: 0, count: pre)
+        return buffer.withUnsafeMutableBufferPointer { lws_write(wsi, $0.baseAddress! + pre, 0, LWS_WRITE_PING) } >= 0
+    }
+
+    /// A retry and idle policy with lws's validity timers off. lws keeps one timer per connection
+    /// in a sorted list and re-inserts it on every message (linear in the number of connections);
+    /// the server finds idle connections by a once-a-second scan instead.
+    static var noValidityTimers: UnsafePointer<lws_retry_bo_t> { CVoiceMeterShims_no_validity_timers() }
+
     /// Sets the close code and reason of the close frame lws sends when the callback returns -1.
     static func setCloseReason(_ wsi: OpaquePointer, code: UInt16, reason: String) {
         var bytes = Array(reason.utf8.prefix(120))

@@ -48,14 +48,14 @@ public final class WebSocketClient: Sendable {
     /// - Parameters:
     ///   - certificateAuthorityPath: PEM file of the CA that signs the server's certificate (TLS).
     ///   - onEvent: called on the service thread for every event; must return quickly.
-    public init(certificateAuthorityPath: String? = nil, connectionsMax: Int = 20_000,
+    public init(certificateAuthorityPath: String? = nil,
                 onEvent: @escaping @Sendable (ClientConnectionID, ClientEvent) -> Void) throws {
         self.onEvent = onEvent
         self.outboxes = Outboxes(capacityPerConnection: 1 << 20)
         self.loop = ClientLoop()
         let ready = DispatchSemaphore(value: 0)
         let thread = Thread { [self] in
-            self.run(certificateAuthorityPath: certificateAuthorityPath, connectionsMax: connectionsMax, ready: ready)
+            self.run(certificateAuthorityPath: certificateAuthorityPath, ready: ready)
         }
         thread.name = "voicemeter.lws-client"
         thread.start()
@@ -94,7 +94,7 @@ public final class WebSocketClient: Sendable {
         }
     }
 
-    private func run(certificateAuthorityPath: String?, connectionsMax: Int, ready: DispatchSemaphore) {
+    private func run(certificateAuthorityPath: String?, ready: DispatchSemaphore) {
         LWS.quietLogging()
         let protocols = UnsafeMutablePointer<lws_protocols>.allocate(capacity: 2)
         protocols.initialize(repeating: lws_protocols(), count: 2)
@@ -113,7 +113,6 @@ public final class WebSocketClient: Sendable {
         info.gid = -1
         info.uid = -1
         info.user = Unmanaged.passUnretained(self).toOpaque()
-        info.fd_limit_per_thread = UInt32(connectionsMax + 64)
         info.options |= UInt64(LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT)
         if let authority { info.client_ssl_ca_filepath = UnsafePointer(authority) }
         let (created, eventLoop) = LWS.createContext(&info)
@@ -126,7 +125,9 @@ public final class WebSocketClient: Sendable {
         }
         loop.context.withLock { $0 = Int(bitPattern: context) }
         ready.signal()
+        let heartbeat = LWS.startHeartbeat { [weak self] in self?.wake() }
         LWS.serve(context, on: eventLoop) { outboxes.isStopping }
+        heartbeat.cancel()
         loop.context.withLock { $0 = 0 }
         lws_context_destroy(context)
         loop.eventLoop = nil
@@ -222,6 +223,7 @@ public final class WebSocketClient: Sendable {
         info.host = UnsafePointer(host)
         info.origin = UnsafePointer(host)
         info.protocol = subprotocol.map { UnsafePointer($0) }
+        info.retry_and_idle_policy = LWS.noValidityTimers
         info.ssl_connection = endpoint.useTLS ? Int32(LCCSCF_USE_SSL.rawValue) : 0
         info.opaque_user_data = UnsafeMutableRawPointer(bitPattern: id)
         // Registered before connecting: the handshake-header callback runs inside the connect call.

@@ -28,6 +28,8 @@ extension WebSocketServer {
             return received(wsi, input, length)
         case LWS_CALLBACK_SERVER_WRITEABLE:
             return writable(wsi)
+        case LWS_CALLBACK_RECEIVE_PONG:
+            heard(from: LWS.connectionID(of: wsi))
         case LWS_CALLBACK_CLOSED:
             closed(wsi)
         case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
@@ -86,7 +88,8 @@ extension WebSocketServer {
         let id = loop.allocateID()
         LWS.setConnectionID(id, on: wsi)
         let peer = LWS.peerAddress(wsi)
-        loop.connections[id] = ServiceLoop.Connection(wsi: wsi, peer: peer, session: IngressSession(limits: configuration.limits, nowNanoseconds: Self.now))
+        loop.connections[id] = ServiceLoop.Connection(wsi: wsi, peer: peer, session: IngressSession(limits: configuration.limits, nowNanoseconds: Self.now),
+                                                      lastHeardNanoseconds: Self.now)
         loop.connectionsPerPeer[peer, default: 0] += 1
         outboxes.open(id)
         delegate.connectionOpened(ConnectionID(rawValue: id), peer: peer)
@@ -95,6 +98,7 @@ extension WebSocketServer {
     private func received(_ wsi: OpaquePointer, _ input: UnsafeMutableRawPointer?, _ length: Int) -> Int32 {
         let id = LWS.connectionID(of: wsi)
         guard loop.connections[id] != nil else { return -1 }
+        heard(from: id)
         let chunk = UnsafeRawBufferPointer(start: input, count: input == nil ? 0 : length)
         let endsMessage = lws_is_final_fragment(wsi) != 0 && lws_remaining_packet_payload(wsi) == 0
         let actions = loop.connections[id]!.session.receive(chunk, endsMessage: endsMessage, isBinary: lws_frame_is_binary(wsi) != 0,
@@ -122,6 +126,13 @@ extension WebSocketServer {
     private func writable(_ wsi: OpaquePointer) -> Int32 {
         let id = LWS.connectionID(of: wsi)
         guard let connection = loop.connections[id] else { return -1 }
+        if connection.pingDue {
+            loop.connections[id]!.pingDue = false
+            loop.connections[id]!.pingSentNanoseconds = Self.now
+            guard LWS.writePing(wsi) else { return -1 }
+            lws_callback_on_writable(wsi)
+            return 0
+        }
         if let (payload, more) = outboxes.next(for: id) {
             guard LWS.writeText(wsi, payload) else { return -1 }
             if more || connection.pendingClose != nil { lws_callback_on_writable(wsi) }
@@ -181,7 +192,31 @@ extension WebSocketServer {
             loop.closingAll = true
             for id in Array(loop.connections.keys) { requestClose(id, code: 1001, reason: "server shutting down") }
         }
+        checkIdleConnections()
         if shouldStopServing() { loop.eventLoop?.stop() }
+    }
+
+    private func heard(from id: Int) {
+        guard loop.connections[id] != nil else { return }
+        loop.connections[id]!.lastHeardNanoseconds = Self.now
+        loop.connections[id]!.pingSentNanoseconds = nil
+    }
+
+    /// Once a second: pings a connection silent for the idle timeout, and drops one whose ping
+    /// went unanswered for as long (a paused connection is not read, so it is left alone).
+    private func checkIdleConnections() {
+        let now = Self.now
+        guard now - loop.idleCheckedNanoseconds >= 1_000_000_000 else { return }
+        loop.idleCheckedNanoseconds = now
+        let timeout = UInt64(configuration.limits.idleTimeoutSeconds) * 1_000_000_000
+        for (id, connection) in loop.connections where !connection.paused {
+            if let sent = connection.pingSentNanoseconds {
+                if now - sent >= timeout { lws_set_timeout(connection.wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC) }
+            } else if !connection.pingDue, now - connection.lastHeardNanoseconds >= timeout {
+                loop.connections[id]!.pingDue = true
+                lws_callback_on_writable(connection.wsi)
+            }
+        }
     }
 
     private func requestClose(_ id: Int, code: UInt16, reason: String) {

@@ -176,9 +176,6 @@ public final class WebSocketServer: Sendable {
         protocols[0].callback = serverCallback
         protocols[0].per_session_data_size = 0
         let host = strdup(configuration.host)!
-        var idlePolicy = lws_retry_bo_t()
-        idlePolicy.secs_since_valid_ping = UInt16(clamping: configuration.limits.idleTimeoutSeconds)
-        idlePolicy.secs_since_valid_hangup = UInt16(clamping: configuration.limits.idleTimeoutSeconds * 2)
         let certificate = configuration.tlsCertificatePath.map { strdup($0)! }
         let privateKey = configuration.tlsPrivateKeyPath.map { strdup($0)! }
         defer {
@@ -189,7 +186,7 @@ public final class WebSocketServer: Sendable {
             protocols.deallocate()
         }
 
-        let context: OpaquePointer? = withUnsafePointer(to: &idlePolicy) { policy in
+        let context: OpaquePointer? = {
             var info = lws_context_creation_info()
             info.port = Int32(configuration.port)
             info.iface = UnsafePointer(host)
@@ -200,8 +197,9 @@ public final class WebSocketServer: Sendable {
             info.timeout_secs = UInt32(configuration.limits.headerTimeoutSeconds)
             info.keepalive_timeout = Int32(configuration.limits.headerTimeoutSeconds)
             info.timeout_secs_ah_idle = UInt32(configuration.limits.headerTimeoutSeconds)
-            info.retry_and_idle_policy = policy
-            info.fd_limit_per_thread = UInt32(configuration.limits.connectionsMax + 64)
+            info.retry_and_idle_policy = LWS.noValidityTimers
+            // No fd_limit_per_thread: with it lws finds a socket's connection by a linear scan of
+            // every connection; without, by index into a table sized by the open-file limit.
             // Bind exactly the address asked for: with IPv6 on, lws binds every interface.
             if !configuration.host.contains(":") { info.options |= UInt64(LWS_SERVER_OPTION_DISABLE_IPV6) }
             if let certificate, let privateKey {
@@ -213,7 +211,7 @@ public final class WebSocketServer: Sendable {
             let (context, eventLoop) = LWS.createContext(&info)
             loop.eventLoop = eventLoop
             return context
-        }
+        }()
         guard let context else {
             startup.withLock { $0.error = "cannot listen on \(configuration.host):\(configuration.port) (address in use, not local, or bad TLS files)" }
             ready.signal()
@@ -225,6 +223,8 @@ public final class WebSocketServer: Sendable {
         let port = Int(lws_get_vhost_listen_port(lws_get_vhost_by_name(context, "default")))
         startup.withLock { $0.port = port }
         ready.signal()
+        let heartbeat = LWS.startHeartbeat { [weak self] in self?.lws_cancel_service_if_running() }
+        defer { heartbeat.cancel() }
 
         LWS.serve(context, on: loop.eventLoop, until: shouldStopServing)
         loop.context.withLock { $0 = 0 }
@@ -247,6 +247,11 @@ final class ServiceLoop: @unchecked Sendable {
         var session: IngressSession
         var pendingClose: (code: UInt16, reason: String)?
         var paused = false
+        /// When anything last arrived from the peer (a message or a pong).
+        var lastHeardNanoseconds: UInt64
+        /// A ping is to be sent at the next writable callback.
+        var pingDue = false
+        var pingSentNanoseconds: UInt64?
     }
 
     let limits: IngressLimits
@@ -265,6 +270,8 @@ final class ServiceLoop: @unchecked Sendable {
     var closingAll = false
     /// The epoll loop the context runs on (`nil`: lws's poll() loop).
     var eventLoop: EventLoop?
+    /// When idle connections were last looked for.
+    var idleCheckedNanoseconds: UInt64 = 0
     /// How many connections are paused, readable from any thread to skip needless wakes.
     let pausedCount = Atomic<Int>(0)
     /// Set by `stopReceiving`: upgrades are refused with 503.

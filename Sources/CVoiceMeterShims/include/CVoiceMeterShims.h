@@ -7,8 +7,7 @@
 
 #include <stddef.h>
 #include <openssl/ssl.h>
-
-struct lws_context;
+#include <libwebsockets.h>
 
 /// Bytes of headroom libwebsockets needs in front of every buffer passed to lws_write.
 size_t CVoiceMeterShims_LWS_PRE(void);
@@ -21,6 +20,9 @@ int CVoiceMeterShims_harden_tls_context(SSL_CTX *context);
 /// `ssl_options_set` (the SSL_OP_* values are macros over SSL_OP_BIT).
 long CVoiceMeterShims_tls_legacy_protocol_options(void);
 
+/// A retry and idle policy with every field zero: lws then keeps no validity timer per connection.
+const lws_retry_bo_t *CVoiceMeterShims_no_validity_timers(void);
+
 /// An epoll-backed libev loop for a libwebsockets context (`LWS_SERVER_OPTION_LIBEV` with a
 /// foreign loop): lws's default poll() visits every connection on every wake. NULL when libev
 /// cannot use epoll. The loop is used and destroyed on the thread that runs it.
@@ -31,15 +33,6 @@ void CVoiceMeterShims_event_loop_run(void *loop);
 
 /// Makes `CVoiceMeterShims_event_loop_run` return (call it on the loop's thread, in a callback).
 void CVoiceMeterShims_event_loop_break(void *loop);
-
-/// Wakes `context` through lws_cancel_service every `seconds` on `loop`. With a foreign libev loop,
-/// lws re-arms its own timer only when sockets are active, so on an idle server its timeouts (idle
-/// pings, header deadlines) would wait for traffic; the wake lets lws service them. Returns a
-/// handle for `CVoiceMeterShims_event_loop_stop_heartbeat`.
-void *CVoiceMeterShims_event_loop_start_heartbeat(void *loop, struct lws_context *context, double seconds);
-
-/// Stops and frees a heartbeat (before the context is destroyed).
-void CVoiceMeterShims_event_loop_stop_heartbeat(void *loop, void *heartbeat);
 
 /// Frees the loop (after the lws context using it was destroyed).
 void CVoiceMeterShims_event_loop_destroy(void *loop);
