@@ -22,6 +22,8 @@ struct LedgerBenchmark: ParsableCommand {
     @Option(help: "Events for the one-INSERT-per-event design (it is slow).") var seedEvents = 4_000
     @Option(help: "Events per transaction for the batched paths.") var batch = 2_000
     @Option(help: "Ledger writers (connections) for the pooled writer path, measured besides one.") var writers = 2
+    @Option(help: "Live calls taking turns (one frame each per turn, each its own user), as at a frame a second per call; 1: whole calls in turn.")
+    var interleave = 1
 
     func run() throws {
         let scratch = try BenchmarkDatabase.create()
@@ -31,9 +33,9 @@ struct LedgerBenchmark: ParsableCommand {
         let book = try PriceStore(connection: connection).load()
         print("ledger: \(events) events in batches of \(batch) (70-frame canonical calls); seed design: \(seedEvents) events; limit on 1 connection")
 
-        let raw = try LedgerPaths.measureLimit(LedgerPaths.events(events, prefix: "raw", book: book), options, connections: 1, batch: batch)
-        let single = try measureWriter(LedgerPaths.events(events, prefix: "writer1", book: book), options, count: 1)
-        let pooled = writers > 1 ? try measureWriter(LedgerPaths.events(events, prefix: "writerN", book: book), options, count: writers) : single
+        let raw = try LedgerPaths.measureLimit(LedgerPaths.events(events, prefix: "raw", book: book, interleaving: interleave), options, connections: 1, batch: batch)
+        let single = try measureWriter(LedgerPaths.events(events, prefix: "writer1", book: book, interleaving: interleave), options, count: 1)
+        let pooled = writers > 1 ? try measureWriter(LedgerPaths.events(events, prefix: "writerN", book: book, interleaving: interleave), options, count: writers) : single
         let seed = try LedgerPaths.measureSeedDesign(LedgerPaths.events(seedEvents, prefix: "seed", book: book), connection)
         print(String(format: "  limit (COPY → INSERT … ON CONFLICT → rollups, 1 connection): %9.0f events/s", raw))
         print(String(format: "  ledger writer, 1 connection (queue, batching, callbacks):    %9.0f events/s", single))
@@ -63,20 +65,29 @@ struct LedgerBenchmark: ParsableCommand {
 
 /// The ledger's SQL path driven directly (the limit) and the seed's design, as yardsticks.
 enum LedgerPaths {
-    /// Priced events of 70-frame canonical calls, `count` in all.
-    static func events(_ count: Int, prefix: String, book: PriceBook) -> [UsageEvent] {
+    /// Priced events of 70-frame canonical calls, `count` in all. With `interleaving`, that many
+    /// calls (each of its own user) take turns, one frame each, as live calls streaming a frame a
+    /// second do: every batch then touches as many call and user rollups as it has events.
+    static func events(_ count: Int, prefix: String, book: PriceBook, interleaving calls: Int = 1) -> [UsageEvent] {
         let frames = BenchmarkPrices.canonicalCallFrames
+        var meters = Array(repeating: CallBillingMeter(), count: calls)
         var events: [UsageEvent] = []
         events.reserveCapacity(count)
-        var call = 0
+        var round = 0
         while events.count < count {
-            call += 1
-            var meter = CallBillingMeter()
-            for (index, usage) in frames.enumerated() where events.count < count {
-                let key = EventKey(callID: "\(prefix)-\(call)", seq: Int64(index + 1))
-                events.append(UsageEvent(key: key, userID: "user-\(call % 500)", callStartedAt: BenchmarkPrices.callStart, usage: usage,
-                                         pricing: meter.price(usage, book: book), payloadHash: SHA256.digest(key.description)))
+            for slot in 0..<calls where events.count < count {
+                let index = round * calls + slot
+                // Sequential calls when not interleaving: a new call (and meter) every 70 frames.
+                let call = calls == 1 ? index / frames.count : slot
+                let seq = calls == 1 ? index % frames.count + 1 : round + 1
+                if calls == 1 && seq == 1 { meters[0] = CallBillingMeter() }
+                let usage = frames[(seq - 1) % frames.count]
+                let key = EventKey(callID: "\(prefix)-\(call)", seq: Int64(seq))
+                events.append(UsageEvent(key: key, userID: calls == 1 ? "user-\(call % 500)" : "user-\(call)", callStartedAt: BenchmarkPrices.callStart,
+                                         usage: usage, pricing: meters[calls == 1 ? 0 : slot].price(usage, book: book),
+                                         payloadHash: SHA256.digest(key.description)))
             }
+            round += 1
         }
         return events
     }
