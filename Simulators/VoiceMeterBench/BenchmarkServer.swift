@@ -16,11 +16,12 @@ final class BenchmarkServer {
 
     /// - Parameter messagesPerSecond: the per-connection rate limit (a load generator multiplexes
     ///   many calls on one connection; production keeps the default).
-    init(database: PostgresConnectionOptions, connections: Int, messagesPerSecond: Int? = nil) throws {
+    init(database: PostgresConnectionOptions, connections: Int, messagesPerSecond: Int? = nil, flushMilliseconds: Int? = nil) throws {
         let executable = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = ["serve-child", "--connections", String(connections)]
             + (messagesPerSecond.map { ["--messages-per-second", String($0)] } ?? [])
+            + (flushMilliseconds.map { ["--flush-ms", String($0)] } ?? [])
         // In the environment, not the arguments: `ps` shows arguments, and conninfo may hold a password.
         process.environment = ProcessInfo.processInfo.environment.merging([ServeChild.databaseVariable: database.conninfo]) { $1 }
         let output = Pipe()
@@ -56,6 +57,7 @@ struct ServeChild: ParsableCommand {
 
     @Option var connections: Int
     @Option var messagesPerSecond: Int?
+    @Option(name: .customLong("flush-ms")) var flushMilliseconds: Int?
 
     func run() throws {
         raiseOpenFileLimit()
@@ -71,6 +73,7 @@ struct ServeChild: ParsableCommand {
             configuration.listener.limits.messagesPerSecondPerConnection = messagesPerSecond
             configuration.listener.limits.messagesBurstPerConnection = messagesPerSecond * 2
         }
+        if let flushMilliseconds { configuration.writerFlushIntervalMilliseconds = flushMilliseconds }
         // Load, not budgets, is measured: calls stream far longer than a real call.
         configuration.defaultBudget = BudgetPolicy(callLimit: ExactDecimal(1_000_000), dayLimit: nil, monthLimit: ExactDecimal(1_000_000_000))
         let server = try VoiceMeterServer.start(configuration: configuration, migrations: try MigrationSet.load(directory: try MigrationSet.locateDirectory()),

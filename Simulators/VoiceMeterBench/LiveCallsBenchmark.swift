@@ -17,18 +17,20 @@ struct LiveCallsBenchmark: ParsableCommand {
     struct Scale {
         var connections = 10_000
         var seconds = 60
+        var flushMilliseconds: Int?
         static let quick = Scale(connections: 2_000, seconds: 20)
     }
 
     @Option(help: "Concurrent connections, one call each.") var connections = 10_000
     @Option(help: "Seconds every call streams (a frame a second).") var seconds = 60
+    @Option(name: .customLong("flush-ms"), help: "The server's ledger flush interval (default: the server's default).") var flushMilliseconds: Int?
     @Flag(help: "A smaller run for regression checks.") var quick = false
 
     static let latencyTargetMilliseconds = 250.0
     static let memoryTargetBytes = 512 << 20
 
     func run() throws {
-        print(BenchmarkFigure.render(try Self.measure(quick ? .quick : Scale(connections: connections, seconds: seconds))))
+        print(BenchmarkFigure.render(try Self.measure(quick ? .quick : Scale(connections: connections, seconds: seconds, flushMilliseconds: flushMilliseconds))))
     }
 
     static func measure(_ scale: Scale) throws -> [BenchmarkFigure] {
@@ -41,7 +43,7 @@ struct LiveCallsBenchmark: ParsableCommand {
         let database = try PostgresConnection(scratch.options)
         let token = try TokenStore(connection: database).create(name: "bench", kind: .ingest)
         print("live-calls: \(scale.connections) connections, one call each, a frame per second for \(scale.seconds) s (open-file limit \(fileLimit))")
-        let server = try BenchmarkServer(database: scratch.options, connections: scale.connections)
+        let server = try BenchmarkServer(database: scratch.options, connections: scale.connections, flushMilliseconds: scale.flushMilliseconds)
         let load = try LiveCallsLoad(endpoint: ClientEndpoint(host: "127.0.0.1", port: server.port, bearerToken: token), connections: scale.connections)
         let connected = load.connectAll(perSecond: 2_000, timeoutSeconds: 60)
         print("  \(connected) of \(scale.connections) connected and admitted; streaming…")
@@ -162,31 +164,35 @@ final class LiveCallsLoad: Sendable {
         return state.withLock { $0.calls.values.count { $0.accepted } }
     }
 
-    /// Every call sends a frame a second for `seconds`; `sample` runs about once a second.
+    /// Every call sends a frame a second for `seconds`, the calls spread evenly over each second
+    /// and sent in 10 ms slots (one wake per slot, not per frame); `sample` runs once a second.
     func stream(seconds: Int, sample: () -> Void) {
         let connections = ids.withLock { $0 }
         state.withLock { $0.streaming = true }
+        let slot: UInt64 = 10_000_000
+        let slotsPerSecond = 100
         let started = DispatchTime.now().uptimeNanoseconds
-        let second: UInt64 = 1_000_000_000
-        var nextSample = started
         for round in 0..<seconds {
-            for (index, id) in connections.enumerated() {
-                let due = started + UInt64(round) * second + second * UInt64(index) / UInt64(connections.count)
+            let timestamp = Int(Date().timeIntervalSince1970)
+            for slotIndex in 0..<slotsPerSecond {
+                let due = started + (UInt64(round * slotsPerSecond + slotIndex)) * slot
                 let now = DispatchTime.now().uptimeNanoseconds
-                if due > now + 500_000 { usleep(UInt32((due - now) / 1_000)) }
-                let sent: Int? = state.withLock { state in
-                    guard var call = state.calls[id.rawValue], call.accepted else { return nil }
-                    call.sentAt.append(DispatchTime.now().uptimeNanoseconds)
-                    state.calls[id.rawValue] = call
-                    return call.sentAt.count
+                if due > now { usleep(UInt32((due - now) / 1_000)) }
+                let range = connections.count * slotIndex / slotsPerSecond..<connections.count * (slotIndex + 1) / slotsPerSecond
+                let sending: [(Int, ClientConnectionID, Int)] = state.withLock { state in
+                    let sentAt = DispatchTime.now().uptimeNanoseconds
+                    return range.compactMap { index in
+                        let id = connections[index]
+                        guard state.calls[id.rawValue]?.accepted == true else { return nil }
+                        state.calls[id.rawValue]!.sentAt.append(sentAt)
+                        return (index, id, state.calls[id.rawValue]!.sentAt.count)
+                    }
                 }
-                guard let seq = sent else { continue }
-                client.send(#"{"type":"usage","call_id":"LIVE-\#(index)","seq":\#(seq),"ts":\#(Int(Date().timeIntervalSince1970)),"service":"elevenlabs","operation":"tts_generation","model":"eleven_turbo_v2_5","amount":"100","unit":"characters"}"#, on: id)
-                if DispatchTime.now().uptimeNanoseconds >= nextSample {
-                    sample()
-                    nextSample += second
+                for (index, id, seq) in sending {
+                    client.send(#"{"type":"usage","call_id":"LIVE-\#(index)","seq":\#(seq),"ts":\#(timestamp),"service":"elevenlabs","operation":"tts_generation","model":"eleven_turbo_v2_5","amount":"100","unit":"characters"}"#, on: id)
                 }
             }
+            sample()
         }
     }
 

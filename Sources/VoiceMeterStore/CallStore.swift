@@ -75,11 +75,13 @@ public struct CallStore {
         }
     }
 
-    /// Marks a call ended (inside the writer's transaction, after its events).
+    /// Marks a call ended and writes its `cost_summaries` row from its events (inside the writer's
+    /// transaction, after its last events).
     public static func end(userID: String, callID: String, endedAt: Timestamp, status: String, on connection: PostgresConnection) throws {
         try connection.query("""
             UPDATE calls SET ended_at = GREATEST($3::timestamptz, started_at), status = $4, updated_at = now()
             WHERE user_id = $1 AND call_id = $2
             """, [userID, callID, endedAt, status])
+        try connection.query(Rollups.summarizeCallScript, [userID, callID])
     }
 }

@@ -29,50 +29,56 @@ public struct EventStore {
         """
 
     /// Commits `events` (any mix of new, resent and conflicting) and says which was which;
-    /// `alsoInTransaction` runs in the same transaction (the writer closes ended calls there).
+    /// `alsoInTransaction` runs in the same transaction after the events are stored (the writer
+    /// closes ended calls there).
     public func commit(_ events: [UsageEvent], alsoInTransaction: (PostgresConnection) throws -> Void = { _ in }) throws -> EventCommitResult {
         return try connection.transaction { connection in
+            let result = try store(events, on: connection)
             try alsoInTransaction(connection)
-            guard !events.isEmpty else { return EventCommitResult() }
-            try connection.runScript("""
-                CREATE TEMP TABLE IF NOT EXISTS event_staging
-                    (LIKE api_call_events INCLUDING DEFAULTS EXCLUDING CONSTRAINTS) ON COMMIT DELETE ROWS;
-                \(Rollups.prepareScript);
-                """)
-            // A key sent twice in one batch is staged once; its other copies are classified below.
-            var staged = Set<EventKey>()
-            try connection.copyIn("COPY event_staging (\(Self.stagingColumns)) FROM STDIN") { writer in
-                for event in events where staged.insert(event.key).inserted { try writer.append(Self.copyRow(event)) }
-            }
-            let inserted = try connection.query("""
-                WITH inserted AS (
-                    INSERT INTO api_call_events (\(Self.stagingColumns))
-                    SELECT \(Self.stagingColumns) FROM event_staging ORDER BY call_id, seq
-                    ON CONFLICT DO NOTHING
-                    RETURNING call_id, seq, user_id, call_started_at, occurred_at, service, operation, usage_unit,
-                              usage_amount, total_cost
-                ), counted AS (
-                    INSERT INTO rollup_delta
-                    SELECT user_id, call_id, call_started_at, occurred_at, service, operation, usage_unit, usage_amount,
-                           coalesce(total_cost, 0), 1, CASE WHEN total_cost IS NULL THEN 1 ELSE 0 END
-                    FROM inserted
-                    RETURNING call_id
-                )
-                SELECT inserted.call_id, inserted.seq, inserted.total_cost IS NULL AS unpriced FROM inserted
-                """)
-            var result = EventCommitResult()
-            var insertedUnpriced = false
-            for row in inserted {
-                result.inserted.insert(EventKey(callID: try row.decode("call_id"), seq: try row.decode("seq")))
-                insertedUnpriced = try insertedUnpriced || row.decode("unpriced", as: Bool.self)
-            }
-            if insertedUnpriced { try connection.runScript(Self.alertUnpricedScript) }
-            if result.inserted.count < events.count {
-                try classifyExisting(events, into: &result, on: connection)
-            }
-            try connection.runScript(Rollups.applyScript)
             return result
         }
+    }
+
+    private func store(_ events: [UsageEvent], on connection: PostgresConnection) throws -> EventCommitResult {
+        guard !events.isEmpty else { return EventCommitResult() }
+        try connection.runScript("""
+            CREATE TEMP TABLE IF NOT EXISTS event_staging
+                (LIKE api_call_events INCLUDING DEFAULTS EXCLUDING CONSTRAINTS) ON COMMIT DELETE ROWS;
+            \(Rollups.prepareScript);
+            """)
+        // A key sent twice in one batch is staged once; its other copies are classified below.
+        var staged = Set<EventKey>()
+        try connection.copyIn("COPY event_staging (\(Self.stagingColumns)) FROM STDIN") { writer in
+            for event in events where staged.insert(event.key).inserted { try writer.append(Self.copyRow(event)) }
+        }
+        let inserted = try connection.query("""
+            WITH inserted AS (
+                INSERT INTO api_call_events (\(Self.stagingColumns))
+                SELECT \(Self.stagingColumns) FROM event_staging ORDER BY call_id, seq
+                ON CONFLICT DO NOTHING
+                RETURNING call_id, seq, user_id, call_started_at, occurred_at, service, operation, usage_unit,
+                          usage_amount, total_cost
+            ), counted AS (
+                INSERT INTO rollup_delta
+                SELECT user_id, call_id, call_started_at, occurred_at, service, operation, usage_unit, usage_amount,
+                       coalesce(total_cost, 0), 1, CASE WHEN total_cost IS NULL THEN 1 ELSE 0 END
+                FROM inserted
+                RETURNING call_id
+            )
+            SELECT inserted.call_id, inserted.seq, inserted.total_cost IS NULL AS unpriced FROM inserted
+            """)
+        var result = EventCommitResult()
+        var insertedUnpriced = false
+        for row in inserted {
+            result.inserted.insert(EventKey(callID: try row.decode("call_id"), seq: try row.decode("seq")))
+            insertedUnpriced = try insertedUnpriced || row.decode("unpriced", as: Bool.self)
+        }
+        if insertedUnpriced { try connection.runScript(Self.alertUnpricedScript) }
+        if result.inserted.count < events.count {
+            try classifyExisting(events, into: &result, on: connection)
+        }
+        try connection.runScript(Rollups.applyScript)
+        return result
     }
 
     /// One `unpriced_usage` alert per call and price key that had usage with no price in force.

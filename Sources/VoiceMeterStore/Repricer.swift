@@ -89,7 +89,7 @@ public struct Repricer {
                     PostgresTextArray(repriced.map(\.value.totalCost)),
                     PostgresTextArray(repriced.map(\.value.billedAmount)),
                 ])
-            try connection.runScript(Rollups.applyScript)
+            try connection.runScript(Rollups.applyScriptIncludingCalls)
             return updated.affectedRows
         }
     }

@@ -4,9 +4,13 @@ import PostgresClient
 ///
 /// Whoever changes events (the ledger writer inserting them, repricing pricing them) first writes
 /// one row per changed event into the temporary table `rollup_delta`, in the same transaction,
-/// then runs `applyScript`, which upserts the four rollup levels from it in a fixed order — call,
-/// user_day, user_month, platform_day, each sorted by key — so concurrent writers cannot deadlock.
-/// Only changed rows are counted, so a replayed batch adds nothing.
+/// then runs `applyScript`, which upserts the rollup levels from it in a fixed order — user_day,
+/// user_month, platform_day (repricing: call first), each sorted by key — so concurrent writers
+/// cannot deadlock. Only changed rows are counted, so a replayed batch adds nothing.
+///
+/// A call's own row is written once, when it ends (`summarizeCallScript`, from its stored events):
+/// live calls add a frame or two to each commit, and upserting their rows on every commit was a
+/// quarter of the ledger's database work (finance views read live calls from their events).
 public enum Rollups {
     /// Creates the session's `rollup_delta` table if it does not exist (rows vanish at commit).
     public static let prepareScript = """
@@ -66,23 +70,26 @@ public enum Rollups {
         updated_at = now()
         """
 
-    private static func level(type: String, user: String, call: String, start: String, end: String) -> String {
+    /// One level's upsert from the rows of `source` (shaped like `rollup_delta`); `replacing`
+    /// overwrites an existing row's figures instead of adding to them.
+    private static func level(type: String, user: String, call: String, start: String, end: String,
+                              source: String = "rollup_delta", replacing: Bool = false) -> String {
         """
         INSERT INTO cost_summaries (summary_type, user_id, call_id, period_start, period_end, \(columns))
         SELECT '\(type)', \(user), \(call), \(start), \(end), \(measures)
-        FROM rollup_delta GROUP BY 2, 3, 4 ORDER BY 2, 3, 4
+        FROM \(source) GROUP BY 2, 3, 4 ORDER BY 2, 3, 4
         ON CONFLICT (summary_type, user_id, call_id, period_start) DO UPDATE SET
             period_end = GREATEST(cost_summaries.period_end, EXCLUDED.period_end),
-        \(accumulate);
+        \(replacing ? replace : accumulate);
         """
     }
 
-    /// Upserts every rollup level from `rollup_delta`; run inside the transaction that filled it.
-    /// Periods are UTC days and months;
-    /// a call's period runs from its start to just after its latest event.
-    public static let applyScript = [
-        level(type: "call", user: "user_id", call: "call_id", start: "call_started_at",
-              end: "GREATEST(max(occurred_at), call_started_at) + interval '1 microsecond'"),
+    private static let replace = columns.split(separator: ",").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+        .map { "\($0) = EXCLUDED.\($0)" }.joined(separator: ",\n    ") + ",\n    updated_at = now()"
+
+    private static let callLevel = (end: "GREATEST(max(occurred_at), call_started_at) + interval '1 microsecond'", type: "call")
+
+    private static let periodLevels = [
         level(type: "user_day", user: "user_id", call: "''", start: "date_trunc('day', occurred_at, 'UTC')",
               end: "date_trunc('day', occurred_at, 'UTC') + interval '1 day'"),
         level(type: "user_month", user: "user_id", call: "''", start: "date_trunc('month', occurred_at, 'UTC')",
@@ -90,5 +97,25 @@ public enum Rollups {
         level(type: "platform_day", user: "''", call: "''", start: "date_trunc('day', occurred_at, 'UTC')",
               end: "date_trunc('day', occurred_at, 'UTC') + interval '1 day'"),
         "TRUNCATE rollup_delta;",
-    ].joined(separator: "\n")
+    ]
+
+    /// Upserts the period levels from `rollup_delta`; run inside the transaction that filled it.
+    /// Periods are UTC days and months.
+    public static let applyScript = periodLevels.joined(separator: "\n")
+
+    /// `applyScript` plus the call level, for changes to calls that may have ended (repricing).
+    /// A call's period runs from its start to just after its latest event.
+    public static let applyScriptIncludingCalls = ([level(type: callLevel.type, user: "user_id", call: "call_id", start: "call_started_at", end: callLevel.end)]
+        + periodLevels).joined(separator: "\n")
+
+    /// Writes an ended call's row from all its stored events ($1 user id, $2 call id), replacing
+    /// any earlier figures; run in the transaction that ends the call, after its last events.
+    public static let summarizeCallScript = level(
+        type: callLevel.type, user: "user_id", call: "call_id", start: "call_started_at", end: callLevel.end,
+        source: """
+            (SELECT user_id, call_id, call_started_at, occurred_at, service, operation, usage_unit, usage_amount,
+                    coalesce(total_cost, 0) AS cost, 1 AS event_delta, CASE WHEN total_cost IS NULL THEN 1 ELSE 0 END AS unpriced_delta
+             FROM api_call_events WHERE user_id = $1 AND call_id = $2) AS call_events
+            """,
+        replacing: true)
 }

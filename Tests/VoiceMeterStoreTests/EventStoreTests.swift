@@ -48,6 +48,11 @@ struct EventStoreTests {
         try connection.query(sql, parameters).single().decodeIfPresent("v") ?? .zero
     }
 
+    /// Ends a call as the ledger writer does: in a commit, after its events.
+    private func end(_ call: String, user: String) throws {
+        _ = try events.commit([]) { try CallStore.end(userID: user, callID: call, endedAt: start, status: "completed", on: $0) }
+    }
+
     @Test("duplicates and reordering store each key once and the rollups reconcile to the digit")
     func exactlyOnceAndReconciled() throws {
         let first = canonicalCall("CA1", user: "u1")
@@ -63,6 +68,9 @@ struct EventStoreTests {
         #expect(resent.inserted.count == 75)
 
         #expect(try connection.query("SELECT count(*) AS n FROM api_call_events").single().decode("n", as: Int.self) == 195)
+        // A call's own row is written when it ends, from its events; ending it again replaces it.
+        #expect(try connection.query("SELECT count(*) AS n FROM cost_summaries WHERE summary_type = 'call'").single().decode("n", as: Int.self) == 0)
+        for (call, user) in [("CA1", "u1"), ("CA2", "u1"), ("CA3", "u2"), ("CA3", "u2")] { try end(call, user: user) }
         for call in ["CA1", "CA2", "CA3"] {
             let events = try decimal("SELECT sum(total_cost) AS v FROM api_call_events WHERE call_id = $1", [call])
             let summary = try decimal("SELECT total_cost AS v FROM cost_summaries WHERE summary_type = 'call' AND call_id = $1", [call])
@@ -100,6 +108,7 @@ struct EventStoreTests {
         #expect(result.conflicts == [altered.key])
         #expect(result.duplicates == [original[4].key])
         #expect(result.inserted.isEmpty)
+        try end("CA9", user: "u9")
         #expect(try decimal("SELECT total_cost AS v FROM cost_summaries WHERE summary_type = 'call' AND call_id = 'CA9'") == ExactDecimal("0.4045")!)
     }
 
@@ -114,6 +123,7 @@ struct EventStoreTests {
         let stream = stream(call: "CA7", user: "u7", frames: frames)
         #expect(stream.filter { $0.pricing == .unpriced(.noPriceInForce) }.count == 2)
         _ = try events.commit(stream)
+        try end("CA7", user: "u7")
         let unpriced = try connection.query("SELECT unpriced_event_count AS n, total_cost AS c FROM cost_summaries WHERE summary_type = 'call'").single()
         #expect(try unpriced.decode("n", as: Int.self) == 2)
         #expect(try unpriced.decode("c", as: ExactDecimal.self) == ExactDecimal("0.014")!)
