@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what VoiceMeter needs on Debian 12 that is not there yet: the C libraries it links
-# (libpq, libwebsockets, OpenSSL), pkg-config, and a PostgreSQL server for the embedded default.
+# (libpq, libwebsockets with its libev event-loop plugin, libev, OpenSSL), pkg-config, and a
+# PostgreSQL server for the embedded default.
 # Idempotent; runs apt-get only when something is missing. Swift 6 itself must already be installed.
 set -euo pipefail
 
 # chromium renders the finance dashboard in its test.
-packages=(pkg-config libpq-dev libwebsockets-dev libssl-dev postgresql postgresql-contrib chromium)
+packages=(pkg-config libpq-dev libwebsockets-dev libwebsockets-evlib-ev libev-dev libssl-dev postgresql postgresql-contrib chromium)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
