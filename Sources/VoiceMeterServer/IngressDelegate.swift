@@ -11,9 +11,12 @@ final class IngressDelegate: WebSocketServerDelegate {
     private let router: CallRouter
     private let writers: LedgerWriters
     private let finance: FinanceAPI
+    private let metrics: ServerMetrics
 
-    init(tokens: TokenCache, readiness: ReadinessMonitor, shards: [MeteringShard], router: CallRouter, writers: LedgerWriters, finance: FinanceAPI) {
+    init(tokens: TokenCache, readiness: ReadinessMonitor, shards: [MeteringShard], router: CallRouter, writers: LedgerWriters, finance: FinanceAPI,
+         metrics: ServerMetrics) {
         self.finance = finance
+        self.metrics = metrics
         self.tokens = tokens
         self.readiness = readiness
         self.shards = shards
@@ -32,18 +35,28 @@ final class IngressDelegate: WebSocketServerDelegate {
         }
     }
 
-    func connectionOpened(_ connection: ConnectionID, peer: String) {}
+    func connectionOpened(_ connection: ConnectionID, peer: String) {
+        metrics.connections.increment()
+    }
+
+    func rejected(_ error: ProtocolError, from connection: ConnectionID) {
+        metrics.rejected(error.code)
+    }
 
     /// Hands the message to metering; stops reading the socket while the call's ledger writer is
     /// past its high watermark (writers resume all paused connections as they drain).
     func received(_ message: ClientMessage, from connection: ConnectionID) -> Bool {
         let writer = writers.writer(for: message.callID)
-        if case .usage = message { writer.noteIncoming() }
+        if case .usage = message {
+            writer.noteIncoming()
+            metrics.framesReceived.increment()
+        }
         shards[router.shard(for: message)].perform { $0.handle(message, from: connection) }
         return !writer.isAboveHighWatermark
     }
 
     func connectionClosed(_ connection: ConnectionID) {
+        metrics.connections.decrement()
         for shard in shards { shard.perform { $0.connectionClosed(connection) } }
     }
 
@@ -60,6 +73,8 @@ final class IngressDelegate: WebSocketServerDelegate {
         switch request.path {
         case "/healthz":
             return HTTPResponse(status: 200, body: #"{"status":"ok"}"# + "\n")
+        case "/metrics":
+            return HTTPResponse(status: 200, contentType: "text/plain; version=0.0.4", body: MetricsExport.render())
         case "/readyz":
             let (ready, reason) = readiness.current
             return HTTPResponse(status: ready ? 200 : 503,
@@ -67,7 +82,7 @@ final class IngressDelegate: WebSocketServerDelegate {
         case "/v1/stream":
             return HTTPResponse(status: 426, body: #"{"error":"upgrade_required","message":"connect with a WebSocket client, subprotocol voicemeter.v1"}"# + "\n")
         default:
-            return HTTPResponse(status: 404, body: #"{"error":"not_found","message":"endpoints: /v1/stream (WebSocket), /healthz, /readyz, /v1/calls/{id}/costs, /v1/users/{id}/spend, /v1/finance/margins, /v1/finance/months (docs/openapi.yaml)"}"# + "\n")
+            return HTTPResponse(status: 404, body: #"{"error":"not_found","message":"endpoints: /v1/stream (WebSocket), /healthz, /readyz, /metrics, /v1/calls/{id}/costs, /v1/users/{id}/spend, /v1/finance/margins, /v1/finance/months (docs/openapi.yaml)"}"# + "\n")
         }
     }
 }

@@ -73,14 +73,16 @@ public final class LedgerWriter: Sendable {
     private let logger: Logger
     private let onCommit: @Sendable (CommittedBatch) -> Void
     private let onRefused: @Sendable (UsageEvent, String) -> Void
+    private let metrics: LedgerMetrics
 
     /// - Parameters:
     ///   - onCommit: called on the writer thread after each commit.
     ///   - onRefused: called for an event the database refuses outright (a data error, not an
     ///     outage); the rest of its batch is committed without it.
     public init(options: PostgresConnectionOptions, batchEventsMax: Int, flushIntervalMilliseconds: Int, queueEventsMax: Int,
-                logger: Logger, onCommit: @escaping @Sendable (CommittedBatch) -> Void,
+                logger: Logger, metrics: LedgerMetrics = LedgerMetrics(), onCommit: @escaping @Sendable (CommittedBatch) -> Void,
                 onRefused: @escaping @Sendable (UsageEvent, String) -> Void = { _, _ in }) {
+        self.metrics = metrics
         self.options = options
         self.batchEventsMax = batchEventsMax
         self.flushIntervalNanoseconds = UInt64(flushIntervalMilliseconds) * 1_000_000
@@ -106,6 +108,7 @@ public final class LedgerWriter: Sendable {
             return (true, state.eventCount == 1 || state.eventCount == batchEventsMax)
         }
         if wake { wakeUp.signal() }
+        if accepted { metrics.queueDepth.increment() }
         return accepted
     }
 
@@ -146,6 +149,7 @@ public final class LedgerWriter: Sendable {
 
     private func run() {
         var connection: PostgresConnection?
+        var lostConnection = false
         var backoffMilliseconds: UInt32 = 50
         // Batches to commit, in order; a batch the database refuses is split to isolate the bad event.
         var pending: [Batch] = []
@@ -156,8 +160,19 @@ public final class LedgerWriter: Sendable {
             }
             let batch = pending.removeFirst()
             do {
-                if connection == nil { connection = try PostgresConnection(options) }
-                onCommit(try commit(batch, on: connection!))
+                if connection == nil {
+                    connection = try PostgresConnection(options)
+                    if lostConnection { metrics.databaseReconnects.increment() }
+                    lostConnection = false
+                }
+                let started = DispatchTime.now().uptimeNanoseconds
+                let committed = try commit(batch, on: connection!)
+                let now = DispatchTime.now().uptimeNanoseconds
+                metrics.commitDuration.recordNanoseconds(now - started)
+                metrics.batchEvents.record(batch.events.count)
+                metrics.eventsCommitted.increment(by: committed.result.inserted.count)
+                if let oldest = batch.oldestEnqueued { metrics.ackLatency.recordNanoseconds(now - min(oldest, now)) }
+                onCommit(committed)
                 backoffMilliseconds = 50
             } catch let error as PostgresError where error.isTransient {
                 logger.warning("ledger writer cannot commit; retrying", metadata: [
@@ -165,6 +180,7 @@ public final class LedgerWriter: Sendable {
                 ])
                 pending.insert(batch, at: 0)
                 connection = nil
+                lostConnection = true
                 usleep(backoffMilliseconds * 1_000)
                 backoffMilliseconds = min(backoffMilliseconds * 2, 2_000)
             } catch {
@@ -190,6 +206,8 @@ public final class LedgerWriter: Sendable {
     private struct Batch {
         var events: [UsageEvent] = []
         var endings: [CallEnding] = []
+        /// When its oldest item entered the queue (uptime nanoseconds).
+        var oldestEnqueued: UInt64?
     }
 
     /// Waits until a batch is due and takes it; `nil` once stopping with nothing left.
@@ -200,7 +218,7 @@ public final class LedgerWriter: Sendable {
                 let due = state.eventCount >= batchEventsMax || state.stopping
                     || (state.oldestEnqueued.map { now - $0 >= flushIntervalNanoseconds } ?? false)
                 guard due, !state.items.isEmpty else { return nil }
-                var batch = Batch()
+                var batch = Batch(oldestEnqueued: state.oldestEnqueued)
                 while let item = state.items.first, batch.events.count < batchEventsMax {
                     state.items.removeFirst()
                     switch item {
@@ -211,7 +229,10 @@ public final class LedgerWriter: Sendable {
                 state.oldestEnqueued = state.items.isEmpty ? nil : now
                 return batch
             }
-            if let taken { return taken }
+            if let taken {
+                metrics.queueDepth.decrement(by: Double(taken.events.count))
+                return taken
+            }
             if state.withLock({ $0.stopping && $0.items.isEmpty }) { return nil }
             _ = wakeUp.wait(timeout: .now() + .nanoseconds(Int(flushIntervalNanoseconds)))
         }

@@ -14,6 +14,7 @@ protocol MeteringEnvironment: Sendable {
     var budgets: BudgetConfiguration { get }
     /// Metering's time and tick timer (injected so tests control time).
     var clock: any MeteringClock { get }
+    var metrics: ServerMetrics { get }
     func send(_ message: ServerMessage, to connection: ConnectionID)
 }
 
@@ -295,7 +296,10 @@ actor MeteringShard {
         call.acceptedHashes[frame.seq] = hash
         call.inFlight.insert(frame.seq)
         if call.cutoff != nil { call.streamingAfterCutoff = true }
-        if case .priced(let priced) = pricing { charge(priced.totalCost, to: frame.callID) }
+        switch pricing {
+        case .priced(let priced): charge(priced.totalCost, to: frame.callID)
+        case .unpriced: environment.metrics.unpricedEvents.increment()
+        }
     }
 
     /// Adds a frame's cost to its call and user and acts on every budget it crosses.
@@ -333,6 +337,7 @@ actor MeteringShard {
     private func cutOff(_ callID: String, scope: BudgetScope, spent: ExactDecimal, limit: ExactDecimal) {
         guard let call = calls[callID], call.cutoff == nil else { return }
         call.cutoff = (scope, spent, limit)
+        environment.metrics.budgetCutoffs.increment()
         if let owner = call.owner { environment.send(.budgetCutoff(callID: callID, scope: scope, spent: spent, limit: limit), to: owner) }
         environment.registry.markCall(userID: call.start.userID, callID: callID, status: "cut_off", cutoffReason: "\(scope.rawValue)_limit")
     }

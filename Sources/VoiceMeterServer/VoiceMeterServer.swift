@@ -37,6 +37,7 @@ public final class VoiceMeterServer: Sendable {
     }
 
     private init(configuration: ServerConfiguration, migrations: MigrationSet, logger: Logger) throws {
+        _ = MetricsExport.registry  // metrics handles made before the bootstrap would count nowhere
         self.configuration = configuration
         self.logger = logger
         tokens = try TokenCache(options: configuration.database, refreshMilliseconds: configuration.tokenRefreshIntervalMilliseconds, logger: logger)
@@ -74,7 +75,8 @@ public final class VoiceMeterServer: Sendable {
         self.shards = shards
         ingress = WebSocketServer(configuration: configuration.listener,
                                   delegate: IngressDelegate(tokens: tokens, readiness: readiness, shards: shards, router: router, writers: writers,
-                                                            finance: FinanceAPI(tokens: tokens, options: configuration.database)))
+                                                            finance: FinanceAPI(tokens: tokens, options: configuration.database),
+                                                            metrics: services.metrics))
         shardsReference.bind(shards)
         budgetSettings = TableWatcher(options: configuration.database, channel: "user_budget_settings", logger: logger) { _ in
             for shard in shards { shard.perform { $0.refreshUsers() } }
@@ -123,12 +125,12 @@ final class MeteringServices: MeteringEnvironment {
     }
 
     let clock: any MeteringClock
+    let metrics = ServerMetrics()
 
     func send(_ message: ServerMessage, to connection: ConnectionID) {
+        metrics.sent(message)
         ingress.value.send(message, to: connection)
     }
-
-
 }
 
 /// A reference bound once, after construction, to break a construction cycle.

@@ -113,6 +113,7 @@ extension WebSocketServer {
                     lws_rx_flow_control(wsi, 0)
                 }
             case .reply(let error):
+                delegate.rejected(error, from: ConnectionID(rawValue: id))
                 // Through `send`, like every other thread: it keeps the wake flag consistent.
                 send(.error(error), to: ConnectionID(rawValue: id))
             case .close(let code, let reason):

@@ -53,9 +53,16 @@ public protocol WebSocketServerDelegate: AnyObject, Sendable {
     /// (backpressure) until `resumeAllPaused`.
     func received(_ message: ClientMessage, from connection: ConnectionID) -> Bool
     func connectionClosed(_ connection: ConnectionID)
+    /// A message was refused by the protocol layer (malformed, too large, rate limited); the
+    /// sender gets this error. For counting; the default does nothing.
+    func rejected(_ error: ProtocolError, from connection: ConnectionID)
     /// Answers a plain HTTP request by calling `reply` once, at once or later from any thread
     /// (a database query must not block the service thread).
     func respond(to request: HTTPRequest, reply: @escaping @Sendable (HTTPResponse) -> Void)
+}
+
+extension WebSocketServerDelegate {
+    public func rejected(_ error: ProtocolError, from connection: ConnectionID) {}
 }
 
 public struct WebSocketServerConfiguration: Sendable {
