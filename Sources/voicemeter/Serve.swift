@@ -2,105 +2,129 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import Logging
+import PostgresClient
 import VoiceMeterServer
 import VoiceMeterStore
 import WebSocketTransport
 
 struct Serve: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run the metering server: WebSocket ingress at /v1/stream, /healthz and /readyz.",
+        abstract: "Run the metering server: WebSocket ingress at /v1/stream, /healthz, /readyz and /metrics.",
         discussion: """
             Voice pipelines connect with Authorization: Bearer <ingest token> (voicemeter tokens create NAME) \
             and stream usage frames (protocol v1, docs/protocol.md). SIGTERM or SIGINT stops it gracefully: \
             in-flight frames are committed and acknowledged, connections closed with 1001.
 
+            Every setting comes from, first to last: its flag, its environment variable, the configuration \
+            file (--config or VOICEMETER_CONFIG: key = value lines with the flags' names), the default. \
+            --print-config shows the effective values and their sources, secrets redacted:
+
+            \(ServerSettings.all.map { "  \($0.key.padding(toLength: 26, withPad: " ", startingAt: 0))\($0.environment.padding(toLength: 36, withPad: " ", startingAt: 0))\($0.defaultValue ?? "(unset)")" }.joined(separator: "\n"))
+
             Examples:
               voicemeter serve
               voicemeter serve --listen 0.0.0.0:8787 --tls-cert server.pem --tls-key server.key
+              VOICEMETER_LOG_FORMAT=json voicemeter serve --config /etc/voicemeter/voicemeter.conf
+              voicemeter serve --config voicemeter.conf --print-config
             """
     )
 
-    @OptionGroup var database: DatabaseOptions
+    @Option(help: ArgumentHelp("Configuration file of key = value lines (default: $VOICEMETER_CONFIG).", valueName: "file"))
+    var config: String?
+    @Flag(name: .customLong("print-config"), help: "Print the effective settings with their sources (secrets redacted) and exit.")
+    var printConfig = false
 
-    @Option(help: ArgumentHelp("Address and port to bind exactly; port 0 picks a free one.", valueName: "host:port"))
-    var listen = "127.0.0.1:8787"
+    @Option(name: .customLong("database-url"), help: ArgumentHelp("PostgreSQL URI or conninfo (DATABASE_URL).", valueName: "url")) var databaseURL: String?
+    @Option(help: ArgumentHelp("Address and port to bind exactly; port 0 picks a free one.", valueName: "host:port")) var listen: String?
+    @Option(name: .customLong("tls-cert"), help: ArgumentHelp("PEM certificate chain: serve wss:// (needs --tls-key).", valueName: "file")) var tlsCertificate: String?
+    @Option(name: .customLong("tls-key"), help: ArgumentHelp("PEM private key for --tls-cert.", valueName: "file")) var tlsKey: String?
+    @Option(name: .customLong("allowed-origin"), help: ArgumentHelp("Accept upgrades only from these Origins (comma-separated).", valueName: "origins"))
+    var allowedOrigins: String?
+    @Option(name: .customLong("writer-connections"), help: ArgumentHelp("Ledger writers, each with its own connection (1 or 2 suit 2 cores).", valueName: "n"))
+    var writerConnections: String?
+    @Option(name: .customLong("batch-events"), help: ArgumentHelp("Commit when this many events wait.", valueName: "n")) var batchEvents: String?
+    @Option(name: .customLong("flush-ms"), help: ArgumentHelp("Commit when the oldest waiting event is this many milliseconds old.", valueName: "ms"))
+    var flushMilliseconds: String?
+    @Option(name: .customLong("queue-events"), help: ArgumentHelp("Events a writer queues before answering overloaded.", valueName: "n")) var queueEvents: String?
+    @Option(name: .customLong("budget-tick-seconds"), help: ArgumentHelp("How often committed spend is refreshed and cutoffs re-sent.", valueName: "s"))
+    var budgetTickSeconds: String?
+    @Option(name: .customLong("abandon-after-seconds"), help: ArgumentHelp("Close a silent call as abandoned after this long.", valueName: "s"))
+    var abandonAfterSeconds: String?
+    @Option(name: .customLong("default-call-limit"), help: ArgumentHelp("USD per call for users without budget settings.", valueName: "usd")) var defaultCallLimit: String?
+    @Option(name: .customLong("default-day-limit"), help: ArgumentHelp("USD per UTC day for users without settings.", valueName: "usd")) var defaultDayLimit: String?
+    @Option(name: .customLong("default-month-limit"), help: ArgumentHelp("USD per UTC month for users without settings.", valueName: "usd")) var defaultMonthLimit: String?
+    @Option(name: .customLong("idle-timeout-seconds"), help: ArgumentHelp("Ping a silent connection after this long; drop it after as long again.", valueName: "s"))
+    var idleTimeoutSeconds: String?
+    @Option(name: .customLong("connections-max"), help: ArgumentHelp("Open connections in all.", valueName: "n")) var connectionsMax: String?
+    @Option(name: .customLong("connections-per-peer-max"), help: ArgumentHelp("Open connections from one address.", valueName: "n")) var connectionsPerPeerMax: String?
+    @Option(name: .customLong("messages-per-second"), help: ArgumentHelp("Sustained client messages per connection.", valueName: "n")) var messagesPerSecond: String?
+    @Option(name: .customLong("log-format"), help: ArgumentHelp("text or json.", valueName: "format")) var logFormat: String?
+    @Option(name: .customLong("log-level"), help: ArgumentHelp("trace … critical.", valueName: "level")) var logLevel: String?
 
-    @Option(name: .customLong("tls-cert"), help: ArgumentHelp("PEM certificate chain: serve wss:// (needs --tls-key).", valueName: "file"))
-    var tlsCertificate: String?
+    private var flags: [String: String] {
+        let given: [(String, String?)] = [
+            ("database-url", databaseURL), ("listen", listen), ("tls-cert", tlsCertificate), ("tls-key", tlsKey), ("allowed-origin", allowedOrigins),
+            ("writer-connections", writerConnections), ("batch-events", batchEvents), ("flush-ms", flushMilliseconds), ("queue-events", queueEvents),
+            ("budget-tick-seconds", budgetTickSeconds), ("abandon-after-seconds", abandonAfterSeconds), ("default-call-limit", defaultCallLimit),
+            ("default-day-limit", defaultDayLimit), ("default-month-limit", defaultMonthLimit), ("idle-timeout-seconds", idleTimeoutSeconds),
+            ("connections-max", connectionsMax), ("connections-per-peer-max", connectionsPerPeerMax), ("messages-per-second", messagesPerSecond),
+            ("log-format", logFormat), ("log-level", logLevel),
+        ]
+        return Dictionary(uniqueKeysWithValues: given.compactMap { key, value in value.map { (key, $0) } })
+    }
 
-    @Option(name: .customLong("tls-key"), help: ArgumentHelp("PEM private key for --tls-cert.", valueName: "file"))
-    var tlsKey: String?
-
-    @Option(name: .customLong("allowed-origin"), help: "Accept upgrades only from this Origin (repeatable; default: any).")
-    var allowedOrigins: [String] = []
-
-    @Option(name: .customLong("writer-connections"), help: "Ledger writers, each with its own database connection (1 or 2 suit 2 cores).")
-    var writerConnections = 2
-
-    @Option(name: .customLong("budget-tick-seconds"), help: "How often committed spend is refreshed and cutoffs re-sent.")
-    var budgetTickSeconds = 30
-
-    @Option(name: .customLong("batch-events"), help: "Commit when this many events wait.")
-    var batchEvents = 2_000
-
-    @Option(name: .customLong("flush-ms"), help: "Commit when the oldest waiting event is this many milliseconds old.")
-    var flushMilliseconds = 100
-
-    func validate() throws {
-        _ = try ListenAddress(listen)
-        guard (tlsCertificate == nil) == (tlsKey == nil) else {
-            throw ValidationError("--tls-cert and --tls-key go together: give both for wss://, or neither for ws://")
+    /// The settings, with every value checked: a bad one fails here, naming the setting.
+    private func settings() throws -> (ServerSettings, ServerConfiguration) {
+        let environment = ProcessInfo.processInfo.environment
+        let file = try (config ?? environment["VOICEMETER_CONFIG"].flatMap { $0.isEmpty ? nil : $0 }).map { path in
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+                throw ValidationError("cannot read the configuration file \(path); check the path (--config or VOICEMETER_CONFIG)")
+            }
+            return (path: path, text: text)
         }
-        for file in [tlsCertificate, tlsKey].compactMap({ $0 }) where !FileManager.default.isReadableFile(atPath: file) {
-            throw ValidationError("cannot read \(file); check the path and permissions")
-        }
-        guard batchEvents >= 1, flushMilliseconds >= 1, writerConnections >= 1, budgetTickSeconds >= 1 else {
-            throw ValidationError("--batch-events, --flush-ms, --writer-connections and --budget-tick-seconds must be at least 1")
+        do {
+            let settings = try ServerSettings(flags: flags, environment: environment, file: file)
+            // The database is chosen at run time (embedded when unset); a placeholder until then.
+            var configuration = ServerConfiguration(database: PostgresConnectionOptions(connectionString: ""))
+            try settings.apply(to: &configuration)
+            return (settings, configuration)
+        } catch {
+            throw ValidationError("\(error)")
         }
     }
 
+    func validate() throws {
+        _ = try settings()
+    }
+
     func run() throws {
-        LoggingSystem.bootstrap(StreamLogHandler.standardError)
+        var (settings, configuration) = try settings()
+        if printConfig {
+            print(settings.printed)
+            return
+        }
+        let level = Logger.Level(rawValue: settings["log-level"] ?? "info") ?? .info
+        if settings["log-format"] == "json" {
+            LoggingSystem.bootstrap { JSONLogHandler(label: $0, level: level) }
+        } else {
+            LoggingSystem.bootstrap { label in
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = level
+                return handler
+            }
+        }
         let logger = Logger(label: "voicemeter")
         raiseOpenFileLimit()
-        let connection = try database.connect()
-        let address = try ListenAddress(listen)
-        var configuration = ServerConfiguration(database: connection.options)
-        configuration.listener.host = address.host
-        configuration.listener.port = address.port
-        configuration.listener.tlsCertificatePath = tlsCertificate
-        configuration.listener.tlsPrivateKeyPath = tlsKey
-        configuration.listener.allowedOrigins = allowedOrigins.isEmpty ? nil : allowedOrigins
-        configuration.writerConnections = writerConnections
-        configuration.budgetTickSeconds = budgetTickSeconds
-        configuration.writerBatchEventsMax = batchEvents
-        configuration.writerFlushIntervalMilliseconds = flushMilliseconds
+        configuration.database = try DatabaseSelection.connect(url: settings["database-url"], notice: printNotice).options
         let server = try VoiceMeterServer.start(
             configuration: configuration,
             migrations: try MigrationSet.load(directory: try MigrationSet.locateDirectory()), logger: logger
         )
-        let scheme = tlsCertificate == nil ? "ws" : "wss"
-        printNotice("VoiceMeter is listening on \(scheme)://\(address.host):\(server.port)/v1/stream (health: /healthz, /readyz). Stop with Ctrl-C.")
+        let scheme = configuration.listener.tlsCertificatePath == nil ? "ws" : "wss"
+        printNotice("VoiceMeter is listening on \(scheme)://\(configuration.listener.host):\(server.port)/v1/stream (health: /healthz, /readyz; metrics: /metrics). Stop with Ctrl-C.")
         waitForTerminationSignal()
         printNotice("Stopping: committing in-flight frames and closing connections…")
         server.shutdown()
-    }
-}
-
-/// `host:port`, with IPv6 literals in brackets (`[::1]:8787`).
-struct ListenAddress {
-    var host: String
-    var port: Int
-
-    init(_ text: String) throws {
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65_535).contains(port) else {
-            throw ValidationError("--listen '\(text)' is not host:port; write for example 127.0.0.1:8787 or [::1]:8787")
-        }
-        var host = String(text[..<colon])
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        guard !host.isEmpty else { throw ValidationError("--listen '\(text)' has no host; write 0.0.0.0:\(port) for every interface") }
-        self.host = host
-        self.port = port
     }
 }
 

@@ -1,0 +1,34 @@
+import Foundation
+import Logging
+import VoiceMeterDomain
+import VoiceMeterStore
+
+/// Writes one JSON object per log line to standard error: `ts`, `level`, `label`, `message`,
+/// `source` and the metadata (`call.id`, `user.id`, `conn.id`, …) as string members, for log
+/// shippers that index fields.
+public struct JSONLogHandler: LogHandler {
+    public var metadata: Logger.Metadata = [:]
+    public var logLevel: Logger.Level
+    private let label: String
+
+    public init(label: String, level: Logger.Level) {
+        self.label = label
+        self.logLevel = level
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        var members: [(key: String, value: JSONValue)] = [
+            ("ts", .string(Timestamp.now.description)), ("level", .string(event.level.rawValue)), ("label", .string(label)),
+            ("message", .string(event.message.description)), ("source", .string(event.source)),
+        ]
+        for (key, value) in metadata.merging(event.metadata ?? [:], uniquingKeysWith: { $1 }).sorted(by: { $0.key < $1.key }) {
+            members.append((key, .string(value.description)))
+        }
+        FileHandle.standardError.write(Data((JSONValue.object(members).serialized + "\n").utf8))
+    }
+}

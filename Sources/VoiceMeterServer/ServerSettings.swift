@@ -1,0 +1,184 @@
+import Foundation
+import PostgresClient
+import VoiceMeterDomain
+
+/// `voicemeter serve`'s settings from, in order of precedence, command-line flags, the
+/// environment (`VOICEMETER_*`, `DATABASE_URL`), a configuration file and the defaults.
+///
+/// The file is `key = value` lines with the flags' names as keys (`writer-connections = 2`);
+/// `#` starts a comment, values may be quoted. Every value is checked before the server starts,
+/// and a bad one is reported with the setting's name and where it came from.
+public struct ServerSettings: Sendable {
+    /// One setting: its key (the flag without dashes), environment variable, default and meaning.
+    public struct Setting: Sendable {
+        public var key: String
+        public var environment: String
+        /// `nil`: unset unless given.
+        public var defaultValue: String?
+        public var help: String
+        /// Printed as `***` by `--print-config`.
+        public var isSecret = false
+    }
+
+    /// Where a value came from.
+    public enum Source: String, Sendable {
+        case flag, environment, file, `default`
+    }
+
+    /// A value that cannot be used, named so the operator can fix it.
+    public struct Invalid: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    public static let all: [Setting] = [
+        Setting(key: "database-url", environment: "DATABASE_URL", defaultValue: nil,
+                help: "PostgreSQL URI or conninfo; unset: the embedded cluster", isSecret: true),
+        Setting(key: "listen", environment: "VOICEMETER_LISTEN", defaultValue: "127.0.0.1:8787", help: "host:port to bind exactly; port 0 picks one"),
+        Setting(key: "tls-cert", environment: "VOICEMETER_TLS_CERT", defaultValue: nil, help: "PEM certificate chain: serve wss:// (with tls-key)"),
+        Setting(key: "tls-key", environment: "VOICEMETER_TLS_KEY", defaultValue: nil, help: "PEM private key for tls-cert"),
+        Setting(key: "allowed-origin", environment: "VOICEMETER_ALLOWED_ORIGIN", defaultValue: nil, help: "comma-separated Origins allowed to upgrade; unset: any"),
+        Setting(key: "writer-connections", environment: "VOICEMETER_WRITER_CONNECTIONS", defaultValue: "2", help: "ledger writers, each with its own database connection"),
+        Setting(key: "batch-events", environment: "VOICEMETER_BATCH_EVENTS", defaultValue: "2000", help: "commit when this many events wait"),
+        Setting(key: "flush-ms", environment: "VOICEMETER_FLUSH_MS", defaultValue: "100", help: "commit when the oldest waiting event is this old"),
+        Setting(key: "queue-events", environment: "VOICEMETER_QUEUE_EVENTS", defaultValue: "200000", help: "events a writer queues before answering overloaded"),
+        Setting(key: "budget-tick-seconds", environment: "VOICEMETER_BUDGET_TICK_SECONDS", defaultValue: "30", help: "how often committed spend is refreshed and cutoffs re-sent"),
+        Setting(key: "abandon-after-seconds", environment: "VOICEMETER_ABANDON_AFTER_SECONDS", defaultValue: "600", help: "a silent call is closed as abandoned after this long"),
+        Setting(key: "default-call-limit", environment: "VOICEMETER_DEFAULT_CALL_LIMIT", defaultValue: "10", help: "USD per call for users without budget settings"),
+        Setting(key: "default-day-limit", environment: "VOICEMETER_DEFAULT_DAY_LIMIT", defaultValue: nil, help: "USD per UTC day for users without settings; unset: none"),
+        Setting(key: "default-month-limit", environment: "VOICEMETER_DEFAULT_MONTH_LIMIT", defaultValue: "100", help: "USD per UTC month for users without settings"),
+        Setting(key: "idle-timeout-seconds", environment: "VOICEMETER_IDLE_TIMEOUT_SECONDS", defaultValue: "60", help: "ping a silent connection after this long; drop it after as long again"),
+        Setting(key: "connections-max", environment: "VOICEMETER_CONNECTIONS_MAX", defaultValue: "20000", help: "open connections in all"),
+        Setting(key: "connections-per-peer-max", environment: "VOICEMETER_CONNECTIONS_PER_PEER_MAX", defaultValue: "1024", help: "open connections from one address"),
+        Setting(key: "messages-per-second", environment: "VOICEMETER_MESSAGES_PER_SECOND", defaultValue: "500", help: "sustained client messages per connection (burst: twice)"),
+        Setting(key: "log-format", environment: "VOICEMETER_LOG_FORMAT", defaultValue: "text", help: "text or json (one object per line)"),
+        Setting(key: "log-level", environment: "VOICEMETER_LOG_LEVEL", defaultValue: "info", help: "trace, debug, info, notice, warning, error or critical"),
+    ]
+
+    /// Every setting's value (`nil`: unset) and where it came from, in `all`'s order.
+    public private(set) var values: [(setting: Setting, value: String?, source: Source)]
+
+    /// Resolves every setting; `flags` are keyed by setting key, `file` is the configuration
+    /// file's path and text when one is used.
+    public init(flags: [String: String], environment: [String: String], file: (path: String, text: String)?) throws(Invalid) {
+        let fromFile = try file.map { file throws(Invalid) in try Self.parse(file.text, path: file.path) } ?? [:]
+        values = Self.all.map { setting in
+            if let value = flags[setting.key] { return (setting, value, .flag) }
+            if let value = environment[setting.environment], !value.isEmpty { return (setting, value, .environment) }
+            if let value = fromFile[setting.key] { return (setting, value, .file) }
+            return (setting, setting.defaultValue, .default)
+        }
+    }
+
+    public subscript(key: String) -> String? { values.first { $0.setting.key == key }?.value }
+
+    /// `key = value` lines; unknown keys are refused (a typo must not silently keep a default).
+    static func parse(_ text: String, path: String) throws(Invalid) -> [String: String] {
+        var result: [String: String] = [:]
+        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = rawLine.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            guard !trimmed.isEmpty else { continue }
+            let parts = trimmed.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard parts.count == 2, !parts[0].isEmpty else {
+                throw Invalid(description: "\(path):\(index + 1): expected key = value, e.g. writer-connections = 2")
+            }
+            guard all.contains(where: { $0.key == parts[0] }) else {
+                throw Invalid(description: "\(path):\(index + 1): unknown setting '\(parts[0])'; known: \(all.map(\.key).joined(separator: ", "))")
+            }
+            var value = parts[1]
+            if value.count >= 2, value.hasPrefix("\""), value.hasSuffix("\"") { value = String(value.dropFirst().dropLast()) }
+            result[parts[0]] = value
+        }
+        return result
+    }
+
+    /// The effective settings, one per line, secrets redacted, each with its source.
+    public var printed: String {
+        let width = Self.all.map(\.key.count).max() ?? 0
+        return values.map { setting, value, source in
+            let shown = value.map { setting.isSecret ? PostgresConnectionOptions(connectionString: $0).description : $0 } ?? "(unset)"
+            return setting.key.padding(toLength: width, withPad: " ", startingAt: 0) + " = " + shown + "   # \(source.rawValue): \(setting.help)"
+        }.joined(separator: "\n")
+    }
+
+    // MARK: Typed values
+
+    private func invalid(_ key: String, _ expected: String) -> Invalid {
+        let entry = values.first { $0.setting.key == key }!
+        let origin = switch entry.source {
+        case .flag: "--\(key)"
+        case .environment: entry.setting.environment
+        case .file: "\(key) in the configuration file"
+        case .default: "the default of \(key)"
+        }
+        return Invalid(description: "\(origin) = '\(entry.value ?? "")' is not valid: \(expected)")
+    }
+
+    public func integer(_ key: String, in range: ClosedRange<Int>) throws(Invalid) -> Int {
+        guard let text = self[key], let value = Int(text), range.contains(value) else {
+            throw invalid(key, "expected a whole number from \(range.lowerBound) to \(range.upperBound)")
+        }
+        return value
+    }
+
+    public func money(_ key: String) throws(Invalid) -> ExactDecimal? {
+        guard let text = self[key] else { return nil }
+        guard let value = ExactDecimal(text), !value.isNegative else { throw invalid(key, "expected an amount in USD such as 10 or 2.50") }
+        return value
+    }
+
+    public func choice(_ key: String, of choices: [String]) throws(Invalid) -> String {
+        guard let value = self[key], choices.contains(value) else { throw invalid(key, "expected one of \(choices.joined(separator: ", "))") }
+        return value
+    }
+
+    /// `host:port`, with IPv6 literals in brackets (`[::1]:8787`).
+    public func address(_ key: String) throws(Invalid) -> (host: String, port: Int) {
+        guard let text = self[key], let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+              (0...65_535).contains(port) else {
+            throw invalid(key, "expected host:port, e.g. 127.0.0.1:8787, 0.0.0.0:8787 or [::1]:8787")
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else { throw invalid(key, "the host is missing; write 0.0.0.0:\(port) for every interface") }
+        return (host, port)
+    }
+
+    /// A readable file, or `nil` when unset.
+    public func readableFile(_ key: String) throws(Invalid) -> String? {
+        guard let path = self[key] else { return nil }
+        guard FileManager.default.isReadableFile(atPath: path) else { throw invalid(key, "cannot read the file; check the path and permissions") }
+        return path
+    }
+
+    /// Applies the server settings to `configuration` (the database is chosen by the caller).
+    public func apply(to configuration: inout ServerConfiguration) throws(Invalid) {
+        let address = try address("listen")
+        configuration.listener.host = address.host
+        configuration.listener.port = address.port
+        let certificate = try readableFile("tls-cert")
+        let key = try readableFile("tls-key")
+        guard (certificate == nil) == (key == nil) else {
+            throw Invalid(description: "tls-cert and tls-key go together: give both for wss://, or neither for ws://")
+        }
+        configuration.listener.tlsCertificatePath = certificate
+        configuration.listener.tlsPrivateKeyPath = key
+        configuration.listener.allowedOrigins = self["allowed-origin"].map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+        configuration.writerConnections = try integer("writer-connections", in: 1...64)
+        configuration.writerBatchEventsMax = try integer("batch-events", in: 1...100_000)
+        configuration.writerFlushIntervalMilliseconds = try integer("flush-ms", in: 1...60_000)
+        configuration.writerQueueEventsMax = try integer("queue-events", in: 100...10_000_000)
+        configuration.budgetTickSeconds = try integer("budget-tick-seconds", in: 1...3_600)
+        configuration.abandonCallAfterSeconds = try integer("abandon-after-seconds", in: 10...86_400)
+        configuration.defaultBudget = BudgetPolicy(callLimit: try money("default-call-limit"), dayLimit: try money("default-day-limit"),
+                                                   monthLimit: try money("default-month-limit"))
+        configuration.listener.limits.idleTimeoutSeconds = try integer("idle-timeout-seconds", in: 1...3_600)
+        configuration.listener.limits.connectionsMax = try integer("connections-max", in: 1...1_000_000)
+        configuration.listener.limits.connectionsPerPeerMax = try integer("connections-per-peer-max", in: 1...1_000_000)
+        let rate = try integer("messages-per-second", in: 1...1_000_000)
+        configuration.listener.limits.messagesPerSecondPerConnection = rate
+        configuration.listener.limits.messagesBurstPerConnection = rate * 2
+        _ = try choice("log-format", of: ["text", "json"])
+        _ = try choice("log-level", of: ["trace", "debug", "info", "notice", "warning", "error", "critical"])
+    }
+}

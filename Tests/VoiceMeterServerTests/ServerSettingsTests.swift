@@ -1,0 +1,94 @@
+import EmbeddedPostgres
+import Foundation
+import Testing
+import VoiceMeterDomain
+import VoiceMeterServer
+
+@Suite("Server settings: flags, environment, file, defaults")
+struct ServerSettingsTests {
+    let file = (path: "voicemeter.conf", text: """
+        # production
+        writer-connections = 3
+        flush-ms = 50
+        log-format = "json"   # for the log shipper
+        """)
+
+    @Test("a flag beats the environment, the environment beats the file, the file beats the default")
+    func precedence() throws {
+        let settings = try ServerSettings(flags: ["flush-ms": "10"], environment: ["VOICEMETER_FLUSH_MS": "20", "VOICEMETER_WRITER_CONNECTIONS": "4"], file: file)
+        #expect(settings["flush-ms"] == "10")
+        #expect(settings["writer-connections"] == "4")
+        #expect(settings["log-format"] == "json")
+        #expect(settings["batch-events"] == "2000")
+        #expect(settings["default-day-limit"] == nil)
+        var configuration = ServerConfiguration(database: .init(connectionString: ""))
+        try settings.apply(to: &configuration)
+        #expect(configuration.writerFlushIntervalMilliseconds == 10)
+        #expect(configuration.writerConnections == 4)
+        #expect(configuration.defaultBudget.callLimit == ExactDecimal(10))
+        #expect(configuration.listener.port == 8787)
+    }
+
+    @Test("a bad value fails naming the setting and where it came from")
+    func invalidValuesNamed() throws {
+        let cases: [([String: String], [String: String], String)] = [
+            (["writer-connections": "0"], [:], "--writer-connections = '0' is not valid: expected a whole number from 1 to 64"),
+            ([:], ["VOICEMETER_LISTEN": "8787"], "VOICEMETER_LISTEN = '8787' is not valid: expected host:port"),
+            ([:], ["VOICEMETER_DEFAULT_MONTH_LIMIT": "-5"], "VOICEMETER_DEFAULT_MONTH_LIMIT = '-5' is not valid: expected an amount in USD"),
+            (["log-format": "xml"], [:], "--log-format = 'xml' is not valid: expected one of text, json"),
+            (["tls-cert": "/nonexistent/cert.pem"], [:], "--tls-cert = '/nonexistent/cert.pem' is not valid: cannot read the file"),
+        ]
+        for (flags, environment, expected) in cases {
+            var configuration = ServerConfiguration(database: .init(connectionString: ""))
+            do {
+                try ServerSettings(flags: flags, environment: environment, file: nil).apply(to: &configuration)
+                Issue.record("accepted \(flags) \(environment)")
+            } catch {
+                #expect(error.description.hasPrefix(expected), "\(error)")
+            }
+        }
+    }
+
+    @Test("a file with an unknown key or a line that is not key = value is refused with its line")
+    func badFiles() {
+        for (text, expected) in [("writer-conections = 3", "voicemeter.conf:1: unknown setting 'writer-conections'"),
+                                 ("\nflush-ms 50", "voicemeter.conf:2: expected key = value")] {
+            #expect {
+                try ServerSettings(flags: [:], environment: [:], file: (path: "voicemeter.conf", text: text))
+            } throws: { error in
+                (error as? ServerSettings.Invalid)?.description.hasPrefix(expected) == true
+            }
+        }
+    }
+
+    @Test("printed settings show every value with its source and never a password")
+    func printed() throws {
+        let settings = try ServerSettings(flags: [:], environment: ["DATABASE_URL": "postgresql://meter:s3cret@db.internal/voicemeter"], file: file)
+        let printed = settings.printed
+        #expect(!printed.contains("s3cret"))
+        #expect(printed.contains("password=***"))
+        #expect(printed.contains("writer-connections       = 3   # file:"))
+        #expect(printed.contains("batch-events             = 2000   # default:"))
+        #expect(printed.split(separator: "\n").count == ServerSettings.all.count)
+    }
+
+    /// The `voicemeter` executable built next to this test bundle.
+    private var voicemeter: String {
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("voicemeter").path
+    }
+
+    @Test("voicemeter serve --print-config prints the effective settings; a bad setting stops it before it starts")
+    func commandLine() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: voicemeter), "build the voicemeter product first (swift build)")
+        let config = FileManager.default.temporaryDirectory.appendingPathComponent("voicemeter-\(getpid()).conf").path
+        try "writer-connections = 3\n".write(toFile: config, atomically: true, encoding: .utf8)
+        defer { unlink(config) }
+        let printed = try ProcessRunner.run(voicemeter, ["serve", "--config", config, "--listen", "0.0.0.0:9000", "--print-config"])
+        #expect(printed.exitCode == 0)
+        #expect(printed.output.contains("listen                   = 0.0.0.0:9000   # flag:"))
+        #expect(printed.output.contains("writer-connections       = 3   # file:"))
+        let refused = try ProcessRunner.run(voicemeter, ["serve", "--config", config, "--flush-ms", "soon"])
+        #expect(refused.exitCode == 64)
+        #expect(refused.output.contains("--flush-ms = 'soon' is not valid: expected a whole number"))
+    }
+}
