@@ -45,6 +45,8 @@ struct VoiceMeterSim: ParsableCommand {
     @Option(help: ArgumentHelp("Replay this recorded session (JSON Lines of usage records with offsets) as every call.", valueName: "file"))
     var replay: String?
     @Option(help: "Users the calls belong to (default: one per ten calls).") var users: Int?
+    @Option(name: .customLong("run-id"), help: ArgumentHelp("Tag of this run's call and user IDs (SIM-<id>-000001, sim-<id>-user-0001); default: unique per run.", valueName: "id"))
+    var runID: String?
     @Option(name: .customLong("llm-fallback-percent"), help: "Chance per LLM turn that GPT-4 Turbo answers instead of Cerebras.")
     var llmFallbackPercent = 3
     @Flag(help: "Play seed 002's canonical call exactly (no jitter, no fallback): API cost $0.4045 per call.") var canonical = false
@@ -95,7 +97,7 @@ struct VoiceMeterSim: ParsableCommand {
         options.seed = seed
         options.scenario = Scenario(rawValue: scenario)!
         options.users = users
-        options.runID = SimulationSession.freshRunID()
+        options.runID = runID ?? SimulationSession.freshRunID()
         options.shape.durationSeconds = duration
         options.shape.jitter = !canonical
         options.shape.llmFallbackPerMille = llmFallbackPercent * 10

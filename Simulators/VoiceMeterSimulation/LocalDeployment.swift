@@ -43,6 +43,7 @@ extension Scenario {
         switch self {
         case .budgetCutoff: settings = BudgetSettings(callLimit: Self.cutoffCallLimit)
         case .monthExhausted: settings = BudgetSettings(monthLimit: Self.exhaustedMonthLimit)
+        case .monthLimit: settings = BudgetSettings(monthLimit: Self.sharedMonthLimit)
         case .normal, .reconnect, .duplicates, .badInput: return
         }
         let budgets = BudgetStore(connection: database)

@@ -87,6 +87,11 @@ public struct SimulationReport: Sendable {
             check("every call.start was refused for the month budget", calls.allSatisfy { $0.outcome == .rejected && $0.detail == "month_budget_exhausted" },
                   "\(result.count(.rejected)) of \(total) rejected")
             check("no usage was sent for a refused call", result.framesSent == 0, "\(result.framesSent) frames")
+        case .monthLimit:
+            let stopped = calls.filter { ($0.outcome == .rejected && $0.detail == "month_budget_exhausted") || $0.cutoffScope == .month }
+            check("the month limit stopped calls (refused at start or cut off)", !stopped.isEmpty,
+                  "\(result.count(.rejected)) refused, \(calls.count { $0.cutoffScope == .month }) cut off for the month, \(result.count(.completed)) completed")
+            check("no other cutoffs", calls.allSatisfy { $0.cutoffScope == nil || $0.cutoffScope == .month }, "scopes: month only")
         case .reconnect:
             check("every call completed across reconnects", result.count(.completed) == total, "\(result.count(.completed)) of \(total)")
             check("connections were dropped and re-established", result.reconnects > 0, "\(result.reconnects) reconnects")
