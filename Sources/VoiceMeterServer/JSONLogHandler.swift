@@ -22,13 +22,18 @@ public struct JSONLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
+        FileHandle.standardError.write(Data((line(for: event, at: Timestamp.now) + "\n").utf8))
+    }
+
+    /// One event as one JSON object (no newline).
+    func line(for event: LogEvent, at instant: Timestamp) -> String {
         var members: [(key: String, value: JSONValue)] = [
-            ("ts", .string(Timestamp.now.description)), ("level", .string(event.level.rawValue)), ("label", .string(label)),
+            ("ts", .string(instant.description)), ("level", .string(event.level.rawValue)), ("label", .string(label)),
             ("message", .string(event.message.description)), ("source", .string(event.source)),
         ]
         for (key, value) in metadata.merging(event.metadata ?? [:], uniquingKeysWith: { $1 }).sorted(by: { $0.key < $1.key }) {
             members.append((key, .string(value.description)))
         }
-        FileHandle.standardError.write(Data((JSONValue.object(members).serialized + "\n").utf8))
+        return JSONValue.object(members).serialized
     }
 }

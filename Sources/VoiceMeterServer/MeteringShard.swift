@@ -194,7 +194,7 @@ actor MeteringShard {
         }
         switch outcome {
         case .failure(let error):
-            logger.warning("call registration failed", metadata: ["call.id": "\(callID)", "error": "\(error)"])
+            logger.warning("call registration failed", metadata: metadata(call).merging(["error": "\(error)"]) { $1 })
             refuse(.error(ProtocolError(.overloaded, "the database is unavailable; send call.start again shortly", callID: callID)))
         case .success((.belongsToAnotherUser, _)):
             refuse(.callRejected(callID: callID, reason: "duplicate_call", spent: nil, limit: nil))
@@ -206,17 +206,24 @@ actor MeteringShard {
                 estimatedCallCost: snapshot.averageCallCost ?? environment.budgets.defaultCallCostEstimate
             ) {
                 environment.registry.markCall(userID: userID, callID: callID, status: "rejected", cutoffReason: nil)
+                logger.info("call refused", metadata: metadata(call).merging(["reason": "\(refusal.refusal.rawValue)"]) { $1 })
                 refuse(.callRejected(callID: callID, reason: refusal.refusal.rawValue, spent: refusal.spent, limit: refusal.limit))
                 return
             }
             call.startedAt = registered.startedAt
             call.phase = .active
             replay(registered.committedEvents, into: &call)
+            logger.debug(registered.isNew ? "call admitted" : "call resumed", metadata: metadata(call))
             user.calls.insert(callID)
             users[userID] = user
             accept(callID)
             for (message, connection) in queued { handle(message, from: connection) }
         }
+    }
+
+    /// The log metadata that identifies a call: `call.id`, `user.id` and the `conn.id` carrying it.
+    private func metadata(_ call: LiveCall) -> Logger.Metadata {
+        ["call.id": "\(call.start.callID)", "user.id": "\(call.start.userID)", "conn.id": "\(call.owner.map { "\($0.rawValue)" } ?? "none")"]
     }
 
     private func newUserBudget(_ snapshot: UserBudgetSnapshot) -> UserBudget {
@@ -338,6 +345,7 @@ actor MeteringShard {
         guard let call = calls[callID], call.cutoff == nil else { return }
         call.cutoff = (scope, spent, limit)
         environment.metrics.budgetCutoffs.increment()
+        logger.info("call cut off", metadata: metadata(call).merging(["scope": "\(scope.rawValue)", "spent": "\(spent)", "limit": "\(limit)"]) { $1 })
         if let owner = call.owner { environment.send(.budgetCutoff(callID: callID, scope: scope, spent: spent, limit: limit), to: owner) }
         environment.registry.markCall(userID: call.start.userID, callID: callID, status: "cut_off", cutoffReason: "\(scope.rawValue)_limit")
     }

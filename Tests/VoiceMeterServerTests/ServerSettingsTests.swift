@@ -2,7 +2,8 @@ import EmbeddedPostgres
 import Foundation
 import Testing
 import VoiceMeterDomain
-import VoiceMeterServer
+import Logging
+@testable import VoiceMeterServer
 
 @Suite("Server settings: flags, environment, file, defaults")
 struct ServerSettingsTests {
@@ -90,5 +91,19 @@ struct ServerSettingsTests {
         let refused = try ProcessRunner.run(voicemeter, ["serve", "--config", config, "--flush-ms", "soon"])
         #expect(refused.exitCode == 64)
         #expect(refused.output.contains("--flush-ms = 'soon' is not valid: expected a whole number"))
+    }
+}
+
+@Suite("JSON log lines")
+struct JSONLogHandlerTests {
+    @Test("a log line is one JSON object with time, level, message and every metadata field")
+    func line() throws {
+        var handler = JSONLogHandler(label: "voicemeter", level: .info)
+        handler[metadataKey: "node"] = "a"
+        let event = LogEvent(level: .warning, message: "call cut off", metadata: ["call.id": "CA\"1", "user.id": "u1"],
+                             source: "VoiceMeterServer", file: "f", function: "g", line: 1)
+        let line = handler.line(for: event, at: Timestamp(rfc3339: "2026-11-22T18:00:00Z")!)
+        #expect(line == #"{"ts":"2026-11-22T18:00:00Z","level":"warning","label":"voicemeter","message":"call cut off","source":"VoiceMeterServer","call.id":"CA\"1","node":"a","user.id":"u1"}"#)
+        #expect(try JSONParser.parse(line)["call.id"] == .string("CA\"1"))
     }
 }
