@@ -60,7 +60,7 @@ struct ServeChild: ParsableCommand {
     @Option(name: .customLong("flush-ms")) var flushMilliseconds: Int?
 
     func run() throws {
-        raiseOpenFileLimit()
+        setOpenFileLimit(forConnections: connections)
         guard let database = ProcessInfo.processInfo.environment[Self.databaseVariable] else {
             throw ValidationError("serve-child is started by the benchmarks, which pass the database in \(Self.databaseVariable)")
         }

@@ -34,7 +34,7 @@ struct LiveCallsBenchmark: ParsableCommand {
     }
 
     static func measure(_ scale: Scale) throws -> [BenchmarkFigure] {
-        let fileLimit = raiseOpenFileLimit()
+        let fileLimit = setOpenFileLimit(forConnections: scale.connections)
         guard fileLimit > scale.connections + 64 else {
             throw ValidationError("the open-file limit is \(fileLimit); \(scale.connections) connections need more (raise it with ulimit -n)")
         }

@@ -64,6 +64,9 @@ public struct PostgresConnectionOptions: Sendable, CustomStringConvertible {
         }.joined(separator: " ")
     }
 
+    /// Keywords whose values are secrets (libpq's `password` and the client key's `sslpassword`).
+    static func isSecret(_ keyword: String) -> Bool { keyword == "password" || keyword == "sslpassword" }
+
     /// The connection's target with any password replaced by `***`, for logs and `--print-config`.
     public var description: String {
         var parts: [String] = []
@@ -73,7 +76,7 @@ public struct PostgresConnectionOptions: Sendable, CustomStringConvertible {
             while let keyword = cursor.pointee.keyword {
                 if let value = cursor.pointee.val {
                     let key = String(cString: keyword)
-                    let shown = key == "password" ? "***" : String(cString: value)
+                    let shown = Self.isSecret(key) ? "***" : String(cString: value)
                     parts.append("\(key)=\(shown)")
                 }
                 cursor += 1
@@ -84,7 +87,7 @@ public struct PostgresConnectionOptions: Sendable, CustomStringConvertible {
             parts.append("<unparsable connection string>")
         }
         for (keyword, value) in overrides {
-            parts.append("\(keyword)=\(keyword == "password" ? "***" : value)")
+            parts.append("\(keyword)=\(Self.isSecret(keyword) ? "***" : value)")
         }
         return parts.joined(separator: " ")
     }

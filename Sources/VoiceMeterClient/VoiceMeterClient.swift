@@ -18,7 +18,7 @@ public final class VoiceMeterClient: Sendable {
 
     /// - Parameters:
     ///   - certificateAuthorityPath: PEM file of the CA that signs the server's certificate (`wss://`).
-    ///   Many connections need a matching open-file limit (`raiseOpenFileLimit()`).
+    ///   Many connections need a matching open-file limit (`setOpenFileLimit(forConnections:)`).
     public init(certificateAuthorityPath: String? = nil) throws {
         let router = StreamRouter()
         self.router = router

@@ -44,6 +44,8 @@ public final class VoiceMeterStream: Sendable {
         var calls: [String: CallState] = [:]
         /// Calls in the order they were started, so a reconnect resends starts in that order.
         var callOrder: [String] = []
+        /// Calls with a resend scheduled after `overloaded` (one per call, however many errors).
+        var retrying: Set<String> = []
     }
 
     init(endpoint: VoiceMeterEndpoint, transport: WebSocketClient, router: StreamRouter, onEvent: @escaping @Sendable (VoiceMeterEvent) -> Void) {
@@ -189,7 +191,7 @@ public final class VoiceMeterStream: Sendable {
             state.calls[callID] = nil
             state.callOrder.removeAll { $0 == callID }
         case .error(let error) where error.code == .overloaded:
-            if let callID = error.callID { retryLater(callID) }
+            if let callID = error.callID, state.calls[callID] != nil, state.retrying.insert(callID).inserted { retryLater(callID) }
         case .callAccepted, .budgetWarning, .budgetCutoff, .error:
             break
         }
@@ -200,6 +202,7 @@ public final class VoiceMeterStream: Sendable {
     private func retryLater(_ callID: String) {
         DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(Self.overloadedRetryDelay.nanoseconds))) { [self] in
             state.withLock { state in
+                state.retrying.remove(callID)
                 guard let call = state.calls[callID] else { return }
                 for message in Self.messages(of: call) { transmit(message, state) }
             }

@@ -22,7 +22,10 @@ public struct JSONLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        FileHandle.standardError.write(Data((line(for: event, at: Timestamp.now) + "\n").utf8))
+        // write(2), ignoring failures: FileHandle.write traps on EPIPE or a full disk, and a log
+        // line is never worth the server.
+        let bytes = Array((line(for: event, at: Timestamp.now) + "\n").utf8)
+        _ = bytes.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
     }
 
     /// One event as one JSON object (no newline).

@@ -58,8 +58,10 @@ public final class LedgerWriter: Sendable {
 
     private struct State {
         var items: Deque<Item> = []
+        /// When each item entered the queue (uptime nanoseconds), in the same order.
+        var enqueuedAt: Deque<UInt64> = []
         var eventCount = 0
-        var oldestEnqueued: UInt64?
+        var oldestEnqueued: UInt64? { enqueuedAt.first }
         var stopping = false
     }
 
@@ -103,8 +105,8 @@ public final class LedgerWriter: Sendable {
         let (accepted, wake) = state.withLock { state -> (Bool, Bool) in
             guard state.eventCount < queueEventsMax, !state.stopping else { return (false, false) }
             state.items.append(.event(event))
+            state.enqueuedAt.append(DispatchTime.now().uptimeNanoseconds)
             state.eventCount += 1
-            if state.oldestEnqueued == nil { state.oldestEnqueued = DispatchTime.now().uptimeNanoseconds }
             return (true, state.eventCount == 1 || state.eventCount == batchEventsMax)
         }
         if wake { wakeUp.signal() }
@@ -116,7 +118,7 @@ public final class LedgerWriter: Sendable {
     func submit(_ ending: CallEnding) {
         state.withLock { state in
             state.items.append(.ending(ending))
-            if state.oldestEnqueued == nil { state.oldestEnqueued = DispatchTime.now().uptimeNanoseconds }
+            state.enqueuedAt.append(DispatchTime.now().uptimeNanoseconds)
         }
         wakeUp.signal()
     }
@@ -221,12 +223,12 @@ public final class LedgerWriter: Sendable {
                 var batch = Batch(oldestEnqueued: state.oldestEnqueued)
                 while let item = state.items.first, batch.events.count < batchEventsMax {
                     state.items.removeFirst()
+                    state.enqueuedAt.removeFirst()
                     switch item {
                     case .event(let event): batch.events.append(event); state.eventCount -= 1
                     case .ending(let ending): batch.endings.append(ending)
                     }
                 }
-                state.oldestEnqueued = state.items.isEmpty ? nil : now
                 return batch
             }
             if let taken {

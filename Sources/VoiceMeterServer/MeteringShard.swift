@@ -52,6 +52,9 @@ actor MeteringShard {
         var highestAckedSeq: Int64 = 0
         /// Accepted frames not yet committed: an ack never covers one of them.
         var inFlight: Set<Int64> = []
+        /// Frames answered `overloaded` and not yet sent again: an ack never covers one of them
+        /// either, so the sender keeps them and resends.
+        var refusedSeqs: Set<Int64> = []
         var highestCommittedSeq: Int64 = 0
         /// Everything priced for the call, committed or in flight: what its budget is checked against.
         var spent = ExactDecimal.zero
@@ -167,10 +170,18 @@ actor MeteringShard {
                 environment.send(.callRejected(callID: start.callID, reason: "duplicate_call", spent: nil, limit: nil), to: connection)
                 return
             }
-            // A reconnect resumes the call on the new connection: no second admission.
-            calls[start.callID]?.owner = connection
-            if case .active = existing.phase { accept(start.callID) }
-            return
+            // The call left this node (its connection closed) with nothing in flight: it may have
+            // continued on another node since, so this node's copy may be stale. Forget it and
+            // resume from the database like any other node would.
+            if existing.owner == nil, case .active = existing.phase, existing.inFlight.isEmpty {
+                calls[start.callID] = nil
+                users[existing.start.userID]?.calls.remove(start.callID)
+            } else {
+                // A reconnect resumes the call on the new connection: no second admission.
+                existing.owner = connection
+                if case .active = existing.phase { accept(start.callID) }
+                return
+            }
         }
         let now = environment.clock.now
         calls[start.callID] = LiveCall(start: start, phase: .admitting(queued: []), owner: connection, lastMessageAt: now)
@@ -295,6 +306,7 @@ actor MeteringShard {
             metadataJSON: frame.metadataJSON, externalID: frame.externalID, payloadHash: hash
         )
         guard environment.writers.writer(for: frame.callID).submit(event) else {
+            call.refusedSeqs.insert(frame.seq)
             environment.send(.error(ProtocolError(.overloaded, "the ledger is behind; this frame was not taken, send it again shortly",
                                                   callID: frame.callID, seq: frame.seq)), to: connection)
             return
@@ -302,6 +314,7 @@ actor MeteringShard {
         call.meter = meter
         call.acceptedHashes[frame.seq] = hash
         call.inFlight.insert(frame.seq)
+        call.refusedSeqs.remove(frame.seq)
         if call.cutoff != nil { call.streamingAfterCutoff = true }
         switch pricing {
         case .priced(let priced): charge(priced.totalCost, to: frame.callID)
@@ -472,11 +485,13 @@ actor MeteringShard {
         for ending in batch.endings { summarize(ending.callID) }
     }
 
-    /// Sends the cumulative ack: the highest committed seq below every frame still in flight.
+    /// Sends the cumulative ack: the highest committed seq below every frame still in flight or
+    /// refused as `overloaded`.
     private func acknowledge(_ callID: String) {
         guard let call = calls[callID] else { return }
         var ack = call.highestCommittedSeq
         if let lowestInFlight = call.inFlight.min() { ack = min(ack, lowestInFlight - 1) }
+        if let lowestRefused = call.refusedSeqs.min() { ack = min(ack, lowestRefused - 1) }
         guard ack > call.highestAckedSeq else { return }
         call.highestAckedSeq = ack
         if let owner = call.owner { environment.send(.ack(callID: callID, seq: ack), to: owner) }

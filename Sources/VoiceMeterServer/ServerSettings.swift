@@ -75,8 +75,7 @@ public struct ServerSettings: Sendable {
     static func parse(_ text: String, path: String) throws(Invalid) -> [String: String] {
         var result: [String: String] = [:]
         for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let line = rawLine.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
-            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            let trimmed = Self.withoutComment(rawLine).trimmingCharacters(in: .whitespaces)
             guard !trimmed.isEmpty else { continue }
             let parts = trimmed.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
             guard parts.count == 2, !parts[0].isEmpty else {
@@ -90,6 +89,19 @@ public struct ServerSettings: Sendable {
             result[parts[0]] = value
         }
         return result
+    }
+
+    /// The line up to a `#` that is outside double quotes (a quoted password may contain `#`).
+    static func withoutComment(_ line: Substring) -> String {
+        var inQuotes = false
+        for index in line.indices {
+            switch line[index] {
+            case "\"": inQuotes.toggle()
+            case "#" where !inQuotes: return String(line[..<index])
+            default: break
+            }
+        }
+        return String(line)
     }
 
     /// The effective settings, one per line, secrets redacted, each with its source.

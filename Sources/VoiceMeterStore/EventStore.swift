@@ -29,18 +29,24 @@ public struct EventStore {
         """
 
     /// Commits `events` (any mix of new, resent and conflicting) and says which was which;
-    /// `alsoInTransaction` runs in the same transaction after the events are stored (the writer
-    /// closes ended calls there).
+    /// `alsoInTransaction` runs in the same transaction after the events are stored and before the
+    /// period rollups (the writer closes ended calls there: a call's row, then period rows, the
+    /// order repricing locks them in too).
     public func commit(_ events: [UsageEvent], alsoInTransaction: (PostgresConnection) throws -> Void = { _ in }) throws -> EventCommitResult {
         return try connection.transaction { connection in
+            guard !events.isEmpty else {
+                try alsoInTransaction(connection)
+                return EventCommitResult()
+            }
             let result = try store(events, on: connection)
             try alsoInTransaction(connection)
+            try connection.runScript(Rollups.applyScript)
             return result
         }
     }
 
+    /// Inserts the events and fills `rollup_delta` with the new ones.
     private func store(_ events: [UsageEvent], on connection: PostgresConnection) throws -> EventCommitResult {
-        guard !events.isEmpty else { return EventCommitResult() }
         try connection.runScript("""
             CREATE TEMP TABLE IF NOT EXISTS event_staging
                 (LIKE api_call_events INCLUDING DEFAULTS EXCLUDING CONSTRAINTS) ON COMMIT DELETE ROWS;
@@ -77,7 +83,6 @@ public struct EventStore {
         if result.inserted.count < events.count {
             try classifyExisting(events, into: &result, on: connection)
         }
-        try connection.runScript(Rollups.applyScript)
         return result
     }
 

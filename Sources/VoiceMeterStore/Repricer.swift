@@ -48,6 +48,9 @@ public struct Repricer {
 
     private func repriceCall(userID: String, callID: String, book: PriceBook) throws -> Int {
         try connection.transaction { connection in
+            // The call first, then its events, then rollups: the order the ledger writer ends a call
+            // in, so an ending call's figures are computed after this repricing, never before it.
+            try connection.query("SELECT 1 FROM calls WHERE user_id = $1 AND call_id = $2 FOR UPDATE", [userID, callID])
             let rows = try connection.query("""
                 SELECT seq, service, operation, model, usage_amount, usage_unit, occurred_at, price_id
                 FROM api_call_events WHERE user_id = $1 AND call_id = $2 ORDER BY seq FOR UPDATE

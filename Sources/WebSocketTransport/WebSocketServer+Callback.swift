@@ -129,7 +129,6 @@ extension WebSocketServer {
         guard let connection = loop.connections[id] else { return -1 }
         if connection.pingDue {
             loop.connections[id]!.pingDue = false
-            loop.connections[id]!.pingSentNanoseconds = Self.now
             guard LWS.writePing(wsi) else { return -1 }
             lws_callback_on_writable(wsi)
             return 0
@@ -168,6 +167,7 @@ extension WebSocketServer {
                 // A graceful stop keeps every connection paused until it closes them.
                 for (id, connection) in loop.connections where connection.paused && !loop.refusingUpgrades.load(ordering: .relaxed) {
                     loop.connections[id]!.paused = false
+                    heard(from: id)  // it was not read while paused: its idle time starts now
                     loop.pausedCount.subtract(1, ordering: .relaxed)
                     lws_rx_flow_control(connection.wsi, 1)
                 }
@@ -201,10 +201,12 @@ extension WebSocketServer {
         guard loop.connections[id] != nil else { return }
         loop.connections[id]!.lastHeardNanoseconds = Self.now
         loop.connections[id]!.pingSentNanoseconds = nil
+        loop.connections[id]!.pingDue = false
     }
 
     /// Once a second: pings a connection silent for the idle timeout, and drops one whose ping
-    /// went unanswered for as long (a paused connection is not read, so it is left alone).
+    /// went unanswered for as long, counted from when the ping was asked for (a peer that stops
+    /// reading never lets it be written). A paused connection is not read, so it is left alone.
     private func checkIdleConnections() {
         let now = Self.now
         guard now - loop.idleCheckedNanoseconds >= 1_000_000_000 else { return }
@@ -213,8 +215,9 @@ extension WebSocketServer {
         for (id, connection) in loop.connections where !connection.paused {
             if let sent = connection.pingSentNanoseconds {
                 if now - sent >= timeout { lws_set_timeout(connection.wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC) }
-            } else if !connection.pingDue, now - connection.lastHeardNanoseconds >= timeout {
+            } else if now - connection.lastHeardNanoseconds >= timeout {
                 loop.connections[id]!.pingDue = true
+                loop.connections[id]!.pingSentNanoseconds = now
                 lws_callback_on_writable(connection.wsi)
             }
         }
@@ -223,6 +226,8 @@ extension WebSocketServer {
     private func requestClose(_ id: Int, code: UInt16, reason: String) {
         guard loop.connections[id] != nil, loop.connections[id]!.pendingClose == nil else { return }
         loop.connections[id]!.pendingClose = (code, reason)
+        // A peer that stops reading never lets the close frame out: drop it after the idle timeout.
+        lws_set_timeout(loop.connections[id]!.wsi, PENDING_TIMEOUT_CLOSE_SEND, Int32(configuration.limits.idleTimeoutSeconds))
         lws_callback_on_writable(loop.connections[id]!.wsi)
     }
 

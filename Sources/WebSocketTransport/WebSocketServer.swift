@@ -258,6 +258,7 @@ final class ServiceLoop: @unchecked Sendable {
         var lastHeardNanoseconds: UInt64
         /// A ping is to be sent at the next writable callback.
         var pingDue = false
+        /// When a ping was asked for; cleared by anything heard from the peer.
         var pingSentNanoseconds: UInt64?
     }
 

@@ -114,7 +114,7 @@ struct Serve: ParsableCommand {
             }
         }
         let logger = Logger(label: "voicemeter")
-        raiseOpenFileLimit()
+        setOpenFileLimit(forConnections: configuration.listener.limits.connectionsMax)
         configuration.database = try DatabaseSelection.connect(url: settings["database-url"], notice: printNotice).options
         let server = try VoiceMeterServer.start(
             configuration: configuration,

@@ -62,11 +62,18 @@ struct ServerSettingsTests {
         }
     }
 
+    @Test("a # inside quotes is part of the value, not a comment")
+    func quotedHash() throws {
+        let settings = try ServerSettings(flags: [:], environment: [:],
+                                          file: (path: "f", text: #"database-url = "postgresql://meter:pa#ss@db/voicemeter"   # the primary"#))
+        #expect(settings["database-url"] == "postgresql://meter:pa#ss@db/voicemeter")
+    }
+
     @Test("printed settings show every value with its source and never a password")
     func printed() throws {
-        let settings = try ServerSettings(flags: [:], environment: ["DATABASE_URL": "postgresql://meter:s3cret@db.internal/voicemeter"], file: file)
+        let settings = try ServerSettings(flags: [:], environment: ["DATABASE_URL": "postgresql://meter:s3cret@db.internal/voicemeter?sslpassword=k3y"], file: file)
         let printed = settings.printed
-        #expect(!printed.contains("s3cret"))
+        #expect(!printed.contains("s3cret") && !printed.contains("k3y"))
         #expect(printed.contains("password=***"))
         #expect(printed.contains("writer-connections       = 3   # file:"))
         #expect(printed.contains("batch-events             = 2000   # default:"))
