@@ -48,27 +48,20 @@ public enum Rollups {
         "sum(unpriced_delta)",
     ].map { "coalesce(\($0), 0)" }.joined(separator: ",\n    ")
 
-    private static let columns = """
-        twilio_cost, deepgram_cost, cerebras_cost, openai_cost, elevenlabs_cost, other_cost, total_cost,
-        total_duration_seconds, total_stt_seconds, total_ai_tokens, total_tts_characters, event_count, unpriced_event_count
-        """
+    /// The measure columns, in the order of `measures`.
+    private static let measureColumns = [
+        "twilio_cost", "deepgram_cost", "cerebras_cost", "openai_cost", "elevenlabs_cost", "other_cost", "total_cost",
+        "total_duration_seconds", "total_stt_seconds", "total_ai_tokens", "total_tts_characters", "event_count", "unpriced_event_count",
+    ]
 
-    private static let accumulate = """
-        twilio_cost = cost_summaries.twilio_cost + EXCLUDED.twilio_cost,
-        deepgram_cost = cost_summaries.deepgram_cost + EXCLUDED.deepgram_cost,
-        cerebras_cost = cost_summaries.cerebras_cost + EXCLUDED.cerebras_cost,
-        openai_cost = cost_summaries.openai_cost + EXCLUDED.openai_cost,
-        elevenlabs_cost = cost_summaries.elevenlabs_cost + EXCLUDED.elevenlabs_cost,
-        other_cost = cost_summaries.other_cost + EXCLUDED.other_cost,
-        total_cost = cost_summaries.total_cost + EXCLUDED.total_cost,
-        total_duration_seconds = cost_summaries.total_duration_seconds + EXCLUDED.total_duration_seconds,
-        total_stt_seconds = cost_summaries.total_stt_seconds + EXCLUDED.total_stt_seconds,
-        total_ai_tokens = cost_summaries.total_ai_tokens + EXCLUDED.total_ai_tokens,
-        total_tts_characters = cost_summaries.total_tts_characters + EXCLUDED.total_tts_characters,
-        event_count = cost_summaries.event_count + EXCLUDED.event_count,
-        unpriced_event_count = cost_summaries.unpriced_event_count + EXCLUDED.unpriced_event_count,
-        updated_at = now()
-        """
+    private static let columns = measureColumns.joined(separator: ", ")
+
+    /// Adds the new figures to an existing row.
+    private static let accumulate = measureColumns.map { "\($0) = cost_summaries.\($0) + EXCLUDED.\($0)" }
+        .joined(separator: ",\n    ") + ",\n    updated_at = now()"
+
+    /// Replaces an existing row's figures.
+    private static let replace = measureColumns.map { "\($0) = EXCLUDED.\($0)" }.joined(separator: ",\n    ") + ",\n    updated_at = now()"
 
     /// One level's upsert from the rows of `source` (shaped like `rollup_delta`); `replacing`
     /// overwrites an existing row's figures instead of adding to them.
@@ -83,9 +76,6 @@ public enum Rollups {
         \(replacing ? replace : accumulate);
         """
     }
-
-    private static let replace = columns.split(separator: ",").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
-        .map { "\($0) = EXCLUDED.\($0)" }.joined(separator: ",\n    ") + ",\n    updated_at = now()"
 
     private static let callLevel = (end: "GREATEST(max(occurred_at), call_started_at) + interval '1 microsecond'", type: "call")
 
