@@ -160,6 +160,54 @@ struct BackpressureTests {
     }
 }
 
+extension BackpressureTests {
+    @Test("a frame answered overloaded is never covered by an ack, even after a later frame commits; sent again, it is stored")
+    func overloadedFramesAreNotAcknowledged() throws {
+        let cluster = try TestPostgres.privateCluster()
+        defer { try? cluster.destroy() }
+        let running = try RunningServer(options: try cluster.start(), configure: {
+            $0.writerQueueEventsMax = 4
+            $0.writerConnections = 1
+        })
+        defer { running.server.shutdown() }
+        // Frames of one call on many connections: flow control pauses each connection only after
+        // its own frame, so while PostgreSQL is away the writer's queue fills and refuses the rest.
+        let recorder = ClientRecorder()
+        let client = try WebSocketClient { recorder.record($0, $1) }
+        defer { client.shutdown() }
+        let links = (0..<14).map { _ in client.connect(to: running.endpoint) }
+        let messages = canonicalCallMessages("CAOVER")
+        client.send(messages[0], on: links[0])
+        #expect(recorder.wait { recorder.messages(of: links[0]).contains { $0.contains("call.accepted") } })
+        func allMessages() -> [String] { links.flatMap { recorder.messages(of: $0) } }
+        func refusedSeqs() -> [Int] {
+            allMessages().filter { $0.contains(#""code":"overloaded""#) }.compactMap { message in
+                message.split(separator: ",").first { $0.hasPrefix(#""seq":"#) }.flatMap { Int($0.dropFirst(6).prefix { $0.isNumber }) }
+            }
+        }
+
+        try cluster.stop(immediately: true)
+        for seq in 1...12 { client.send(messages[seq], on: links[seq]) }
+        #expect(recorder.wait { !refusedSeqs().isEmpty })
+        let refused = refusedSeqs()
+        let lowestRefused = try #require(refused.min())
+
+        _ = try cluster.start()
+        let database = try PostgresConnection(running.options)
+        func stored() -> Int { (try? database.query("SELECT count(*) AS n FROM api_call_events").single().decode("n", as: Int.self)) ?? -1 }
+        #expect(recorder.wait(seconds: 20) { stored() == 12 - refused.count })
+        // A later frame commits while the refused ones are still missing: the ack stays below them.
+        client.send(messages[13], on: links[13])
+        #expect(recorder.wait(seconds: 20) { stored() == 13 - refused.count })
+        usleep(300_000)
+        #expect(highestAck(allMessages(), call: "CAOVER") < lowestRefused)
+
+        for seq in refused { client.send(messages[seq], on: links[13]) }
+        #expect(recorder.wait(seconds: 20) { highestAck(allMessages(), call: "CAOVER") == 13 })
+        #expect(stored() == 13)
+    }
+}
+
 @Suite("Graceful shutdown", .serialized)
 struct GracefulShutdownTests {
     @Test("SIGTERM mid-stream: everything taken is committed and acknowledged, connections close with 1001, exit 0")
