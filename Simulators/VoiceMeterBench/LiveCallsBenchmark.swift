@@ -124,10 +124,8 @@ final class LiveCallsLoad: Sendable {
             case .connected:
                 state.calls[id.rawValue]?.connected = true
             case .message(let text):
-                if text.hasPrefix(#"{"type":"ack""#) {
-                    let parts = text.split(separator: "\"", omittingEmptySubsequences: false)
-                    guard parts.count > 10, var call = state.calls[id.rawValue],
-                          let seq = Int64(parts[10].drop { !$0.isNumber }.prefix { $0.isNumber }), seq > call.acked else { return }
+                if let (_, seq) = parseAck(text) {
+                    guard var call = state.calls[id.rawValue], seq > call.acked else { return }
                     let now = DispatchTime.now().uptimeNanoseconds
                     for acked in (call.acked + 1)...seq { state.latencies.append(now - call.sentAt[Int(acked - 1)]) }
                     call.acked = seq

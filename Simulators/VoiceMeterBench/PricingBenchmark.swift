@@ -67,8 +67,5 @@ struct PricingBenchmark: ParsableCommand {
 
 extension Duration {
     /// This duration in seconds, as a `Double`, for timing figures.
-    var seconds: Double {
-        let parts = components
-        return Double(parts.seconds) + Double(parts.attoseconds) / 1e18
-    }
+    var seconds: Double { self / .seconds(1) }
 }

@@ -7,7 +7,7 @@ extension SimulationReport {
         let options = result.options
         var lines: [String] = []
         func line(_ label: String, _ value: String) { lines.append(label.padding(toLength: 14, withPad: " ", startingAt: 0) + value) }
-        let seconds = Double(result.elapsed.components.seconds) + Double(result.elapsed.components.attoseconds) / 1e18
+        let seconds = result.elapsed / .seconds(1)
         lines.append("VoiceMeter simulation — scenario \(options.scenario.rawValue): \(options.scenario.explanation)")
         line("run", "\(options.calls) calls, \(options.concurrency) at a time on \(options.connectionCount) connections, speed \(Self.plain(options.speed))×, seed \(options.seed), \(String(format: "%.1f", seconds)) s")
         line("calls", "completed \(result.count(.completed))  cut off \(result.count(.cutOff))  rejected \(result.count(.rejected))  failed \(result.count(.failed))")
@@ -44,7 +44,7 @@ extension SimulationReport {
             ("scenario", .string(options.scenario.rawValue)),
             ("calls", number(options.calls)), ("concurrency", number(options.concurrency)), ("connections", number(options.connectionCount)),
             ("speed", .number(Self.plain(options.speed))), ("seed", .number(String(options.seed))),
-            ("elapsed_ms", number(Int(result.elapsed.components.seconds * 1_000 + result.elapsed.components.attoseconds / 1_000_000_000_000_000))),
+            ("elapsed_ms", number(Int(result.elapsed / .milliseconds(1)))),
             ("outcomes", .object([("completed", number(result.count(.completed))), ("cut_off", number(result.count(.cutOff))),
                                   ("rejected", number(result.count(.rejected))), ("failed", number(result.count(.failed)))])),
             ("frames", .object([("sent", number(result.framesSent)), ("acknowledged", number(result.framesAcknowledged)),

@@ -28,8 +28,7 @@ public struct SimulationReport: Sendable {
     public func ackLatencyMilliseconds(_ q: Double) -> Double? {
         let sorted = result.ackLatencies
         guard !sorted.isEmpty else { return nil }
-        let (seconds, attoseconds) = sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))].components
-        return Double(seconds) * 1_000 + Double(attoseconds) / 1e15
+        return sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))] / .milliseconds(1)
     }
 
     /// Mean, median and 95th percentile of a money figure over the calls that have it.

@@ -40,7 +40,7 @@ public final class ProgressPrinter {
     public init() {}
 
     public func show(_ progress: SimulationProgress) {
-        let seconds = Double(progress.elapsed.components.seconds) + Double(progress.elapsed.components.attoseconds) / 1e18
+        let seconds = progress.elapsed / .seconds(1)
         let status = "\(progress.callsFinished)/\(progress.callsTotal) calls · \(progress.callsLive) live · \(progress.cutOff) cut off · "
             + "\(progress.rejected) rejected · frames \(progress.framesSent) sent, \(progress.framesAcknowledged) acked · \(String(format: "%.1f", seconds)) s"
         if isTerminal {
