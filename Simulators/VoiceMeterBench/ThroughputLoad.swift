@@ -114,7 +114,9 @@ final class ThroughputLoad: Sendable {
     }
 
     private func fill(_ id: ClientConnectionID, _ state: inout State, _ transport: WebSocketClient) {
-        guard var link = state.links[id.rawValue] else { return }
+        // Taken out of the table while it changes: a copy left behind would make every
+        // `sentAt.append` below copy that call's whole history.
+        guard var link = state.links.removeValue(forKey: id.rawValue) else { return }
         let start = BenchmarkPrices.callStart.microsecondsSinceEpoch / 1_000_000
         while state.sending, link.inflight < window {
             let index = link.nextCall % link.calls.count
@@ -135,8 +137,22 @@ final class ThroughputLoad: Sendable {
 /// `{"type":"ack","call_id":"X","seq":N}` read without a JSON parser (the load generator's CPU is
 /// part of what the benchmarks measure); `nil` for any other text.
 func parseAck(_ text: String) -> (callID: String, seq: Int64)? {
-    guard text.hasPrefix(#"{"type":"ack""#) else { return nil }
-    let parts = text.split(separator: "\"", omittingEmptySubsequences: false)
-    guard parts.count > 10, let seq = Int64(parts[10].drop { !$0.isNumber }.prefix { $0.isNumber }) else { return nil }
-    return (String(parts[7]), seq)
+    var text = text
+    return text.withUTF8 { bytes -> (callID: String, seq: Int64)? in
+        let prefix = #"{"type":"ack","call_id":""#.utf8
+        guard bytes.starts(with: prefix) else { return nil }
+        var index = prefix.count
+        while index < bytes.count, bytes[index] != UInt8(ascii: "\"") { index += 1 }
+        let callID = String(decoding: UnsafeBufferPointer(rebasing: bytes[prefix.count..<index]), as: UTF8.self)
+        // `","seq":` holds no digit: the first digit after the id starts the seq.
+        let isDigit = { (byte: UInt8) in byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") }
+        while index < bytes.count, !isDigit(bytes[index]) { index += 1 }
+        guard index < bytes.count else { return nil }
+        var seq: Int64 = 0
+        while index < bytes.count, isDigit(bytes[index]) {
+            seq = seq * 10 + Int64(bytes[index] - UInt8(ascii: "0"))
+            index += 1
+        }
+        return (callID, seq)
+    }
 }

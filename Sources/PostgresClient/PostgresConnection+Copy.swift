@@ -67,25 +67,39 @@ public struct PostgresCopyWriter: ~Copyable {
                 buffer.append(UInt8(ascii: "N"))
                 continue
             }
-            // Most values need no escaping: copied whole.
-            if !value.utf8.contains(where: { $0 == UInt8(ascii: "\\") || $0 < 0x0E && ($0 == 0 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D) }) {
-                buffer.append(contentsOf: value.utf8)
-                continue
-            }
-            for byte in value.utf8 {
-                switch byte {
-                case UInt8(ascii: "\\"): buffer.append(UInt8(ascii: "\\")); buffer.append(UInt8(ascii: "\\"))
-                case UInt8(ascii: "\t"): buffer.append(UInt8(ascii: "\\")); buffer.append(UInt8(ascii: "t"))
-                case UInt8(ascii: "\n"): buffer.append(UInt8(ascii: "\\")); buffer.append(UInt8(ascii: "n"))
-                case UInt8(ascii: "\r"): buffer.append(UInt8(ascii: "\\")); buffer.append(UInt8(ascii: "r"))
-                case 0: throw PostgresError(kind: .invalidArgument, message: "a COPY value contains a NUL byte")
-                default: buffer.append(byte)
-                }
-            }
+            let appended = value.utf8.withContiguousStorageIfAvailable { appendEscaped($0) }
+                ?? Array(value.utf8).withUnsafeBufferPointer { appendEscaped($0) }
+            guard appended else { throw PostgresError(kind: .invalidArgument, message: "a COPY value contains a NUL byte") }
         }
         buffer.append(UInt8(ascii: "\n"))
         rowCount += 1
         if buffer.count >= Self.chunkBytes { try flush() }
+    }
+
+    /// Appends one value's bytes escaped for COPY's text format; `false` (nothing appended
+    /// usefully) when the value holds a NUL byte, which COPY cannot carry.
+    private mutating func appendEscaped(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        // Most values need no escaping: copied whole.
+        var needsEscaping = false
+        for byte in bytes where byte == UInt8(ascii: "\\") || byte < 0x0E {
+            needsEscaping = true
+            break
+        }
+        guard needsEscaping else {
+            buffer.append(contentsOf: bytes)
+            return true
+        }
+        for byte in bytes {
+            switch byte {
+            case UInt8(ascii: "\\"): buffer.append(UInt8(ascii: "\\")); buffer.append(UInt8(ascii: "\\"))
+            case UInt8(ascii: "\t"): buffer.append(UInt8(ascii: "\\")); buffer.append(UInt8(ascii: "t"))
+            case UInt8(ascii: "\n"): buffer.append(UInt8(ascii: "\\")); buffer.append(UInt8(ascii: "n"))
+            case UInt8(ascii: "\r"): buffer.append(UInt8(ascii: "\\")); buffer.append(UInt8(ascii: "r"))
+            case 0: return false
+            default: buffer.append(byte)
+            }
+        }
+        return true
     }
 
     mutating func flush() throws(PostgresError) {

@@ -2,16 +2,23 @@ import COpenSSL
 
 /// SHA-256 digests through OpenSSL's EVP interface.
 public enum SHA256 {
+    /// The algorithm, fetched from OpenSSL's default provider once: `EVP_sha256()` makes
+    /// `EVP_Digest` look the implementation up again on every call (a third of a frame's hashing).
+    private static let algorithm = FetchedDigest(name: "SHA2-256")
+
     /// The 32-byte digest of `bytes`.
     public static func digest(_ bytes: some Collection<UInt8>) -> [UInt8] {
-        var output = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
-        var length: UInt32 = 0
-        let status = Array(bytes).withUnsafeBytes { input in
-            EVP_Digest(input.baseAddress, input.count, &output, &length, EVP_sha256(), nil)
+        bytes.withContiguousStorageIfAvailable(digest(buffer:)) ?? Array(bytes).withUnsafeBufferPointer(digest(buffer:))
+    }
+
+    private static func digest(buffer: UnsafeBufferPointer<UInt8>) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: Int(EVP_MAX_MD_SIZE)) { output, initialized in
+            var length: UInt32 = 0
+            let status = EVP_Digest(buffer.baseAddress, buffer.count, output.baseAddress, &length, algorithm.handle, nil)
+            // EVP_Digest fails only on allocation failure or a missing algorithm: a broken OpenSSL install.
+            precondition(status == 1 && length == 32, "OpenSSL EVP_Digest(SHA-256) failed")
+            initialized = 32
         }
-        // EVP_Digest fails only on allocation failure or a missing algorithm: a broken OpenSSL install.
-        precondition(status == 1 && length == 32, "OpenSSL EVP_Digest(SHA-256) failed")
-        return Array(output.prefix(32))
     }
 
     /// The digest of a string's UTF-8 bytes.
@@ -22,6 +29,22 @@ public enum SHA256 {
     /// The digest as 64 lowercase hexadecimal characters.
     public static func hexDigest(_ bytes: some Collection<UInt8>) -> String {
         hex(digest(bytes))
+    }
+}
+
+/// A message digest implementation fetched once for the life of the process.
+///
+/// `@unchecked Sendable`: the handle is written once, in `init`, and never freed or changed;
+/// OpenSSL documents fetched `EVP_MD` objects as safe to use from any number of threads at once
+/// (they are reference-counted, immutable method tables; see OpenSSL's crypto(7), "Fetching").
+private final class FetchedDigest: @unchecked Sendable {
+    let handle: OpaquePointer
+
+    init(name: String) {
+        guard let handle = EVP_MD_fetch(nil, name, nil) else {
+            preconditionFailure("OpenSSL has no \(name) implementation (is libssl3 installed?)")
+        }
+        self.handle = handle
     }
 }
 

@@ -87,20 +87,22 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
     }
 
     /// RFC 3339 in UTC with as many fractional digits as needed: `2026-11-22T18:00:00Z`, `…:00.134Z`.
-    public var description: String {
+    public var description: String { String(decoding: rfc3339Bytes, as: UTF8.self) }
+
+    /// `description` as ASCII bytes, without making a `String` (the ledger writes one per event).
+    public var rfc3339Bytes: [UInt8] {
         let (days, microsOfDay) = microsecondsSinceEpoch.floorDivided(by: 86_400_000_000)
         let (year, month, day) = Self.civil(fromDays: Int(days))
         let secondsOfDay = Int(microsOfDay / 1_000_000)
         var fraction = Int(microsOfDay % 1_000_000)
-        // Built as ASCII bytes: this runs for every event the ledger writes.
         var text: [UInt8] = []
         text.reserveCapacity(27)
         func digits(_ value: Int, _ width: Int) {
-            guard value >= 0 else { return text.append(contentsOf: String(value).utf8) }
+            guard value >= 0 else { return text.appendDecimal(value) }
             var divisor = 1
             for _ in 1..<width { divisor *= 10 }
             var rest = value
-            if rest >= divisor * 10 { text.append(contentsOf: String(rest / (divisor * 10)).utf8); rest %= divisor * 10 }
+            if rest >= divisor * 10 { text.appendDecimal(rest / (divisor * 10)); rest %= divisor * 10 }
             while divisor > 0 {
                 text.append(UInt8(ascii: "0") + UInt8(rest / divisor % 10))
                 divisor /= 10
@@ -124,7 +126,7 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
             digits(fraction, width)
         }
         text.append(UInt8(ascii: "Z"))
-        return String(decoding: text, as: UTF8.self)
+        return text
     }
 
     /// Midnight UTC of this instant's day.

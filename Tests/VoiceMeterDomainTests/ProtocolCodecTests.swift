@@ -62,6 +62,20 @@ struct ProtocolCodecTests {
         #expect(changed.canonicalContent != reference.canonicalContent)
     }
 
+    @Test("the canonical content keeps its exact bytes: hashes stored by earlier versions still match resends")
+    func canonicalContentIsStable() throws {
+        guard case .success(.usage(let frame)) = decode(usageExample) else { Issue.record("example did not decode"); return }
+        let expected = "2:v16:CA00011:120:2026-11-22T18:00:30Z6:twilio14:voice_outbound0:2:307:seconds11:CA0001-tw-124:{\"direction\":\"outbound\"}"
+        #expect(String(decoding: frame.canonicalContent, as: UTF8.self) == expected)
+        var bare = frame
+        bare.usage.model = "gpt-4o"
+        bare.usage.occurredAt = Timestamp(microsecondsSinceEpoch: 1_795_370_430_134_000)
+        bare.externalID = nil
+        bare.metadataJSON = nil
+        #expect(String(decoding: bare.canonicalContent, as: UTF8.self)
+                == "2:v16:CA00011:124:2026-11-22T18:00:30.134Z6:twilio14:voice_outbound6:gpt-4o2:307:seconds0:0:")
+    }
+
     @Test("every malformed message gets its exact error code", arguments: [
         ("not json", ProtocolErrorCode.invalidJSON),
         ("[1,2]", .invalidJSON),

@@ -44,16 +44,33 @@ public struct UsageFrame: Sendable, Hashable {
     /// The frame's content in one canonical byte form, whatever its JSON spelling (member order,
     /// number form, whitespace): hashed to tell a harmless resend from a conflicting one.
     public var canonicalContent: [UInt8] {
-        let fields: [String] = [
-            "v1", callID, String(seq), usage.occurredAt.description, usage.service, usage.operation,
-            usage.model ?? "", usage.amount.description, usage.unit.rawValue, externalID ?? "", metadataJSON ?? "",
-        ]
+        // Each field as its UTF-8 byte count, ':', its bytes; written straight into one buffer
+        // (this runs for every frame the server receives).
         var bytes: [UInt8] = []
-        for field in fields {
-            bytes.append(contentsOf: String(field.utf8.count).utf8)
+        bytes.reserveCapacity(192 + (metadataJSON?.utf8.count ?? 0))
+        func field(_ text: String) {
+            bytes.appendDecimal(text.utf8.count)
             bytes.append(UInt8(ascii: ":"))
-            bytes.append(contentsOf: field.utf8)
+            bytes.appendUTF8(text)
         }
+        func field(_ text: [UInt8]) {
+            bytes.appendDecimal(text.count)
+            bytes.append(UInt8(ascii: ":"))
+            bytes.append(contentsOf: text)
+        }
+        field("v1")
+        field(callID)
+        var number: [UInt8] = []
+        number.appendDecimal(Int(seq))
+        field(number)
+        field(usage.occurredAt.rfc3339Bytes)
+        field(usage.service)
+        field(usage.operation)
+        field(usage.model ?? "")
+        field(usage.amount.description)
+        field(usage.unit.rawValue)
+        field(externalID ?? "")
+        field(metadataJSON ?? "")
         return bytes
     }
 }

@@ -113,10 +113,18 @@ private struct Fields {
         case .null: return nil
         case .string(let text):
             guard !text.isEmpty else { throw ProtocolError(.invalidField, "'\(name)' must not be empty") }
-            guard text.unicodeScalars.count <= maximumLength else {
+            // One pass over the UTF-8 bytes: a character starts at every byte that is not a
+            // continuation byte (10xxxxxx); the control characters are all single bytes.
+            var characters = 0
+            var hasControl = false
+            for byte in text.utf8 {
+                if byte & 0xC0 != 0x80 { characters += 1 }
+                if byte < 0x20 || byte == 0x7F { hasControl = true }
+            }
+            guard characters <= maximumLength else {
                 throw ProtocolError(.invalidField, "'\(name)' is longer than \(maximumLength) characters")
             }
-            guard !text.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
+            guard !hasControl else {
                 throw ProtocolError(.invalidField, "'\(name)' contains control characters")
             }
             return text
