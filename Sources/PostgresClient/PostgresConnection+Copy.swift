@@ -58,22 +58,45 @@ public struct PostgresCopyWriter: ~Copyable {
         buffer.reserveCapacity(Self.chunkBytes + 1024)
     }
 
+    /// Fields appended to the row being written.
+    private var fieldsInRow = 0
+
     /// Appends one row; `nil` is SQL NULL. Values are escaped for COPY's text format.
     public mutating func append(_ values: [String?]) throws(PostgresError) {
-        for (position, value) in values.enumerated() {
-            if position > 0 { buffer.append(UInt8(ascii: "\t")) }
-            guard let value else {
-                buffer.append(UInt8(ascii: "\\"))
-                buffer.append(UInt8(ascii: "N"))
-                continue
-            }
-            let appended = value.utf8.withContiguousStorageIfAvailable { appendEscaped($0) }
-                ?? Array(value.utf8).withUnsafeBufferPointer { appendEscaped($0) }
-            guard appended else { throw PostgresError(kind: .invalidArgument, message: "a COPY value contains a NUL byte") }
+        for value in values { try field(value) }
+        try endRow()
+    }
+
+    /// Appends the next field of the current row; `nil` is SQL NULL. Escaped for COPY's text format.
+    public mutating func field(_ value: String?) throws(PostgresError) {
+        startField()
+        guard let value else {
+            buffer.append(UInt8(ascii: "\\"))
+            buffer.append(UInt8(ascii: "N"))
+            return
         }
+        let appended = value.utf8.withContiguousStorageIfAvailable { appendEscaped($0) }
+            ?? Array(value.utf8).withUnsafeBufferPointer { appendEscaped($0) }
+        guard appended else { throw PostgresError(kind: .invalidArgument, message: "a COPY value contains a NUL byte") }
+    }
+
+    /// Appends the next field from bytes the caller knows need no escaping (digits, timestamps, hex).
+    public mutating func field(unescaped bytes: [UInt8]) {
+        startField()
+        buffer.append(contentsOf: bytes)
+    }
+
+    /// Ends the current row (sending a chunk when enough has built up).
+    public mutating func endRow() throws(PostgresError) {
         buffer.append(UInt8(ascii: "\n"))
+        fieldsInRow = 0
         rowCount += 1
         if buffer.count >= Self.chunkBytes { try flush() }
+    }
+
+    private mutating func startField() {
+        if fieldsInRow > 0 { buffer.append(UInt8(ascii: "\t")) }
+        fieldsInRow += 1
     }
 
     /// Appends one value's bytes escaped for COPY's text format; `false` (nothing appended

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Logging
 import VoiceMeterCrypto
 import VoiceMeterDomain
@@ -122,14 +123,56 @@ actor MeteringShard {
         self.logger = logger
     }
 
-    /// Runs `body` on the shard's queue without creating a task (called from other threads).
-    nonisolated func perform(_ body: @escaping @Sendable (isolated MeteringShard) -> Void) {
-        executor.queue.async { self.assumeIsolated { body($0) } }
+    typealias Work = @Sendable (isolated MeteringShard) -> Void
+
+    /// Work handed in by other threads, run in order by one queue block per burst (a block per
+    /// frame cost a Dispatch hop, and often a thread wake, for every frame).
+    private struct Inbox: ~Copyable {
+        var work: [Work] = []
+        var drainScheduled = false
     }
 
-    /// Returns once everything queued on the shard before this call has run.
+    private let inbox = Mutex(Inbox())
+    /// The drained array, kept for its capacity.
+    private var draining: [Work] = []
+
+    /// Runs `body` on the shard's queue without creating a task (called from other threads), in
+    /// the order of the calls.
+    nonisolated func perform(_ body: @escaping Work) {
+        let schedule = inbox.withLock { inbox in
+            inbox.work.append(body)
+            guard !inbox.drainScheduled else { return false }
+            inbox.drainScheduled = true
+            return true
+        }
+        if schedule { executor.queue.async { self.assumeIsolated { $0.drainInbox() } } }
+    }
+
+    /// Runs what the inbox holds; if more arrived meanwhile, runs it in a later block so timers
+    /// and other blocks on the queue take their turn.
+    private func drainInbox() {
+        var batch = draining
+        let hasWork = inbox.withLock { inbox in
+            swap(&inbox.work, &batch)
+            if batch.isEmpty { inbox.drainScheduled = false }
+            return !batch.isEmpty
+        }
+        guard hasWork else { return }
+        for work in batch { work(self) }
+        batch.removeAll(keepingCapacity: true)
+        draining = batch
+        let again = inbox.withLock { inbox in
+            if inbox.work.isEmpty { inbox.drainScheduled = false }
+            return inbox.drainScheduled
+        }
+        if again { executor.queue.async { self.assumeIsolated { $0.drainInbox() } } }
+    }
+
+    /// Returns once everything `perform` was given before this call has run.
     nonisolated func barrier() {
-        executor.queue.sync {}
+        let done = DispatchSemaphore(value: 0)
+        perform { _ in done.signal() }
+        done.wait()
     }
 
     /// Starts the budget tick: every `tickSeconds` of the clock, on the shard's own queue.

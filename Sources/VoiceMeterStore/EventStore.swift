@@ -55,7 +55,7 @@ public struct EventStore {
         // A key sent twice in one batch is staged once; its other copies are classified below.
         var staged = Set<EventKey>()
         try connection.copyIn("COPY event_staging (\(Self.stagingColumns)) FROM STDIN") { writer in
-            for event in events where staged.insert(event.key).inserted { try writer.append(Self.copyRow(event)) }
+            for event in events where staged.insert(event.key).inserted { try Self.writeRow(event, to: &writer) }
         }
         let inserted = try connection.query("""
             WITH inserted AS (
@@ -122,14 +122,44 @@ public struct EventStore {
         }
     }
 
-    static func copyRow(_ event: UsageEvent) -> [String?] {
+    /// Writes `event` as one row of `stagingColumns`, field by field (no array of strings per event).
+    static func writeRow(_ event: UsageEvent, to writer: inout PostgresCopyWriter) throws(PostgresError) {
         let priced: PricedUsage? = if case .priced(let priced) = event.pricing { priced } else { nil }
-        return [
-            event.key.callID, String(event.key.seq), event.userID, event.callStartedAt.description, event.personaID,
-            event.usage.occurredAt.description, event.usage.service, event.usage.operation, event.usage.model,
-            event.usage.amount.description, event.usage.unit.rawValue, priced?.billedAmount.description,
-            priced.map { String($0.priceID) }, priced?.unitCost.description, priced?.totalCost.description,
-            event.estimated ? "t" : "f", event.metadataJSON, event.externalID, PostgresBytes(event.payloadHash).postgresText,
-        ]
+        var seq: [UInt8] = []
+        seq.appendDecimal(Int(event.key.seq))
+        try writer.field(event.key.callID)
+        writer.field(unescaped: seq)
+        try writer.field(event.userID)
+        writer.field(unescaped: event.callStartedAt.rfc3339Bytes)
+        try writer.field(event.personaID)
+        writer.field(unescaped: event.usage.occurredAt.rfc3339Bytes)
+        try writer.field(event.usage.service)
+        try writer.field(event.usage.operation)
+        try writer.field(event.usage.model)
+        try writer.field(event.usage.amount.description)
+        try writer.field(event.usage.unit.rawValue)
+        try writer.field(priced?.billedAmount.description)
+        try writer.field(priced.map { String($0.priceID) })
+        try writer.field(priced?.unitCost.description)
+        try writer.field(priced?.totalCost.description)
+        try writer.field(event.estimated ? "t" : "f")
+        try writer.field(event.metadataJSON)
+        try writer.field(event.externalID)
+        writer.field(unescaped: copyTextOfBytea(event.payloadHash))
+        try writer.endRow()
+    }
+
+    private static let hexDigits = Array("0123456789abcdef".utf8)
+
+    /// A bytea value in COPY's text format: `\\x` (the escaped backslash) and lowercase hex.
+    private static func copyTextOfBytea(_ bytes: [UInt8]) -> [UInt8] {
+        let digits = hexDigits
+        var text: [UInt8] = [UInt8(ascii: "\\"), UInt8(ascii: "\\"), UInt8(ascii: "x")]
+        text.reserveCapacity(3 + 2 * bytes.count)
+        for byte in bytes {
+            text.append(digits[Int(byte >> 4)])
+            text.append(digits[Int(byte & 0x0F)])
+        }
+        return text
     }
 }

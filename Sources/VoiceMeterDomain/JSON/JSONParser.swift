@@ -147,13 +147,15 @@ public struct JSONParser {
         // escapes are decoded one by one.
         var decoded = ""
         var runStart = position
+        var runIsASCII = true
         func run(_ end: Int) throws(JSONSyntaxError) -> String {
-            // Decoding repairs invalid UTF-8, so the run is valid exactly when decoding kept every
-            // byte (the specialized buffer path avoids generic validation's runtime metadata lookups).
+            // Decoding repairs invalid UTF-8, so a run with non-ASCII bytes is valid exactly when
+            // decoding kept every byte (the specialized buffer path avoids generic validation's
+            // runtime metadata lookups); an ASCII run is valid as it is.
             let (text, valid) = bytes.withUnsafeBufferPointer { buffer in
                 let run = UnsafeBufferPointer(rebasing: buffer[runStart..<end])
                 let text = String(decoding: run, as: UTF8.self)
-                return (text, text.utf8.elementsEqual(run))
+                return (text, runIsASCII || text.utf8.elementsEqual(run))
             }
             guard valid else { throw JSONSyntaxError(offset: runStart, reason: "invalid UTF-8 in a string") }
             return text
@@ -172,9 +174,11 @@ public struct JSONParser {
                 position += 1
                 decoded.unicodeScalars.append(try parseEscape())
                 runStart = position
+                runIsASCII = true
             case 0..<0x20:
                 throw error("a control character must be escaped in a string")
             default:
+                if byte >= 0x80 { runIsASCII = false }
                 position += 1
             }
         }
