@@ -150,7 +150,9 @@ func parseAck(_ text: String) -> (callID: String, seq: Int64)? {
         guard index < bytes.count else { return nil }
         var seq: Int64 = 0
         while index < bytes.count, isDigit(bytes[index]) {
-            seq = seq * 10 + Int64(bytes[index] - UInt8(ascii: "0"))
+            let (shifted, overflow) = seq.multipliedReportingOverflow(by: 10)
+            guard !overflow, shifted <= Int64.max - 9 else { return nil }
+            seq = shifted + Int64(bytes[index] - UInt8(ascii: "0"))
             index += 1
         }
         return (callID, seq)

@@ -151,7 +151,8 @@ actor MeteringShard {
     /// Runs what the inbox holds; if more arrived meanwhile, runs it in a later block so timers
     /// and other blocks on the queue take their turn.
     private func drainInbox() {
-        var batch = draining
+        var batch: [Work] = []
+        swap(&batch, &draining)
         let hasWork = inbox.withLock { inbox in
             swap(&inbox.work, &batch)
             if batch.isEmpty { inbox.drainScheduled = false }
