@@ -189,7 +189,14 @@ extension BackpressureTests {
         try cluster.stop(immediately: true)
         for seq in 1...12 { client.send(messages[seq], on: links[seq]) }
         #expect(recorder.wait { !refusedSeqs().isEmpty })
-        let refused = refusedSeqs()
+        // Later frames may still be on their way to a refusal: settle once nothing new came for 0.5 s.
+        var refused = refusedSeqs()
+        for _ in 0..<40 {
+            usleep(500_000)
+            let latest = refusedSeqs()
+            if latest == refused { break }
+            refused = latest
+        }
         let lowestRefused = try #require(refused.min())
 
         _ = try cluster.start()
