@@ -80,10 +80,17 @@ public struct PostgresCopyWriter: ~Copyable {
         guard appended else { throw PostgresError(kind: .invalidArgument, message: "a COPY value contains a NUL byte") }
     }
 
-    /// Appends the next field from bytes the caller knows need no escaping (digits, timestamps, hex).
+    /// Appends the next field from bytes the caller knows need no escaping (ASCII digits and punctuation, such as timestamps).
     public mutating func field(unescaped bytes: [UInt8]) {
         startField()
         buffer.append(contentsOf: bytes)
+    }
+
+    /// Appends the next field as `bytea` (hex format, its backslash escaped for COPY).
+    public mutating func field(_ value: PostgresBytes) {
+        startField()
+        buffer.append(UInt8(ascii: "\\"))
+        buffer.append(contentsOf: value.hexFormat)
     }
 
     /// Ends the current row (sending a chunk when enough has built up).

@@ -53,15 +53,19 @@ public struct PostgresBytes: Hashable, Sendable, PostgresEncodable, PostgresDeco
     public var bytes: [UInt8]
     public init(_ bytes: [UInt8]) { self.bytes = bytes }
 
-    public var postgresText: String? {
-        let digits = Array("0123456789abcdef".utf8)
+    public var postgresText: String? { String(decoding: hexFormat, as: UTF8.self) }
+
+    private static let hexDigits = Array("0123456789abcdef".utf8)
+
+    /// The hex format's text as bytes: `\x` and two lowercase digits per byte.
+    var hexFormat: [UInt8] {
         var text: [UInt8] = [UInt8(ascii: "\\"), UInt8(ascii: "x")]
         text.reserveCapacity(2 + bytes.count * 2)
         for byte in bytes {
-            text.append(digits[Int(byte >> 4)])
-            text.append(digits[Int(byte & 0x0f)])
+            text.append(Self.hexDigits[Int(byte >> 4)])
+            text.append(Self.hexDigits[Int(byte & 0x0f)])
         }
-        return String(decoding: text, as: UTF8.self)
+        return text
     }
 
     public init(postgresText: String) throws(PostgresError) {

@@ -23,7 +23,7 @@ public enum SHA256 {
 
     /// The digest of a string's UTF-8 bytes.
     public static func digest(_ text: String) -> [UInt8] {
-        digest(Array(text.utf8))
+        digest(text.utf8)
     }
 
     /// The digest as 64 lowercase hexadecimal characters.

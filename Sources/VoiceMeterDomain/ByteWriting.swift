@@ -13,10 +13,10 @@ extension Array where Element == UInt8 {
         } while divisor > 0
     }
 
-    /// Appends the UTF-8 bytes of `text` (one copy for native strings).
-    public mutating func appendUTF8(_ text: String) {
-        if text.utf8.withContiguousStorageIfAvailable({ append(contentsOf: $0) }) == nil {
-            append(contentsOf: text.utf8)
+    /// Appends `bytes` in one copy when they are contiguous (arrays, native strings' UTF-8).
+    public mutating func appendBytes(of bytes: some Collection<UInt8>) {
+        if bytes.withContiguousStorageIfAvailable({ append(contentsOf: $0) }) == nil {
+            append(contentsOf: bytes)
         }
     }
 }

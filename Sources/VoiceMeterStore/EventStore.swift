@@ -122,13 +122,12 @@ public struct EventStore {
         }
     }
 
-    /// Writes `event` as one row of `stagingColumns`, field by field (no array of strings per event).
+    /// Writes `event` as one row of `stagingColumns`, field by field (no array of strings per event;
+    /// timestamps and the payload hash as bytes).
     static func writeRow(_ event: UsageEvent, to writer: inout PostgresCopyWriter) throws(PostgresError) {
         let priced: PricedUsage? = if case .priced(let priced) = event.pricing { priced } else { nil }
-        var seq: [UInt8] = []
-        seq.appendDecimal(Int(event.key.seq))
         try writer.field(event.key.callID)
-        writer.field(unescaped: seq)
+        try writer.field(String(event.key.seq))
         try writer.field(event.userID)
         writer.field(unescaped: event.callStartedAt.rfc3339Bytes)
         try writer.field(event.personaID)
@@ -145,21 +144,7 @@ public struct EventStore {
         try writer.field(event.estimated ? "t" : "f")
         try writer.field(event.metadataJSON)
         try writer.field(event.externalID)
-        writer.field(unescaped: copyTextOfBytea(event.payloadHash))
+        writer.field(PostgresBytes(event.payloadHash))
         try writer.endRow()
-    }
-
-    private static let hexDigits = Array("0123456789abcdef".utf8)
-
-    /// A bytea value in COPY's text format: `\\x` (the escaped backslash) and lowercase hex.
-    private static func copyTextOfBytea(_ bytes: [UInt8]) -> [UInt8] {
-        let digits = hexDigits
-        var text: [UInt8] = [UInt8(ascii: "\\"), UInt8(ascii: "\\"), UInt8(ascii: "x")]
-        text.reserveCapacity(3 + 2 * bytes.count)
-        for byte in bytes {
-            text.append(digits[Int(byte >> 4)])
-            text.append(digits[Int(byte & 0x0F)])
-        }
-        return text
     }
 }

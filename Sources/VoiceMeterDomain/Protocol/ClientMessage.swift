@@ -48,29 +48,22 @@ public struct UsageFrame: Sendable, Hashable {
         // (this runs for every frame the server receives).
         var bytes: [UInt8] = []
         bytes.reserveCapacity(192 + (metadataJSON?.utf8.count ?? 0))
-        func field(_ text: String) {
-            bytes.appendDecimal(text.utf8.count)
-            bytes.append(UInt8(ascii: ":"))
-            bytes.appendUTF8(text)
-        }
-        func field(_ text: [UInt8]) {
+        func field(_ text: some Collection<UInt8>) {
             bytes.appendDecimal(text.count)
             bytes.append(UInt8(ascii: ":"))
-            bytes.append(contentsOf: text)
+            bytes.appendBytes(of: text)
         }
-        field("v1")
-        field(callID)
-        var number: [UInt8] = []
-        number.appendDecimal(Int(seq))
-        field(number)
+        field("v1".utf8)
+        field(callID.utf8)
+        field(String(seq).utf8)
         field(usage.occurredAt.rfc3339Bytes)
-        field(usage.service)
-        field(usage.operation)
-        field(usage.model ?? "")
-        field(usage.amount.description)
-        field(usage.unit.rawValue)
-        field(externalID ?? "")
-        field(metadataJSON ?? "")
+        field(usage.service.utf8)
+        field(usage.operation.utf8)
+        field((usage.model ?? "").utf8)
+        field(usage.amount.description.utf8)
+        field(usage.unit.rawValue.utf8)
+        field((externalID ?? "").utf8)
+        field((metadataJSON ?? "").utf8)
         return bytes
     }
 }
