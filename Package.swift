@@ -117,6 +117,7 @@ let package = Package(
                 "VoiceMeterDomain",
                 "WebSocketTransport",
                 .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "OrderedCollections", package: "swift-collections"),
             ]
         ),
         .executableTarget(

@@ -1,5 +1,6 @@
 import DequeModule
 import Dispatch
+import OrderedCollections
 import Synchronization
 import VoiceMeterDomain
 import WebSocketTransport
@@ -41,9 +42,8 @@ public final class VoiceMeterStream: Sendable {
         var isConnected = false
         var isClosed = false
         var reconnectDelay = VoiceMeterStream.reconnectDelayMin
-        var calls: [String: CallState] = [:]
         /// Calls in the order they were started, so a reconnect resends starts in that order.
-        var callOrder: [String] = []
+        var calls: OrderedDictionary<String, CallState> = [:]
         /// Calls with a resend scheduled after `overloaded` (one per call, however many errors).
         var retrying: Set<String> = []
     }
@@ -63,7 +63,6 @@ public final class VoiceMeterStream: Sendable {
             guard state.calls[call.callID] == nil else { throw .callAlreadyStarted(call.callID) }
             let json = ClientMessage.callStart(call).json
             state.calls[call.callID] = CallState(startJSON: json)
-            state.callOrder.append(call.callID)
             transmit(json, state)
         }
     }
@@ -73,13 +72,13 @@ public final class VoiceMeterStream: Sendable {
     @discardableResult
     public func send(callID: String, usage: MeteredUsage, externalID: String? = nil, metadataJSON: String? = nil) throws(VoiceMeterClientError) -> Int64 {
         try state.withLock { state throws(VoiceMeterClientError) in
-            guard var call = state.calls[callID] else { throw .callNotStarted(callID) }
-            guard call.endJSON == nil else { throw .callAlreadyEnded(callID) }
-            let seq = call.nextSeq
-            call.nextSeq += 1
+            // Changed in place: a copy taken out would make every append copy the call's unacknowledged frames.
+            guard let index = state.calls.index(forKey: callID) else { throw .callNotStarted(callID) }
+            guard state.calls.values[index].endJSON == nil else { throw .callAlreadyEnded(callID) }
+            let seq = state.calls.values[index].nextSeq
+            state.calls.values[index].nextSeq += 1
             let json = ClientMessage.usage(UsageFrame(callID: callID, seq: seq, usage: usage, externalID: externalID, metadataJSON: metadataJSON)).json
-            call.unacknowledged.append(PendingFrame(seq: seq, json: json, sentAt: .now))
-            state.calls[callID] = call
+            state.calls.values[index].unacknowledged.append(PendingFrame(seq: seq, json: json, sentAt: .now))
             transmit(json, state)
             return seq
         }
@@ -168,7 +167,7 @@ public final class VoiceMeterStream: Sendable {
                 let delay = state.reconnectDelay
                 state.reconnectDelay = min(delay * 2, Self.reconnectDelayMax)
                 events.append(.disconnected(reason: reason, retryIn: delay))
-                DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(delay.nanoseconds))) { [self] in connect() }
+                DispatchQueue.global().asyncAfter(deadline: .now() + delay / .seconds(1)) { [self] in connect() }
             }
         }
         for event in events { onEvent(event) }
@@ -178,18 +177,16 @@ public final class VoiceMeterStream: Sendable {
     private func settle(_ message: ServerMessage, _ state: inout State) -> VoiceMeterEvent? {
         switch message {
         case .ack(let callID, let seq):
-            guard var call = state.calls[callID] else { return nil }
+            guard let index = state.calls.index(forKey: callID) else { return nil }
             let now = ContinuousClock.Instant.now
             var latencies: [Duration] = []
-            while let first = call.unacknowledged.first, first.seq <= seq {
+            while let first = state.calls.values[index].unacknowledged.first, first.seq <= seq {
                 latencies.append(now - first.sentAt)
-                call.unacknowledged.removeFirst()
+                state.calls.values[index].unacknowledged.removeFirst()
             }
-            state.calls[callID] = call
             return latencies.isEmpty ? nil : .acknowledged(callID: callID, throughSeq: seq, latencies: latencies)
         case .callSummary(let callID, _, _, _, _, _), .callRejected(let callID, _, _, _):
             state.calls[callID] = nil
-            state.callOrder.removeAll { $0 == callID }
         case .error(let error) where error.code == .overloaded:
             if let callID = error.callID, state.calls[callID] != nil, state.retrying.insert(callID).inserted { retryLater(callID) }
         case .callAccepted, .budgetWarning, .budgetCutoff, .error:
@@ -200,7 +197,7 @@ public final class VoiceMeterStream: Sendable {
 
     /// Sends a call's start and unacknowledged frames again after the server said it was overloaded.
     private func retryLater(_ callID: String) {
-        DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(Self.overloadedRetryDelay.nanoseconds))) { [self] in
+        DispatchQueue.global().asyncAfter(deadline: .now() + Self.overloadedRetryDelay / .seconds(1)) { [self] in
             state.withLock { state in
                 state.retrying.remove(callID)
                 guard let call = state.calls[callID] else { return }
@@ -211,18 +208,10 @@ public final class VoiceMeterStream: Sendable {
 
     /// Everything not yet settled, call by call in start order: start, unacknowledged frames, end.
     static func unsettledMessages(_ state: State) -> [String] {
-        state.callOrder.flatMap { state.calls[$0].map(messages(of:)) ?? [] }
+        state.calls.values.flatMap(messages(of:))
     }
 
     static func messages(of call: CallState) -> [String] {
         [call.startJSON] + call.unacknowledged.map(\.json) + (call.endJSON.map { [$0] } ?? [])
-    }
-}
-
-extension Duration {
-    /// The whole duration in nanoseconds.
-    var nanoseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     }
 }
