@@ -13,11 +13,9 @@ final class CallRouter: Sendable {
         self.shardCount = shardCount
     }
 
-    /// The shard for a user (FNV-1a, stable across processes).
+    /// The shard for a user.
     func shard(forUser userID: String) -> Int {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in userID.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-        return Int(hash % UInt64(shardCount))
+        stableIndex(of: userID, count: shardCount)
     }
 
     /// Routes a message: `call.start` pins the call to its user's shard; other messages follow it
@@ -44,4 +42,11 @@ final class CallRouter: Sendable {
     func forget(_ callID: String) {
         _ = shardByCall.withLock { $0.removeValue(forKey: callID) }
     }
+}
+
+/// `key`'s place among `count` (FNV-1a of its UTF-8): the same in every process, unlike `hashValue`.
+func stableIndex(of key: String, count: Int) -> Int {
+    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+    for byte in key.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+    return Int(hash % UInt64(count))
 }

@@ -22,10 +22,7 @@ public final class LedgerWriters: Sendable {
 
     /// The writer that owns this call.
     public func writer(for callID: String) -> LedgerWriter {
-        // FNV-1a: stable across processes, unlike `hashValue`.
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in callID.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-        return writers[Int(hash % UInt64(writers.count))]
+        writers[stableIndex(of: callID, count: writers.count)]
     }
 
     public func start() { writers.forEach { $0.start() } }

@@ -66,9 +66,12 @@ actor MeteringShard {
         /// Frames arrived after the cutoff since it was last sent.
         var streamingAfterCutoff = false
         var lastMessageAt: Timestamp
+        /// The ledger writer that commits the call's events (always the same one).
+        let writer: LedgerWriter
 
-        init(start: CallStart, phase: Phase, owner: ConnectionID?, lastMessageAt: Timestamp) {
+        init(start: CallStart, phase: Phase, owner: ConnectionID?, lastMessageAt: Timestamp, writer: LedgerWriter) {
             self.start = start
+            self.writer = writer
             self.phase = phase
             self.owner = owner
             self.lastMessageAt = lastMessageAt
@@ -187,25 +190,27 @@ actor MeteringShard {
 
     // MARK: Client messages
 
-    func handle(_ message: ClientMessage, from connection: ConnectionID) {
-        if case .admitting(var queued) = calls[message.callID]?.phase {
+    /// Handles a client message; `writer` is the call's ledger writer, which counted the frame in.
+    func handle(_ message: ClientMessage, from connection: ConnectionID, writer: LedgerWriter) {
+        let call = calls[message.callID]
+        if let call, case .admitting(var queued) = call.phase {
             if case .callStart = message {} else {
                 queued.append((message, connection))
-                calls[message.callID]?.phase = .admitting(queued: queued)
+                call.phase = .admitting(queued: queued)
                 return
             }
         }
-        defer { if case .usage = message { environment.writers.writer(for: message.callID).noteHandled() } }
-        calls[message.callID]?.lastMessageAt = environment.clock.now
+        defer { if case .usage = message { writer.noteHandled() } }
+        call?.lastMessageAt = environment.clock.now
         switch message {
         case .callStart(let start): callStarted(start, connection)
-        case .usage(let frame): usage(frame, connection)
+        case .usage(let frame): usage(frame, connection, call)
         case .callEnd(let end): callEnded(end, connection)
         }
     }
 
     func connectionClosed(_ connection: ConnectionID) {
-        for (callID, call) in calls where call.owner == connection { calls[callID]?.owner = nil }
+        for call in calls.values where call.owner == connection { call.owner = nil }
     }
 
     private func callStarted(_ start: CallStart, _ connection: ConnectionID) {
@@ -228,7 +233,8 @@ actor MeteringShard {
             }
         }
         let now = environment.clock.now
-        calls[start.callID] = LiveCall(start: start, phase: .admitting(queued: []), owner: connection, lastMessageAt: now)
+        calls[start.callID] = LiveCall(start: start, phase: .admitting(queued: []), owner: connection, lastMessageAt: now,
+                                       writer: environment.writers.writer(for: start.callID))
         environment.router.pin(start.callID, to: index)
         environment.registry.register(start, startedAt: start.startedAt ?? now, at: now) { [self] outcome in
             self.perform { shard in shard.registered(start.callID, outcome) }
@@ -236,13 +242,13 @@ actor MeteringShard {
     }
 
     private func registered(_ callID: String, _ outcome: Result<(CallRegistration, UserBudgetSnapshot), any Error>) {
-        guard var call = calls[callID], case .admitting(let queued) = call.phase else { return }
+        guard let call = calls[callID], case .admitting(let queued) = call.phase else { return }
         func refuse(_ message: ServerMessage) {
             calls[callID] = nil
             environment.router.forget(callID)
             if let owner = call.owner { environment.send(message, to: owner) }
             for case (.usage(let frame), let connection) in queued {
-                environment.writers.writer(for: callID).noteHandled()
+                call.writer.noteHandled()
                 environment.send(.error(ProtocolError(.overloaded, "call.start did not go through, so this frame was not taken; send call.start, then the frame again",
                                                       callID: callID, seq: frame.seq)), to: connection)
             }
@@ -267,12 +273,12 @@ actor MeteringShard {
             }
             call.startedAt = registered.startedAt
             call.phase = .active
-            replay(registered.committedEvents, into: &call)
+            replay(registered.committedEvents, into: call)
             logger.debug(registered.isNew ? "call admitted" : "call resumed", metadata: metadata(call))
             user.calls.insert(callID)
             users[userID] = user
             accept(callID)
-            for (message, connection) in queued { handle(message, from: connection) }
+            for (message, connection) in queued { handle(message, from: connection, writer: call.writer) }
         }
     }
 
@@ -288,7 +294,7 @@ actor MeteringShard {
     }
 
     /// Rebuilds a resumed call's billing state, resend detection and spend from its committed events.
-    private func replay(_ events: [CommittedEvent], into call: inout LiveCall) {
+    private func replay(_ events: [CommittedEvent], into call: LiveCall) {
         let book = environment.prices.book
         for committed in events {
             call.acceptedHashes[committed.stored.seq] = committed.payloadHash
@@ -314,8 +320,8 @@ actor MeteringShard {
         }
     }
 
-    private func usage(_ frame: UsageFrame, _ connection: ConnectionID) {
-        guard let call = calls[frame.callID] else {
+    private func usage(_ frame: UsageFrame, _ connection: ConnectionID, _ call: LiveCall?) {
+        guard let call else {
             environment.send(.error(ProtocolError(.unknownCall, "no call.start was seen for this call_id on this server; send call.start first",
                                                   callID: frame.callID, seq: frame.seq)), to: connection)
             environment.registry.recordRejected(callID: frame.callID, seq: frame.seq, reason: "unknown_call", payloadJSON: frame.auditJSON)
@@ -349,7 +355,7 @@ actor MeteringShard {
             personaID: call.start.personaID, usage: frame.usage, pricing: pricing,
             metadataJSON: frame.metadataJSON, externalID: frame.externalID, payloadHash: hash
         )
-        guard environment.writers.writer(for: frame.callID).submit(event) else {
+        guard call.writer.submit(event) else {
             call.refusedSeqs.insert(frame.seq)
             environment.send(.error(ProtocolError(.overloaded, "the ledger is behind; this frame was not taken, send it again shortly",
                                                   callID: frame.callID, seq: frame.seq)), to: connection)
@@ -361,14 +367,15 @@ actor MeteringShard {
         call.refusedSeqs.remove(frame.seq)
         if call.cutoff != nil { call.streamingAfterCutoff = true }
         switch pricing {
-        case .priced(let priced): charge(priced.totalCost, to: frame.callID)
+        case .priced(let priced): charge(priced.totalCost, to: call)
         case .unpriced: environment.metrics.unpricedEvents.increment()
         }
     }
 
     /// Adds a frame's cost to its call and user and acts on every budget it crosses.
-    private func charge(_ cost: ExactDecimal, to callID: String) {
-        guard let call = calls[callID], let user = users[call.start.userID] else { return }
+    private func charge(_ cost: ExactDecimal, to call: LiveCall) {
+        guard let user = users[call.start.userID] else { return }
+        let callID = call.start.callID
         call.spent += cost
         user.inFlight += cost
         let callSignals = call.budget.check(spent: call.spent, policy: user.policy)
@@ -417,9 +424,8 @@ actor MeteringShard {
     }
 
     private func finish(_ callID: String, call: LiveCall, endedAt: Timestamp, status: String) {
-        let call = call
         call.phase = .ending
-        environment.writers.writer(for: callID).submit(CallEnding(userID: call.start.userID, callID: callID, endedAt: endedAt, status: status))
+        call.writer.submit(CallEnding(userID: call.start.userID, callID: callID, endedAt: endedAt, status: status))
     }
 
     // MARK: The tick
@@ -430,7 +436,7 @@ actor MeteringShard {
     func tick() {
         let now = environment.clock.now
         for (callID, call) in calls where call.streamingAfterCutoff {
-            calls[callID]?.streamingAfterCutoff = false
+            call.streamingAfterCutoff = false
             if let owner = call.owner, let cutoff = call.cutoff {
                 environment.send(.budgetCutoff(callID: callID, scope: cutoff.scope, spent: cutoff.spent, limit: cutoff.limit), to: owner)
             }
@@ -454,7 +460,7 @@ actor MeteringShard {
                   let at = BurnProjection.exhaustsWithin(horizonSeconds: Int64(environment.budgets.tickSeconds), spent: call.spent,
                                                          limit: limit, since: call.startedAt, now: now)
             else { continue }
-            calls[callID]?.projectionWarned = true
+            call.projectionWarned = true
             environment.registry.record(CostAlert(type: "projected_exhaustion", scope: "call", userID: call.start.userID, callID: callID,
                                                   spent: call.spent, limit: limit, percent: nil,
                                                   message: "at its burn rate the call reaches its \(limit) USD limit at \(at)"))
@@ -501,15 +507,16 @@ actor MeteringShard {
         for event in batch.events {
             let key = event.key
             let cost: ExactDecimal? = if case .priced(let priced) = event.pricing { priced.totalCost } else { nil }
+            let conflicted = batch.result.conflicts.contains(key)
             if let cost, let user = users[event.userID] {
                 user.inFlight -= cost
-                if !batch.result.conflicts.contains(key) {
+                if !conflicted {
                     user.committedSinceRefresh += cost
                 }
             }
             guard let call = calls[key.callID] else { continue }
             call.inFlight.remove(key.seq)
-            if batch.result.conflicts.contains(key) {
+            if conflicted {
                 call.acceptedHashes[key.seq] = nil
                 if let owner = call.owner {
                     environment.send(.error(ProtocolError(.seqConflict, "seq \(key.seq) is stored with different content",
