@@ -57,13 +57,15 @@ public final class LedgerWriter: Sendable {
     }
 
     private struct State {
-        var items: Deque<Item> = []
-        /// When each item entered the queue (uptime nanoseconds), in the same order.
-        var enqueuedAt: Deque<UInt64> = []
-        var eventCount = 0
-        var oldestEnqueued: UInt64? { enqueuedAt.first }
+        /// Each item with when it entered the queue (uptime nanoseconds).
+        var items: Deque<(item: Item, enqueuedAt: UInt64)> = []
+        var oldestEnqueued: UInt64? { items.first?.enqueuedAt }
         var stopping = false
     }
+
+    /// Events in the queue. Changed only under `state`'s lock (decisions stay consistent with the
+    /// queue); an atomic so flow control can read it per frame without taking the lock.
+    private let queuedEvents = Atomic<Int>(0)
 
     private let state = Mutex(State())
     private let wakeUp = DispatchSemaphore(value: 0)
@@ -103,11 +105,11 @@ public final class LedgerWriter: Sendable {
     /// Queues an event; `false` when the queue is full (answer `overloaded`, the client resends).
     public func submit(_ event: UsageEvent) -> Bool {
         let (accepted, wake) = state.withLock { state -> (Bool, Bool) in
-            guard state.eventCount < queueEventsMax, !state.stopping else { return (false, false) }
-            state.items.append(.event(event))
-            state.enqueuedAt.append(DispatchTime.now().uptimeNanoseconds)
-            state.eventCount += 1
-            return (true, state.eventCount == 1 || state.eventCount == batchEventsMax)
+            let queued = queuedEvents.load(ordering: .relaxed)
+            guard queued < queueEventsMax, !state.stopping else { return (false, false) }
+            state.items.append((.event(event), DispatchTime.now().uptimeNanoseconds))
+            queuedEvents.store(queued + 1, ordering: .relaxed)
+            return (true, queued + 1 == 1 || queued + 1 == batchEventsMax)
         }
         if wake { wakeUp.signal() }
         if accepted { metrics.queueDepth.increment() }
@@ -117,13 +119,10 @@ public final class LedgerWriter: Sendable {
     /// Queues a call's end behind its events; it is committed with them.
     func submit(_ ending: CallEnding) {
         state.withLock { state in
-            state.items.append(.ending(ending))
-            state.enqueuedAt.append(DispatchTime.now().uptimeNanoseconds)
+            state.items.append((.ending(ending), DispatchTime.now().uptimeNanoseconds))
         }
         wakeUp.signal()
     }
-
-    private var queuedEvents: Int { state.withLock { $0.eventCount } }
 
     /// Usage frames read from sockets and on their way to `submit` (metering works asynchronously),
     /// counted so flow control sees them before they reach the queue.
@@ -136,9 +135,9 @@ public final class LedgerWriter: Sendable {
 
     /// Half the queue is waiting or on its way: stop reading sockets (flow control) before
     /// `submit` must refuse.
-    var isAboveHighWatermark: Bool { queuedEvents + incoming.load(ordering: .relaxed) >= queueEventsMax / 2 }
+    var isAboveHighWatermark: Bool { queuedEvents.load(ordering: .relaxed) + incoming.load(ordering: .relaxed) >= queueEventsMax / 2 }
     /// A quarter or less is waiting: sockets may be read again.
-    var isBelowLowWatermark: Bool { queuedEvents <= queueEventsMax / 4 }
+    var isBelowLowWatermark: Bool { queuedEvents.load(ordering: .relaxed) <= queueEventsMax / 4 }
 
     /// Commits what is queued, then stops; returns when done or after `timeoutSeconds`.
     public func drainAndStop(timeoutSeconds: Double) {
@@ -217,15 +216,14 @@ public final class LedgerWriter: Sendable {
         while true {
             let taken: Batch? = state.withLock { state in
                 let now = DispatchTime.now().uptimeNanoseconds
-                let due = state.eventCount >= batchEventsMax || state.stopping
+                let due = queuedEvents.load(ordering: .relaxed) >= batchEventsMax || state.stopping
                     || (state.oldestEnqueued.map { now - $0 >= flushIntervalNanoseconds } ?? false)
                 guard due, !state.items.isEmpty else { return nil }
                 var batch = Batch(oldestEnqueued: state.oldestEnqueued)
-                while let item = state.items.first, batch.events.count < batchEventsMax {
+                while let (item, _) = state.items.first, batch.events.count < batchEventsMax {
                     state.items.removeFirst()
-                    state.enqueuedAt.removeFirst()
                     switch item {
-                    case .event(let event): batch.events.append(event); state.eventCount -= 1
+                    case .event(let event): batch.events.append(event); queuedEvents.subtract(1, ordering: .relaxed)
                     case .ending(let ending): batch.endings.append(ending)
                     }
                 }
