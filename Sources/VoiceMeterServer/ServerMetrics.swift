@@ -35,7 +35,6 @@ struct ServerMetrics: Sendable {
     let budgetCutoffs = Counter(label: "voicemeter_budget_cutoffs_total")
     /// Frames stored without a price in force (priced later by `voicemeter reprice`).
     let unpricedEvents = Counter(label: "voicemeter_unpriced_events_total")
-    let writer = LedgerMetrics()
 
     /// Counts an `error` answer by its code.
     func rejected(_ code: ProtocolErrorCode) { rejectedByCode[code]?.increment() }
