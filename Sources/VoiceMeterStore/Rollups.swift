@@ -5,12 +5,13 @@ import PostgresClient
 /// Whoever changes events (the ledger writer inserting them, repricing pricing them) first writes
 /// one row per changed event into the temporary table `rollup_delta`, in the same transaction,
 /// then runs `applyScript`, which upserts the rollup levels from it in a fixed order — user_day,
-/// user_month, platform_day (repricing: call first), each sorted by key — so concurrent writers
-/// cannot deadlock. Only changed rows are counted, so a replayed batch adds nothing.
+/// user_month, platform_day, each sorted by key — so concurrent writers cannot deadlock. Only
+/// changed rows are counted, so a replayed batch adds nothing.
 ///
-/// A call's own row is written once, when it ends (`summarizeCallScript`, from its stored events):
-/// live calls add a frame or two to each commit, and upserting their rows on every commit was a
-/// quarter of the ledger's database work (finance views read live calls from their events).
+/// A call's own row is written from its stored events (`summarizeCallScript`) when it ends, and
+/// again when repricing changes an ended call: live calls add a frame or two to each commit, and
+/// upserting their rows on every commit was a quarter of the ledger's database work (finance views
+/// read live calls from their events).
 public enum Rollups {
     /// Creates the session's `rollup_delta` table if it does not exist (rows vanish at commit).
     public static let prepareScript = """
@@ -77,8 +78,6 @@ public enum Rollups {
         """
     }
 
-    private static let callLevel = (end: "GREATEST(max(occurred_at), call_started_at) + interval '1 microsecond'", type: "call")
-
     private static let periodLevels = [
         level(type: "user_day", user: "user_id", call: "''", start: "date_trunc('day', occurred_at, 'UTC')",
               end: "date_trunc('day', occurred_at, 'UTC') + interval '1 day'"),
@@ -93,15 +92,12 @@ public enum Rollups {
     /// Periods are UTC days and months.
     public static let applyScript = periodLevels.joined(separator: "\n")
 
-    /// `applyScript` plus the call level, for changes to calls that may have ended (repricing).
-    /// A call's period runs from its start to just after its latest event.
-    public static let applyScriptIncludingCalls = ([level(type: callLevel.type, user: "user_id", call: "call_id", start: "call_started_at", end: callLevel.end)]
-        + periodLevels).joined(separator: "\n")
-
     /// Writes an ended call's row from all its stored events ($1 user id, $2 call id), replacing
     /// any earlier figures; run in the transaction that ends the call, after its last events.
+    /// A call's period runs from its start to just after its latest event.
     public static let summarizeCallScript = level(
-        type: callLevel.type, user: "user_id", call: "call_id", start: "call_started_at", end: callLevel.end,
+        type: "call", user: "user_id", call: "call_id", start: "call_started_at",
+        end: "GREATEST(max(occurred_at), call_started_at) + interval '1 microsecond'",
         source: """
             (SELECT user_id, call_id, call_started_at, occurred_at, service, operation, usage_unit, usage_amount,
                     coalesce(total_cost, 0) AS cost, 1 AS event_delta, CASE WHEN total_cost IS NULL THEN 1 ELSE 0 END AS unpriced_delta
