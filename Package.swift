@@ -166,6 +166,7 @@ let package = Package(
             name: "voicemeter-bench",
             dependencies: [
                 "VoiceMeterDomain",
+                "VoiceMeterSimulation",
                 "VoiceMeterStore",
                 "VoiceMeterServer",
                 "VoiceMeterCrypto",

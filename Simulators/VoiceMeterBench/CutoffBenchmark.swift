@@ -6,6 +6,7 @@ import PostgresClient
 import Synchronization
 import VoiceMeterDomain
 import VoiceMeterServer
+import VoiceMeterSimulation
 import VoiceMeterStore
 import WebSocketTransport
 
@@ -87,7 +88,7 @@ struct CutoffBenchmark: ParsableCommand {
         let received = cutoffs.withLock { $0 }
         let latencies = crossingSent.compactMap { call, sent in received[call].map { Double($0 - sent) / 1e6 } }.sorted()
         guard !latencies.isEmpty else { throw ValidationError("no budget.cutoff arrived") }
-        func percentile(_ p: Double) -> Double { latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] }
+        func percentile(_ p: Double) -> Double { latencies.nearestRank(p)! }
         print("cutoff: \(calls) live calls on \(connections) connections, a frame per call every \(roundMilliseconds) ms (spread evenly)")
         return [
             BenchmarkFigure("cutoffs received", "\(received.count) of \(calls)", target: "all", passed: received.count == calls),

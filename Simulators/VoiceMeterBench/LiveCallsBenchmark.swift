@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import PostgresClient
 import Synchronization
+import VoiceMeterSimulation
 import VoiceMeterStore
 import WebSocketTransport
 
@@ -98,8 +99,7 @@ final class LiveCallsLoad: Sendable {
         var latencies: [UInt64]
 
         func latencyMilliseconds(_ q: Double) -> Double {
-            guard !latencies.isEmpty else { return .infinity }
-            return Double(latencies[min(latencies.count - 1, Int(Double(latencies.count) * q))]) / 1e6
+            latencies.nearestRank(q).map { Double($0) / 1e6 } ?? .infinity
         }
     }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import PostgresClient
+import VoiceMeterSimulation
 import VoiceMeterStore
 import WebSocketTransport
 
@@ -82,8 +83,7 @@ struct ThroughputBenchmark: ParsableCommand {
         let seed = try LedgerPaths.measureSeedDesign(LedgerPaths.events(scale.seedEvents, prefix: "seed", book: book), database)
 
         func milliseconds(_ q: Double) -> String {
-            guard !latencies.isEmpty else { return "n/a" }
-            return String(format: "%.1f", Double(latencies[min(latencies.count - 1, Int(Double(latencies.count) * q))]) / 1e6)
+            latencies.nearestRank(q).map { String(format: "%.1f", Double($0) / 1e6) } ?? "n/a"
         }
         return [
             BenchmarkFigure("end to end (committed and acknowledged)", String(format: "%.0f frames/s", endToEnd)),

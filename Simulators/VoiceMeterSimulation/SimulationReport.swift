@@ -26,9 +26,7 @@ public struct SimulationReport: Sendable {
 
     /// The latency at quantile `q` (nearest rank), in milliseconds.
     public func ackLatencyMilliseconds(_ q: Double) -> Double? {
-        let sorted = result.ackLatencies
-        guard !sorted.isEmpty else { return nil }
-        return sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))] / .milliseconds(1)
+        result.ackLatencies.nearestRank(q).map { $0 / .milliseconds(1) }
     }
 
     /// Mean, median and 95th percentile of a money figure over the calls that have it.
