@@ -76,7 +76,7 @@ struct ServeChild: ParsableCommand {
         if let flushMilliseconds { configuration.writerFlushIntervalMilliseconds = flushMilliseconds }
         // Load, not budgets, is measured: calls stream far longer than a real call.
         configuration.defaultBudget = BudgetPolicy(callLimit: ExactDecimal(1_000_000), dayLimit: nil, monthLimit: ExactDecimal(1_000_000_000))
-        let server = try VoiceMeterServer.start(configuration: configuration, migrations: try MigrationSet.load(directory: try MigrationSet.locateDirectory()),
+        let server = try VoiceMeterServer.start(configuration: configuration, migrations: try MigrationSet.bundled(),
                                                 logger: Logger(label: "bench-server") { _ in SwiftLogNoOpLogHandler() })
         FileHandle.standardOutput.write(Data("PORT \(server.port)\n".utf8))
         let stop = DispatchSemaphore(value: 0)

@@ -43,7 +43,7 @@ struct CutoffBenchmark: ParsableCommand {
         // $0.10 per call: ElevenLabs frames of 100 characters ($0.015) cross it with the 7th frame.
         configuration.defaultBudget = BudgetPolicy(callLimit: ExactDecimal("0.10")!, dayLimit: nil, monthLimit: ExactDecimal(1_000_000))
         let server = try VoiceMeterServer.start(configuration: configuration,
-                                                migrations: try MigrationSet.load(directory: try MigrationSet.locateDirectory()),
+                                                migrations: try MigrationSet.bundled(),
                                                 logger: Logger(label: "bench") { _ in SwiftLogNoOpLogHandler() })
         defer { server.shutdown() }
 
@@ -106,7 +106,7 @@ struct BenchmarkDatabase {
 
     static func create() throws -> BenchmarkDatabase {
         let server: PostgresConnectionOptions
-        if let url = ProcessInfo.processInfo.environment["DATABASE_URL"], !url.isEmpty {
+        if let url = DatabaseSelection.url(flag: nil) {
             server = PostgresConnectionOptions(connectionString: url)
         } else {
             server = try EmbeddedPostgres(.init(dataDirectory: "/tmp/voicemeter-bench-cluster")).start()
@@ -115,7 +115,7 @@ struct BenchmarkDatabase {
         try PostgresConnection(server.database("postgres")).runScript("CREATE DATABASE \(name)")
         let database = BenchmarkDatabase(server: server, name: name)
         try Migrator(connection: PostgresConnection(database.options),
-                     migrations: try MigrationSet.load(directory: try MigrationSet.locateDirectory())).migrate()
+                     migrations: try MigrationSet.bundled()).migrate()
         return database
     }
 

@@ -113,8 +113,7 @@ struct VoiceMeterSim: ParsableCommand {
             }
         }
         let endpoint = try server.map { try Self.endpoint($0, token: resolvedToken!) }
-        let url = databaseURL ?? ProcessInfo.processInfo.environment["DATABASE_URL"].flatMap { $0.isEmpty ? nil : $0 }
-        let database = noVerify ? nil : try DatabaseSelection.connect(url: url, notice: { Self.notice($0) })
+        let database = noVerify ? nil : try DatabaseSelection.connect(url: DatabaseSelection.url(flag: databaseURL), notice: { Self.notice($0) })
         let printer = ProgressPrinter()
         let report = try SimulationSession.run(options: options, database: database, server: endpoint,
                                                logger: Logger(label: "voicemeter-sim"), progress: printer.show)

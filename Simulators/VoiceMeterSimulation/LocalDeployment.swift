@@ -23,7 +23,7 @@ public final class LocalDeployment {
         configuration.listener.host = "127.0.0.1"
         configuration.listener.port = 0
         configuration.listener.limits.connectionsPerPeerMax = max(configuration.listener.limits.connectionsPerPeerMax, connections + 64)
-        server = try VoiceMeterServer.start(configuration: configuration, migrations: try MigrationSet.load(directory: try MigrationSet.locateDirectory()),
+        server = try VoiceMeterServer.start(configuration: configuration, migrations: try MigrationSet.bundled(),
                                             logger: logger)
         endpoint = VoiceMeterEndpoint(host: "127.0.0.1", port: server.port, bearerToken: token)
     }

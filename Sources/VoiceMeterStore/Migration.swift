@@ -53,6 +53,11 @@ public struct MigrationSet: Sendable {
         return try MigrationSet(migrations)
     }
 
+    /// The migrations this build ships with (`locateDirectory()`).
+    public static func bundled() throws -> MigrationSet {
+        try load(directory: try locateDirectory())
+    }
+
     static func parse(fileName: String) -> (Int, String)? {
         let stem = fileName.dropLast(".sql".count)
         let parts = stem.split(separator: "_", maxSplits: 1)

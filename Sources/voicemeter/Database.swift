@@ -1,5 +1,5 @@
 import ArgumentParser
-import EmbeddedPostgres
+import VoiceMeterServer
 
 struct Database: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -8,16 +8,10 @@ struct Database: ParsableCommand {
         subcommands: [Status.self, Stop.self]
     )
 
-    static func embeddedCluster() throws -> EmbeddedPostgres {
-        let binaries = try PostgresBinaries.locate()
-        let directory = EmbeddedPostgres.defaultDataDirectory(majorVersion: binaries.majorVersion)
-        return try EmbeddedPostgres(.init(dataDirectory: directory), binaries: binaries)
-    }
-
     struct Status: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Say where the embedded cluster lives and whether it runs.")
         func run() throws {
-            let cluster = try Database.embeddedCluster()
+            let cluster = try DatabaseSelection.embeddedCluster()
             print("data directory: \(cluster.configuration.dataDirectory)")
             print("server log:     \(cluster.configuration.dataDirectory)/server.log")
             print("connect with:   psql \"\(cluster.connectionOptions)\"")
@@ -28,7 +22,7 @@ struct Database: ParsableCommand {
     struct Stop: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Stop the embedded cluster cleanly (its data stays).")
         func run() throws {
-            try Database.embeddedCluster().stop()
+            try DatabaseSelection.embeddedCluster().stop()
             print("The embedded PostgreSQL is stopped.")
         }
     }

@@ -15,13 +15,7 @@ struct DatabaseOptions: ParsableArguments {
     var databaseURL: String?
 
     /// The connection string given by flag or environment, if any.
-    var explicitURL: String? {
-        if let databaseURL, !databaseURL.isEmpty { return databaseURL }
-        if let fromEnvironment = ProcessInfo.processInfo.environment["DATABASE_URL"], !fromEnvironment.isEmpty {
-            return fromEnvironment
-        }
-        return nil
-    }
+    var explicitURL: String? { DatabaseSelection.url(flag: databaseURL) }
 
     /// Connects, starting the embedded cluster when no URL is given (`DatabaseSelection`).
     func connect(requireCurrentSchema: Bool = true) throws -> PostgresConnection {

@@ -18,7 +18,7 @@ struct Migrate: ParsableCommand {
 
     func run() throws {
         let connection = try database.connect(requireCurrentSchema: false)
-        let migrator = Migrator(connection: connection, migrations: try MigrationSet.load(directory: try MigrationSet.locateDirectory()))
+        let migrator = Migrator(connection: connection, migrations: try MigrationSet.bundled())
         if status {
             let current = try migrator.status()
             print("applied: \(current.applied.map(String.init).joined(separator: ", "))")

@@ -118,7 +118,7 @@ struct Serve: ParsableCommand {
         configuration.database = try DatabaseSelection.connect(url: settings["database-url"], notice: printNotice).options
         let server = try VoiceMeterServer.start(
             configuration: configuration,
-            migrations: try MigrationSet.load(directory: try MigrationSet.locateDirectory()), logger: logger
+            migrations: try MigrationSet.bundled(), logger: logger
         )
         let scheme = configuration.listener.tlsCertificatePath == nil ? "ws" : "wss"
         printNotice("VoiceMeter is listening on \(scheme)://\(configuration.listener.host):\(server.port)/v1/stream (health: /healthz, /readyz; metrics: /metrics). Stop with Ctrl-C.")
