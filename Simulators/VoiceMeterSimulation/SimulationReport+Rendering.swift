@@ -11,7 +11,7 @@ extension SimulationReport {
         lines.append("VoiceMeter simulation — scenario \(options.scenario.rawValue): \(options.scenario.explanation)")
         line("run", "\(options.calls) calls, \(options.concurrency) at a time on \(options.connectionCount) connections, speed \(Self.plain(options.speed))×, seed \(options.seed), \(String(format: "%.1f", seconds)) s")
         line("calls", "completed \(result.count(.completed))  cut off \(result.count(.cutOff))  rejected \(result.count(.rejected))  failed \(result.count(.failed))")
-        line("frames", "sent \(result.framesSent)  acknowledged \(result.framesAcknowledged)  duplicates \(result.duplicatesSent)  reconnects \(result.reconnects)  errors \(result.errorsByCode.values.reduce(0, +))")
+        line("frames", "sent \(result.framesSent)  acknowledged \(result.framesAcknowledged)  duplicates \(result.duplicatesSent)  reconnects \(result.reconnects)  errors \(result.errorsByCode.values.reduce(0, +))  budget warnings \(result.budgetWarnings)")
         if let p50 = ackLatencyMilliseconds(0.5), let p99 = ackLatencyMilliseconds(0.99), let max = ackLatencyMilliseconds(1) {
             line("ack latency", String(format: "p50 %.1f ms  p99 %.1f ms  max %.1f ms", p50, p99, max))
         }
@@ -48,7 +48,8 @@ extension SimulationReport {
             ("outcomes", .object([("completed", number(result.count(.completed))), ("cut_off", number(result.count(.cutOff))),
                                   ("rejected", number(result.count(.rejected))), ("failed", number(result.count(.failed)))])),
             ("frames", .object([("sent", number(result.framesSent)), ("acknowledged", number(result.framesAcknowledged)),
-                                ("duplicates", number(result.duplicatesSent)), ("reconnects", number(result.reconnects))])),
+                                ("duplicates", number(result.duplicatesSent)), ("reconnects", number(result.reconnects)),
+                                ("budget_warnings", number(result.budgetWarnings))])),
             ("errors", .object(result.errorsByCode.sorted { $0.key < $1.key }.map { ($0.key, number($0.value)) })),
             ("ack_latency_ms", .object([("p50", milliseconds(0.5)), ("p99", milliseconds(0.99)), ("max", milliseconds(1))])),
             ("cost_per_call", money(costPerCall)), ("margin_per_call", money(marginPerCall)),

@@ -68,6 +68,7 @@ public struct SimulationReport: Sendable {
         check(result.options.scenario == .badInput ? "each malformed frame got its documented error" : "no error frames",
               result.errorsByCode == expectedCodes,
               result.errorsByCode.isEmpty ? "none" : result.errorsByCode.sorted { $0.key < $1.key }.map { "\($0.key) ×\($0.value)" }.joined(separator: ", "))
+        check("every server message was readable", result.unreadableMessages == 0, "\(result.unreadableMessages) unreadable")
         switch result.options.scenario {
         case .normal, .badInput:
             check("every call completed", result.count(.completed) == total, "\(result.count(.completed)) of \(total)")

@@ -33,6 +33,7 @@ public struct CallResult: Sendable {
     /// Frames sent after `budget.cutoff` arrived (the usage up to the hang-up).
     public var seqsAfterCutoff: [Int64] = []
     public var cutoffScope: BudgetScope?
+    /// `budget.warning` messages received for the call.
     public var warnings = 0
     public var summary: Summary?
 }
@@ -57,4 +58,5 @@ public struct SimulationResult: Sendable {
     public var framesSent: Int { calls.reduce(0) { $0 + $1.framesSent } }
     public var framesAcknowledged: Int { calls.reduce(0) { $0 + $1.framesAcknowledged } }
     public var duplicatesSent: Int { calls.reduce(0) { $0 + $1.duplicatesSent } }
+    public var budgetWarnings: Int { calls.reduce(0) { $0 + $1.warnings } }
 }
