@@ -98,11 +98,12 @@ extension WebSocketServer {
     private func received(_ wsi: OpaquePointer, _ input: UnsafeMutableRawPointer?, _ length: Int) -> Int32 {
         let id = LWS.connectionID(of: wsi)
         guard loop.connections[id] != nil else { return -1 }
-        heard(from: id)
+        let now = Self.now
         let chunk = UnsafeRawBufferPointer(start: input, count: input == nil ? 0 : length)
         let endsMessage = lws_is_final_fragment(wsi) != 0 && lws_remaining_packet_payload(wsi) == 0
+        loop.connections[id]!.noteHeard(at: now)
         let actions = loop.connections[id]!.session.receive(chunk, endsMessage: endsMessage, isBinary: lws_frame_is_binary(wsi) != 0,
-                                                            nowNanoseconds: Self.now)
+                                                            nowNanoseconds: now)
         for action in actions {
             switch action {
             case .deliver(let message):
@@ -165,9 +166,11 @@ extension WebSocketServer {
             switch command {
             case .resumeAllPaused:
                 // A graceful stop keeps every connection paused until it closes them.
-                for (id, connection) in loop.connections where connection.paused && !loop.refusingUpgrades.load(ordering: .relaxed) {
+                guard !loop.refusingUpgrades.load(ordering: .relaxed) else { continue }
+                let now = Self.now
+                for (id, connection) in loop.connections where connection.paused {
                     loop.connections[id]!.paused = false
-                    heard(from: id)  // it was not read while paused: its idle time starts now
+                    loop.connections[id]!.noteHeard(at: now)  // it was not read while paused: its idle time starts now
                     loop.pausedCount.subtract(1, ordering: .relaxed)
                     lws_rx_flow_control(connection.wsi, 1)
                 }
@@ -198,10 +201,7 @@ extension WebSocketServer {
     }
 
     private func heard(from id: Int) {
-        guard loop.connections[id] != nil else { return }
-        loop.connections[id]!.lastHeardNanoseconds = Self.now
-        loop.connections[id]!.pingSentNanoseconds = nil
-        loop.connections[id]!.pingDue = false
+        loop.connections[id]?.noteHeard(at: Self.now)
     }
 
     /// Once a second: pings a connection silent for the idle timeout, and drops one whose ping

@@ -260,6 +260,13 @@ final class ServiceLoop: @unchecked Sendable {
         var pingDue = false
         /// When a ping was asked for; cleared by anything heard from the peer.
         var pingSentNanoseconds: UInt64?
+
+        /// Something arrived from the peer: it is alive, no ping is owed.
+        mutating func noteHeard(at now: UInt64) {
+            lastHeardNanoseconds = now
+            pingSentNanoseconds = nil
+            pingDue = false
+        }
     }
 
     let limits: IngressLimits
