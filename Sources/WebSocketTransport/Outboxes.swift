@@ -10,7 +10,8 @@ final class Outboxes: Sendable {
     enum Command: Sendable {
         case resumeAllPaused
         case stopReceivingAll
-        case httpAnswered
+        /// The answer to a plain HTTP request (the connection's id).
+        case httpAnswered(Int, HTTPResponse)
         case close(Int, code: UInt16, reason: String)
     }
 

@@ -174,13 +174,10 @@ extension WebSocketServer {
                     loop.pausedCount.subtract(1, ordering: .relaxed)
                     lws_rx_flow_control(connection.wsi, 1)
                 }
-            case .httpAnswered:
-                let answered = loop.answeredHTTP.withLock { answers in defer { answers.removeAll() }; return answers }
-                for (id, response) in answered {
-                    guard let wsi = loop.httpConnections[id] else { continue }
-                    loop.pendingHTTP[id] = response
-                    lws_callback_on_writable(wsi)
-                }
+            case .httpAnswered(let id, let response):
+                guard let wsi = loop.httpConnections[id] else { continue }
+                loop.pendingHTTP[id] = response
+                lws_callback_on_writable(wsi)
             case .stopReceivingAll:
                 for (id, connection) in loop.connections where !connection.paused {
                     loop.connections[id]!.paused = true
@@ -252,8 +249,7 @@ extension WebSocketServer {
         // Bound the wait for an answer; lws closes the connection if it does not come.
         lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, 30)
         delegate.respond(to: request) { [self] response in
-            loop.answeredHTTP.withLock { $0[id] = response }
-            if outboxes.post(.httpAnswered) { lws_cancel_service_if_running() }
+            if outboxes.post(.httpAnswered(id, response)) { lws_cancel_service_if_running() }
         }
         return 0
     }

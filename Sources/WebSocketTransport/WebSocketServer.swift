@@ -279,8 +279,6 @@ final class ServiceLoop: @unchecked Sendable {
     var httpConnections: [Int: OpaquePointer] = [:]
     /// HTTP responses waiting for their connection to become writable, by connection id.
     var pendingHTTP: [Int: HTTPResponse] = [:]
-    /// Answers delivered by any thread, picked up by the service thread on its next wake.
-    let answeredHTTP = Mutex<[Int: HTTPResponse]>([:])
     var nextID = 0
     var closingAll = false
     /// The epoll loop the context runs on (`nil`: lws's poll() loop).
