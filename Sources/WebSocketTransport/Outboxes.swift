@@ -15,8 +15,23 @@ final class Outboxes: Sendable {
         case close(Int, code: UInt16, reason: String)
     }
 
+    /// How a message may move in its queue.
+    enum Order: Sendable {
+        /// Keeps its place.
+        case inOrder
+        /// May be overtaken by an urgent message (a cumulative acknowledgement loses nothing by waiting).
+        case overtakable
+        /// Goes ahead of every overtakable message already queued.
+        case urgent
+    }
+
+    private struct Outbound {
+        var payload: [UInt8]
+        var overtakable: Bool
+    }
+
     private struct State {
-        var queues: [Int: Deque<[UInt8]>] = [:]
+        var queues: [Int: Deque<Outbound>] = [:]
         var readyToWrite: Set<Int> = []
         var commands: [Command] = []
         var wakePending = false
@@ -41,32 +56,24 @@ final class Outboxes: Sendable {
         }
     }
 
-    /// Queues a message (an `urgent` one ahead of queued acknowledgements); returns whether the service loop
-    /// must be woken, or `nil` when the connection is gone. A full outbox closes the connection
-    /// (the peer does not read).
-    func enqueue(_ payload: [UInt8], for id: Int, urgent: Bool = false) -> Bool? {
+    /// Queues a message; returns whether the service loop must be woken, or `nil` when the
+    /// connection is gone. A full outbox closes the connection (the peer does not read).
+    func enqueue(_ payload: [UInt8], for id: Int, order: Order = .inOrder) -> Bool? {
         state.withLock { state in
             guard state.queues[id] != nil else { return nil }
             if state.queues[id]!.count >= capacity {
                 state.commands.append(.close(id, code: 1008, reason: "not reading: outbox full"))
             } else {
-                if urgent, let firstAck = state.queues[id]!.firstIndex(where: Self.isAck) {
-                    state.queues[id]!.insert(payload, at: firstAck)
+                let outbound = Outbound(payload: payload, overtakable: order == .overtakable)
+                if order == .urgent, let overtaken = state.queues[id]!.firstIndex(where: \.overtakable) {
+                    state.queues[id]!.insert(outbound, at: overtaken)
                 } else {
-                    state.queues[id]!.append(payload)
+                    state.queues[id]!.append(outbound)
                 }
                 state.readyToWrite.insert(id)
             }
             return takeWake(&state)
         }
-    }
-
-    private static let ackPrefix = Array(#"{"type":"ack""#.utf8)
-
-    /// Acknowledgements are the only messages an urgent one may overtake: every other message of a
-    /// call (accepted, errors, summary) keeps its order.
-    private static func isAck(_ payload: [UInt8]) -> Bool {
-        payload.starts(with: ackPrefix)
     }
 
     /// Leaves a command for the service thread; returns whether the loop must be woken.
@@ -111,8 +118,8 @@ final class Outboxes: Sendable {
     /// The next message for a connection, and whether more remain.
     func next(for id: Int) -> (payload: [UInt8], more: Bool)? {
         state.withLock { state in
-            guard let payload = state.queues[id]?.popFirst() else { return nil }
-            return (payload, !(state.queues[id]?.isEmpty ?? true))
+            guard let outbound = state.queues[id]?.popFirst() else { return nil }
+            return (outbound.payload, !(state.queues[id]?.isEmpty ?? true))
         }
     }
 

@@ -123,9 +123,11 @@ public final class WebSocketServer: Sendable {
     }
 
     /// Queues a message for a connection; dropped silently if the connection is gone. Budget
-    /// warnings and cutoffs overtake queued acknowledgements: the pipeline must act on them now.
+    /// warnings and cutoffs overtake queued acknowledgements (`ServerMessage.isUrgent`): the
+    /// pipeline must act on them now; every other message keeps its order.
     public func send(_ message: ServerMessage, to connection: ConnectionID) {
-        if outboxes.enqueue(Array(message.json.utf8), for: connection.rawValue, urgent: message.isUrgent) == true { wake() }
+        let order: Outboxes.Order = if message.isUrgent { .urgent } else if case .ack = message { .overtakable } else { .inOrder }
+        if outboxes.enqueue(Array(message.json.utf8), for: connection.rawValue, order: order) == true { wake() }
     }
 
     /// First step of a graceful stop: refuse new upgrades and stop reading every connection, so
