@@ -45,16 +45,20 @@ final class FinanceAPI: Sendable {
                               _ store: FinanceStore) throws -> HTTPResponse {
         if parts.count == 4, parts[0] == "v1", parts[1] == "calls", parts[3] == "costs" {
             let callID = parts[2]
-            let margin = try store.callMargin(callID)
-            guard !margin.rows.isEmpty else { throw FinanceRequestError(404, "not_found", "no admitted call '\(callID)'") }
-            let body = #"{"call_id":\#(JSONValue.string(callID).serialized),"breakdown":\#(String(margin.json.dropFirst().dropLast())),"events":\#(try store.callEvents(callID).json)}"#
-            return HTTPResponse(status: 200, body: body)
+            guard let breakdown = try store.callMargin(callID).objects.first else {
+                throw FinanceRequestError(404, "not_found", "no admitted call '\(callID)'")
+            }
+            let body = JSONValue.object([
+                ("call_id", .string(callID)), ("breakdown", breakdown), ("events", .array(try store.callEvents(callID).objects)),
+            ])
+            return HTTPResponse(status: 200, body: body.serialized)
         }
         if parts.count == 4, parts[0] == "v1", parts[1] == "users", parts[3] == "spend" {
             let userID = parts[2]
-            let spend = try store.userSpend(userID)
-            guard !spend.rows.isEmpty else { throw FinanceRequestError(404, "not_found", "no spend or budget settings for user '\(userID)'") }
-            return HTTPResponse(status: 200, body: String(spend.json.dropFirst().dropLast()))
+            guard let spend = try store.userSpend(userID).objects.first else {
+                throw FinanceRequestError(404, "not_found", "no spend or budget settings for user '\(userID)'")
+            }
+            return HTTPResponse(status: 200, body: spend.serialized)
         }
         switch parts {
         case ["dashboard"]:

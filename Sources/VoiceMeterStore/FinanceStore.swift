@@ -9,10 +9,13 @@ public struct ReportRows: Sendable {
 }
 
 extension ReportRows {
-    /// A JSON array of objects; values stay strings (exact decimals), NULL is `null`.
-    public var json: String {
-        JSONValue.array(rows.map { row in JSONValue.object(zip(columns, row).map { ($0, $1.map(JSONValue.string) ?? .null) }) }).serialized
+    /// One JSON object per row; values stay strings (exact decimals), NULL is `null`.
+    public var objects: [JSONValue] {
+        rows.map { row in JSONValue.object(zip(columns, row).map { ($0, $1.map(JSONValue.string) ?? .null) }) }
     }
+
+    /// `objects` as a JSON array.
+    public var json: String { JSONValue.array(objects).serialized }
 
     /// RFC 4180 CSV with a header row.
     public var csv: String {
