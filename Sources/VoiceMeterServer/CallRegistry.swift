@@ -25,17 +25,8 @@ final class CallRegistry: Sendable {
 
     /// Committed day and month spend of these users, and their current settings.
     func refresh(_ userIDs: [String], at instant: Timestamp,
-                 completion: @escaping @Sendable (Result<[String: (settings: BudgetSettings, day: ExactDecimal, month: ExactDecimal)], any Error>) -> Void) {
-        run(completion) { connection in
-            let store = BudgetStore(connection: connection)
-            let spend = try store.spend(of: userIDs, at: instant)
-            var result: [String: (settings: BudgetSettings, day: ExactDecimal, month: ExactDecimal)] = [:]
-            for user in userIDs {
-                let spent = spend[user] ?? (.zero, .zero)
-                result[user] = (try store.settings(for: user), spent.day, spent.month)
-            }
-            return result
-        }
+                 completion: @escaping @Sendable (Result<[String: UserBudgetSnapshot], any Error>) -> Void) {
+        run(completion) { try BudgetStore(connection: $0).snapshots(of: userIDs, at: instant) }
     }
 
     /// Writes an alert (best effort: metering goes on if the database is away).

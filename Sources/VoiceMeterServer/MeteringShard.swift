@@ -97,12 +97,23 @@ actor MeteringShard {
         var daySpent: ExactDecimal { dayCommitted + pricedSinceRefresh }
         var monthSpent: ExactDecimal { monthCommitted + pricedSinceRefresh }
 
-        init(policy: BudgetPolicy, dayStart: Timestamp, monthStart: Timestamp, dayCommitted: ExactDecimal, monthCommitted: ExactDecimal) {
-            self.policy = policy
-            self.dayStart = dayStart
-            self.monthStart = monthStart
-            self.dayCommitted = dayCommitted
-            self.monthCommitted = monthCommitted
+        init(_ snapshot: UserBudgetSnapshot, defaults: BudgetPolicy, now: Timestamp) {
+            policy = snapshot.settings.policy(over: defaults)
+            dayStart = now.startOfDay
+            monthStart = now.startOfMonth
+            dayCommitted = snapshot.daySpent
+            monthCommitted = snapshot.monthSpent
+        }
+
+        /// Takes the database's settings and committed spend as of `now`; a new day or month
+        /// starts its meter over.
+        func refresh(from snapshot: UserBudgetSnapshot, defaults: BudgetPolicy, now: Timestamp) {
+            if now.startOfDay != dayStart { day = BudgetMeter(scope: .day); dayStart = now.startOfDay }
+            if now.startOfMonth != monthStart { month = BudgetMeter(scope: .month); monthStart = now.startOfMonth }
+            policy = snapshot.settings.policy(over: defaults)
+            dayCommitted = snapshot.daySpent
+            monthCommitted = snapshot.monthSpent
+            committedSinceRefresh = .zero
         }
     }
 
@@ -261,7 +272,7 @@ actor MeteringShard {
             refuse(.callRejected(callID: callID, reason: "duplicate_call", spent: nil, limit: nil))
         case .success((.registered(let registered), let snapshot)):
             let userID = call.start.userID
-            let user = users[userID] ?? newUserBudget(snapshot)
+            let user = users[userID] ?? UserBudget(snapshot, defaults: environment.budgets.defaults, now: environment.clock.now)
             if registered.isNew, let refusal = Admission.check(
                 policy: user.policy, daySpent: user.daySpent, monthSpent: user.monthSpent,
                 estimatedCallCost: snapshot.averageCallCost ?? environment.budgets.defaultCallCostEstimate
@@ -285,12 +296,6 @@ actor MeteringShard {
     /// The log metadata that identifies a call: `call.id`, `user.id` and the `conn.id` carrying it.
     private func metadata(_ call: LiveCall) -> Logger.Metadata {
         ["call.id": "\(call.start.callID)", "user.id": "\(call.start.userID)", "conn.id": "\(call.owner.map { "\($0.rawValue)" } ?? "none")"]
-    }
-
-    private func newUserBudget(_ snapshot: UserBudgetSnapshot) -> UserBudget {
-        let now = environment.clock.now
-        return UserBudget(policy: snapshot.settings.policy(over: environment.budgets.defaults), dayStart: now.startOfDay,
-                          monthStart: now.startOfMonth, dayCommitted: snapshot.daySpent, monthCommitted: snapshot.monthSpent)
     }
 
     /// Rebuilds a resumed call's billing state, resend detection and spend from its committed events.
@@ -478,16 +483,11 @@ actor MeteringShard {
         }
     }
 
-    private func refreshed(_ outcome: Result<[String: (settings: BudgetSettings, day: ExactDecimal, month: ExactDecimal)], any Error>, at now: Timestamp) {
+    private func refreshed(_ outcome: Result<[String: UserBudgetSnapshot], any Error>, at now: Timestamp) {
         guard case .success(let fresh) = outcome else { return }  // keep metering from memory until the database is back
-        for (userID, state) in fresh {
+        for (userID, snapshot) in fresh {
             guard let user = users[userID] else { continue }
-            if now.startOfDay != user.dayStart { user.day = BudgetMeter(scope: .day); user.dayStart = now.startOfDay }
-            if now.startOfMonth != user.monthStart { user.month = BudgetMeter(scope: .month); user.monthStart = now.startOfMonth }
-            user.policy = state.settings.policy(over: environment.budgets.defaults)
-            user.dayCommitted = state.day
-            user.monthCommitted = state.month
-            user.committedSinceRefresh = .zero
+            user.refresh(from: snapshot, defaults: environment.budgets.defaults, now: now)
             let signals = user.day.check(spent: user.daySpent, policy: user.policy) + user.month.check(spent: user.monthSpent, policy: user.policy)
             // New settings may put a running call over its own limit too.
             for callID in user.calls.sorted() {

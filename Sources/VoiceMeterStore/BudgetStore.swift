@@ -30,7 +30,8 @@ public struct UserBudgetSnapshot: Sendable, Hashable {
     /// Committed spend in the UTC day and month containing `at`.
     public var daySpent: ExactDecimal
     public var monthSpent: ExactDecimal
-    /// The user's trailing average cost per call, `nil` without history.
+    /// The user's trailing average cost per call, `nil` without history (and from `snapshots`,
+    /// which refreshes do not need it for).
     public var averageCallCost: ExactDecimal?
 }
 
@@ -68,16 +69,21 @@ public struct BudgetStore {
         self.connection = connection
     }
 
-    public func settings(for userID: String) throws -> BudgetSettings {
-        guard let row = try connection.query("""
-            SELECT max_cost_per_call, max_daily_spend, max_monthly_spend, warn_at_percent_per_call, enable_auto_cutoff
-            FROM user_budget_settings WHERE user_id = $1
-            """, [userID]).first else { return BudgetSettings() }
-        return BudgetSettings(
-            callLimit: try row.decodeIfPresent("max_cost_per_call"), dayLimit: try row.decodeIfPresent("max_daily_spend"),
-            monthLimit: try row.decodeIfPresent("max_monthly_spend"), warnPercent: try row.decodeIfPresent("warn_at_percent_per_call"),
-            autoCutoff: try row.decodeIfPresent("enable_auto_cutoff")
-        )
+    /// Stored settings of several users, by user (users without a row are absent: all defaults).
+    public func settings(of userIDs: [String]) throws -> [String: BudgetSettings] {
+        guard !userIDs.isEmpty else { return [:] }
+        var settings: [String: BudgetSettings] = [:]
+        for row in try connection.query("""
+            SELECT user_id, max_cost_per_call, max_daily_spend, max_monthly_spend, warn_at_percent_per_call, enable_auto_cutoff
+            FROM user_budget_settings WHERE user_id = ANY($1::text[])
+            """, [PostgresTextArray(userIDs)]) {
+            settings[try row.decode("user_id")] = BudgetSettings(
+                callLimit: try row.decodeIfPresent("max_cost_per_call"), dayLimit: try row.decodeIfPresent("max_daily_spend"),
+                monthLimit: try row.decodeIfPresent("max_monthly_spend"), warnPercent: try row.decodeIfPresent("warn_at_percent_per_call"),
+                autoCutoff: try row.decodeIfPresent("enable_auto_cutoff")
+            )
+        }
+        return settings
     }
 
     /// Upserts a user's settings; `nil` fields keep their stored value.
@@ -114,15 +120,26 @@ public struct BudgetStore {
         return spend
     }
 
+    /// Settings and committed spend of several users at `instant` (two queries, whatever their number).
+    public func snapshots(of userIDs: [String], at instant: Timestamp) throws -> [String: UserBudgetSnapshot] {
+        let spend = try spend(of: userIDs, at: instant)
+        let settings = try settings(of: userIDs)
+        return Dictionary(userIDs.map { user in
+            let spent = spend[user] ?? (.zero, .zero)
+            return (user, UserBudgetSnapshot(settings: settings[user] ?? BudgetSettings(), daySpent: spent.day, monthSpent: spent.month))
+        }, uniquingKeysWith: { first, _ in first })
+    }
+
+    /// One user's settings, committed spend and trailing average call cost (for admission).
     public func snapshot(of userID: String, at instant: Timestamp) throws -> UserBudgetSnapshot {
-        let spent = try spend(of: [userID], at: instant)[userID] ?? (.zero, .zero)
+        var snapshot = try snapshots(of: [userID], at: instant)[userID]!
         let average = try connection.query("""
             SELECT avg(total_cost)::numeric(20, 10) AS average FROM (
                 SELECT total_cost FROM cost_summaries WHERE summary_type = 'call' AND user_id = $1 AND event_count > 0
                 ORDER BY period_start DESC LIMIT $2) recent
             """, [userID, Self.trailingCalls]).single()
-        return UserBudgetSnapshot(settings: try settings(for: userID), daySpent: spent.day, monthSpent: spent.month,
-                                  averageCallCost: try average.decodeIfPresent("average"))
+        snapshot.averageCallCost = try average.decodeIfPresent("average")
+        return snapshot
     }
 
     public func record(_ alert: CostAlert) throws {
