@@ -30,26 +30,29 @@ public struct ServerSettings: Sendable {
         public var description: String
     }
 
+    /// The built-in defaults, read from the types that own them.
+    private static let builtIn = ServerConfiguration(database: PostgresConnectionOptions(connectionString: ""))
+
     public static let all: [Setting] = [
         Setting(key: "database-url", environment: "DATABASE_URL", defaultValue: nil,
                 help: "PostgreSQL URI or conninfo; unset: the embedded cluster", isSecret: true),
-        Setting(key: "listen", environment: "VOICEMETER_LISTEN", defaultValue: "127.0.0.1:8787", help: "host:port to bind exactly; port 0 picks one"),
+        Setting(key: "listen", environment: "VOICEMETER_LISTEN", defaultValue: "\(builtIn.listener.host):\(builtIn.listener.port)", help: "host:port to bind exactly; port 0 picks one"),
         Setting(key: "tls-cert", environment: "VOICEMETER_TLS_CERT", defaultValue: nil, help: "PEM certificate chain: serve wss:// (with tls-key)"),
         Setting(key: "tls-key", environment: "VOICEMETER_TLS_KEY", defaultValue: nil, help: "PEM private key for tls-cert"),
         Setting(key: "allowed-origin", environment: "VOICEMETER_ALLOWED_ORIGIN", defaultValue: nil, help: "comma-separated Origins allowed to upgrade; unset: any"),
-        Setting(key: "writer-connections", environment: "VOICEMETER_WRITER_CONNECTIONS", defaultValue: "2", help: "ledger writers, each with its own database connection"),
-        Setting(key: "batch-events", environment: "VOICEMETER_BATCH_EVENTS", defaultValue: "2000", help: "commit when this many events wait"),
-        Setting(key: "flush-ms", environment: "VOICEMETER_FLUSH_MS", defaultValue: "100", help: "commit when the oldest waiting event is this old"),
-        Setting(key: "queue-events", environment: "VOICEMETER_QUEUE_EVENTS", defaultValue: "200000", help: "events a writer queues before answering overloaded"),
-        Setting(key: "budget-tick-seconds", environment: "VOICEMETER_BUDGET_TICK_SECONDS", defaultValue: "30", help: "how often committed spend is refreshed and cutoffs re-sent"),
-        Setting(key: "abandon-after-seconds", environment: "VOICEMETER_ABANDON_AFTER_SECONDS", defaultValue: "600", help: "a silent call is closed as abandoned after this long"),
-        Setting(key: "default-call-limit", environment: "VOICEMETER_DEFAULT_CALL_LIMIT", defaultValue: "10", help: "USD per call for users without budget settings"),
-        Setting(key: "default-day-limit", environment: "VOICEMETER_DEFAULT_DAY_LIMIT", defaultValue: nil, help: "USD per UTC day for users without settings; unset: none"),
-        Setting(key: "default-month-limit", environment: "VOICEMETER_DEFAULT_MONTH_LIMIT", defaultValue: "100", help: "USD per UTC month for users without settings"),
-        Setting(key: "idle-timeout-seconds", environment: "VOICEMETER_IDLE_TIMEOUT_SECONDS", defaultValue: "60", help: "ping a silent connection after this long; drop it after as long again"),
-        Setting(key: "connections-max", environment: "VOICEMETER_CONNECTIONS_MAX", defaultValue: "20000", help: "open connections in all"),
-        Setting(key: "connections-per-peer-max", environment: "VOICEMETER_CONNECTIONS_PER_PEER_MAX", defaultValue: "1024", help: "open connections from one address"),
-        Setting(key: "messages-per-second", environment: "VOICEMETER_MESSAGES_PER_SECOND", defaultValue: "500", help: "sustained client messages per connection (burst: twice)"),
+        Setting(key: "writer-connections", environment: "VOICEMETER_WRITER_CONNECTIONS", defaultValue: String(builtIn.writerConnections), help: "ledger writers, each with its own database connection"),
+        Setting(key: "batch-events", environment: "VOICEMETER_BATCH_EVENTS", defaultValue: String(builtIn.writerBatchEventsMax), help: "commit when this many events wait"),
+        Setting(key: "flush-ms", environment: "VOICEMETER_FLUSH_MS", defaultValue: String(builtIn.writerFlushIntervalMilliseconds), help: "commit when the oldest waiting event is this old"),
+        Setting(key: "queue-events", environment: "VOICEMETER_QUEUE_EVENTS", defaultValue: String(builtIn.writerQueueEventsMax), help: "events a writer queues before answering overloaded"),
+        Setting(key: "budget-tick-seconds", environment: "VOICEMETER_BUDGET_TICK_SECONDS", defaultValue: String(builtIn.budgetTickSeconds), help: "how often committed spend is refreshed and cutoffs re-sent"),
+        Setting(key: "abandon-after-seconds", environment: "VOICEMETER_ABANDON_AFTER_SECONDS", defaultValue: String(builtIn.abandonCallAfterSeconds), help: "a silent call is closed as abandoned after this long"),
+        Setting(key: "default-call-limit", environment: "VOICEMETER_DEFAULT_CALL_LIMIT", defaultValue: builtIn.defaultBudget.callLimit?.description, help: "USD per call for users without budget settings"),
+        Setting(key: "default-day-limit", environment: "VOICEMETER_DEFAULT_DAY_LIMIT", defaultValue: builtIn.defaultBudget.dayLimit?.description, help: "USD per UTC day for users without settings; unset: none"),
+        Setting(key: "default-month-limit", environment: "VOICEMETER_DEFAULT_MONTH_LIMIT", defaultValue: builtIn.defaultBudget.monthLimit?.description, help: "USD per UTC month for users without settings"),
+        Setting(key: "idle-timeout-seconds", environment: "VOICEMETER_IDLE_TIMEOUT_SECONDS", defaultValue: String(builtIn.listener.limits.idleTimeoutSeconds), help: "ping a silent connection after this long; drop it after as long again"),
+        Setting(key: "connections-max", environment: "VOICEMETER_CONNECTIONS_MAX", defaultValue: String(builtIn.listener.limits.connectionsMax), help: "open connections in all"),
+        Setting(key: "connections-per-peer-max", environment: "VOICEMETER_CONNECTIONS_PER_PEER_MAX", defaultValue: String(builtIn.listener.limits.connectionsPerPeerMax), help: "open connections from one address"),
+        Setting(key: "messages-per-second", environment: "VOICEMETER_MESSAGES_PER_SECOND", defaultValue: String(builtIn.listener.limits.messagesPerSecondPerConnection), help: "sustained client messages per connection (burst: twice)"),
         Setting(key: "log-format", environment: "VOICEMETER_LOG_FORMAT", defaultValue: "text", help: "text or json (one object per line)"),
         Setting(key: "log-level", environment: "VOICEMETER_LOG_LEVEL", defaultValue: "info", help: "trace, debug, info, notice, warning, error or critical"),
     ]
