@@ -51,4 +51,54 @@ public enum CSVReader {
         if !field.isEmpty || !fields.isEmpty { endRecord() }
         return records
     }
+
+    /// A file read as a header row and the records after it, each as column name → value; names
+    /// and values are trimmed of spaces and tabs.
+    public struct Table: Sendable {
+        public struct Row: Sendable {
+            public var line: Int
+            public var values: [String: String]
+        }
+
+        public var headerLine: Int
+        public var columns: [String]
+        public var rows: [Row]
+    }
+
+    public enum TableError: Error, CustomStringConvertible {
+        case syntax(SyntaxError)
+        case fieldCount(line: Int, fields: Int, columns: Int)
+
+        public var description: String {
+            switch self {
+            case .syntax(let error): "\(error)"
+            case .fieldCount(let line, let fields, let columns): "line \(line): \(fields) fields for \(columns) columns"
+            }
+        }
+    }
+
+    /// The file as a table; `nil` when it has no records at all. Every record must have as many
+    /// fields as the header.
+    public static func table(_ text: String) throws(TableError) -> Table? {
+        let records: [Record]
+        do throws(SyntaxError) { records = try self.records(text) } catch { throw .syntax(error) }
+        guard let header = records.first else { return nil }
+        let columns = header.fields.map(\.trimmingSpaces)
+        var rows: [Table.Row] = []
+        for record in records.dropFirst() {
+            guard record.fields.count == columns.count else {
+                throw .fieldCount(line: record.line, fields: record.fields.count, columns: columns.count)
+            }
+            rows.append(Table.Row(line: record.line, values: Dictionary(zip(columns, record.fields.map(\.trimmingSpaces)),
+                                                                         uniquingKeysWith: { first, _ in first })))
+        }
+        return Table(headerLine: header.line, columns: columns, rows: rows)
+    }
+}
+
+extension String {
+    /// Without leading and trailing spaces, tabs and carriage returns.
+    var trimmingSpaces: String {
+        String(drop(while: { $0 == " " || $0 == "\t" || $0 == "\r" }).reversed().drop(while: { $0 == " " || $0 == "\t" || $0 == "\r" }).reversed())
+    }
 }

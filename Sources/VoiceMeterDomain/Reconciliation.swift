@@ -37,23 +37,18 @@ public enum ReconciliationFile {
 
     private static func parse(_ text: String, required: [String],
                               _ make: ([String: String], Int) throws(PriceInputError) -> ReportedCost) throws(PriceInputError) -> [ReportedCost] {
-        let records: [CSVReader.Record]
-        do throws(CSVReader.SyntaxError) { records = try CSVReader.records(text) } catch { throw PriceInputError("\(error)") }
-        guard let header = records.first else { throw PriceInputError("the file is empty; it needs a header row with \(required.joined(separator: ", "))") }
-        let names = header.fields.map { String($0.drop { $0 == " " }) }
-        for column in required where !names.contains(column) {
-            throw PriceInputError("line \(header.line): no '\(column)' column; the header needs \(required.joined(separator: ", "))")
+        let table: CSVReader.Table?
+        do throws(CSVReader.TableError) { table = try CSVReader.table(text) } catch { throw PriceInputError("\(error)") }
+        guard let table else { throw PriceInputError("the file is empty; it needs a header row with \(required.joined(separator: ", "))") }
+        for column in required where !table.columns.contains(column) {
+            throw PriceInputError("line \(table.headerLine): no '\(column)' column; the header needs \(required.joined(separator: ", "))")
         }
         var costs: [ReportedCost] = []
-        for record in records.dropFirst() {
-            guard record.fields.count == names.count else {
-                throw PriceInputError("line \(record.line): \(record.fields.count) fields for \(names.count) columns")
+        for row in table.rows {
+            for column in required where row.values[column]?.isEmpty != false {
+                throw PriceInputError("line \(row.line): '\(column)' is empty")
             }
-            let values = Dictionary(zip(names, record.fields), uniquingKeysWith: { first, _ in first })
-            for column in required where values[column]?.isEmpty != false {
-                throw PriceInputError("line \(record.line): '\(column)' is empty")
-            }
-            costs.append(try make(values, record.line))
+            costs.append(try make(row.values, row.line))
         }
         return costs
     }

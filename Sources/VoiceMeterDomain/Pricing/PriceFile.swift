@@ -13,25 +13,18 @@ public enum PriceFile {
     }
 
     public static func parseCSV(_ text: String, now: Timestamp) throws(PriceInputError) -> [PriceChange] {
-        let records: [CSVReader.Record]
-        do throws(CSVReader.SyntaxError) { records = try CSVReader.records(text) } catch { throw PriceInputError("\(error)") }
-        guard let header = records.first else { throw PriceInputError("the file has no header row; start with: \(columns.joined(separator: ","))") }
-        let names = header.fields.map(\.trimmingSpaces)
-        for name in names where !columns.contains(name) {
-            throw PriceInputError("line \(header.line): unknown column '\(name)'; columns are \(columns.joined(separator: ", "))")
+        let table: CSVReader.Table?
+        do throws(CSVReader.TableError) { table = try CSVReader.table(text) } catch { throw PriceInputError("\(error)") }
+        guard let table else { throw PriceInputError("the file has no header row; start with: \(columns.joined(separator: ","))") }
+        for name in table.columns where !columns.contains(name) {
+            throw PriceInputError("line \(table.headerLine): unknown column '\(name)'; columns are \(columns.joined(separator: ", "))")
         }
         var changes: [PriceChange] = []
-        for record in records.dropFirst() {
-            let cells = record.fields.map(\.trimmingSpaces)
-            guard cells.count == names.count else {
-                throw PriceInputError("line \(record.line): \(cells.count) values for \(names.count) columns")
-            }
-            var values: [String: String] = [:]
-            for (name, cell) in zip(names, cells) where !cell.isEmpty { values[name] = cell }
+        for row in table.rows {
             do throws(PriceInputError) {
-                changes.append(try PriceInput.change(try fields(values), now: now))
+                changes.append(try PriceInput.change(try fields(row.values.filter { !$0.value.isEmpty }), now: now))
             } catch {
-                throw PriceInputError("line \(record.line): \(error.description)")
+                throw PriceInputError("line \(row.line): \(error.description)")
             }
         }
         return changes
@@ -78,8 +71,3 @@ public enum PriceFile {
     }
 }
 
-extension String {
-    var trimmingSpaces: String {
-        String(drop(while: { $0 == " " || $0 == "\t" || $0 == "\r" }).reversed().drop(while: { $0 == " " || $0 == "\t" || $0 == "\r" }).reversed())
-    }
-}
