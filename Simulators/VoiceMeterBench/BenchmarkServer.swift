@@ -64,10 +64,7 @@ struct ServeChild: ParsableCommand {
         guard let database = ProcessInfo.processInfo.environment[Self.databaseVariable] else {
             throw ValidationError("serve-child is started by the benchmarks, which pass the database in \(Self.databaseVariable)")
         }
-        var configuration = ServerConfiguration(database: PostgresConnectionOptions(connectionString: database))
-        configuration.listener.host = "127.0.0.1"
-        configuration.listener.port = 0
-        configuration.listener.limits.connectionsPerPeerMax = connections + 64
+        var configuration = ServerConfiguration.loopback(database: PostgresConnectionOptions(connectionString: database), connections: connections)
         configuration.listener.limits.connectionsMax = connections + 64
         if let messagesPerSecond {
             configuration.listener.limits.messagesPerSecondPerConnection = messagesPerSecond

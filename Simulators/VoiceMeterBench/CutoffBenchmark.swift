@@ -36,9 +36,7 @@ struct CutoffBenchmark: ParsableCommand {
         defer { scratch.drop() }
         let database = try PostgresConnection(scratch.options)
         let token = try TokenStore(connection: database).create(name: "bench", kind: .ingest)
-        var configuration = ServerConfiguration(database: scratch.options)
-        configuration.listener.port = 0
-        configuration.listener.limits.connectionsPerPeerMax = connections + 10
+        var configuration = ServerConfiguration.loopback(database: scratch.options, connections: connections)
         configuration.writerFlushIntervalMilliseconds = flushMilliseconds
         // $0.10 per call: ElevenLabs frames of 100 characters ($0.015) cross it with the 7th frame.
         configuration.defaultBudget = BudgetPolicy(callLimit: ExactDecimal("0.10")!, dayLimit: nil, monthLimit: ExactDecimal(1_000_000))
@@ -51,9 +49,9 @@ struct CutoffBenchmark: ParsableCommand {
         let accepted = Atomic<Int>(0)
         let client = try WebSocketClient { _, event in
             guard case .message(let text) = event else { return }
-            if text.hasPrefix(#"{"type":"budget.cutoff""#), let callID = text.split(separator: "\"").dropFirst(7).first {
+            if text.hasPrefix(#"{"type":"budget.cutoff""#), case .budgetCutoff(let callID, _, _, _)? = ServerMessage(json: text) {
                 let now = DispatchTime.now().uptimeNanoseconds
-                cutoffs.withLock { $0[String(callID)] = now }
+                cutoffs.withLock { $0[callID] = now }
             } else if text.hasPrefix(#"{"type":"call.accepted""#) {
                 accepted.add(1, ordering: .relaxed)
             }

@@ -19,11 +19,7 @@ public final class LocalDeployment {
         database = try PostgresConnection(options)
         tokenName = "sim-\(runID)"
         let token = try TokenStore(connection: database).create(name: tokenName, kind: .ingest)
-        var configuration = ServerConfiguration(database: options)
-        configuration.listener.host = "127.0.0.1"
-        configuration.listener.port = 0
-        configuration.listener.limits.connectionsPerPeerMax = max(configuration.listener.limits.connectionsPerPeerMax, connections + 64)
-        server = try VoiceMeterServer.start(configuration: configuration, migrations: try MigrationSet.bundled(),
+        server = try VoiceMeterServer.start(configuration: .loopback(database: options, connections: connections), migrations: try MigrationSet.bundled(),
                                             logger: logger)
         endpoint = VoiceMeterEndpoint(host: "127.0.0.1", port: server.port, bearerToken: token)
     }

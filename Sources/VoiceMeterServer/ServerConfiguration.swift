@@ -43,3 +43,15 @@ public struct ServerConfiguration: Sendable {
         self.database = database
     }
 }
+
+extension ServerConfiguration {
+    /// A server for local runs (simulator, demo, benchmarks): loopback only, any free port, and
+    /// room for `connections` client connections from loopback.
+    public static func loopback(database: PostgresConnectionOptions, connections: Int) -> ServerConfiguration {
+        var configuration = ServerConfiguration(database: database)
+        configuration.listener.host = "127.0.0.1"
+        configuration.listener.port = 0
+        configuration.listener.limits.connectionsPerPeerMax = max(configuration.listener.limits.connectionsPerPeerMax, connections + 64)
+        return configuration
+    }
+}
