@@ -1,4 +1,5 @@
 import VoiceMeterDomain
+import VoiceMeterSimulation
 
 /// The seed prices and seed 002's canonical 5-minute call, as benchmark input.
 enum BenchmarkPrices {
@@ -13,16 +14,8 @@ enum BenchmarkPrices {
 
     static let callStart = Timestamp(rfc3339: "2026-11-22T18:00:00Z")!
 
-    static var canonicalCallFrames: [MeteredUsage] {
-        func frame(_ service: String, _ operation: String, _ model: String?, _ unit: UsageUnit, _ amount: String, _ offset: Int64) -> MeteredUsage {
-            MeteredUsage(service: service, operation: operation, model: model, unit: unit, amount: ExactDecimal(amount)!, occurredAt: callStart.adding(seconds: offset))
-        }
-        return (1...10).map { frame("twilio", "voice_outbound", nil, .seconds, "30", Int64($0) * 30) }
-            + (1...30).map { frame("deepgram", "stt_streaming", "nova-2", .seconds, "10", Int64($0) * 10) }
-            + (1...5).flatMap { [frame("cerebras", "chat_completion", "llama3.1-8b", .inputTokens, "6000", Int64($0) * 60 - 5),
-                                  frame("cerebras", "chat_completion", "llama3.1-8b", .outputTokens, "4000", Int64($0) * 60 - 4)] }
-            + (1...20).map { frame("elevenlabs", "tts_generation", "eleven_turbo_v2_5", .characters, "100", Int64($0) * 15) }
-    }
+    /// Seed 002's canonical call from `callStart`.
+    static let canonicalCallFrames = CallShape.canonicalCall(startedAt: callStart)
 
     private static func version(_ id: Int64, _ service: String, _ operation: String, _ model: String, _ unit: UsageUnit,
                                 _ price: String, increment: String? = nil) -> PriceVersion {

@@ -118,3 +118,14 @@ extension CallShape {
         return CallScript(personaID: persona.id, revenue: revenue, durationMilliseconds: durationMilliseconds, usage: usage)
     }
 }
+
+extension CallShape {
+    /// Seed 002's canonical 5-minute call as it happened from `startedAt`: 70 reports costing
+    /// exactly $0.4045 at seed prices (the benchmarks' input).
+    public static func canonicalCall(startedAt: Timestamp) -> [MeteredUsage] {
+        var shape = CallShape()
+        shape.jitter = false
+        var random = SimulationRandom(seed: 0)
+        return shape.script(using: &random).usage.map { $0.metered(callStartedAt: startedAt) }
+    }
+}
