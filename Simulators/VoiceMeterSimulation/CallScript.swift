@@ -21,7 +21,7 @@ public struct ScriptedUsage: Sendable, Hashable {
     /// The usage as it happened at `callStart + offset`.
     public func metered(callStartedAt: Timestamp) -> MeteredUsage {
         MeteredUsage(service: service, operation: operation, model: model, unit: unit, amount: amount,
-                     occurredAt: Timestamp(microsecondsSinceEpoch: callStartedAt.microsecondsSinceEpoch + offsetMilliseconds * 1_000))
+                     occurredAt: callStartedAt.adding(milliseconds: offsetMilliseconds))
     }
 }
 

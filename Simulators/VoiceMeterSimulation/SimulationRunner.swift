@@ -289,7 +289,7 @@ public final class SimulationRunner: Sendable {
     }
 
     private func simulatedTime(_ now: ContinuousClock.Instant, since start: ContinuousClock.Instant, from origin: Timestamp) -> Timestamp {
-        Timestamp(microsecondsSinceEpoch: origin.microsecondsSinceEpoch + simulatedMilliseconds(now - start) * 1_000)
+        origin.adding(milliseconds: simulatedMilliseconds(now - start))
     }
 
     private func snapshot(elapsed: Duration) -> SimulationProgress {
@@ -321,7 +321,7 @@ struct LiveCall: Sendable {
     var nextStep = 0
 
     func instant(at offsetMilliseconds: Int64) -> Timestamp {
-        Timestamp(microsecondsSinceEpoch: startedAt.microsecondsSinceEpoch + offsetMilliseconds * 1_000)
+        startedAt.adding(milliseconds: offsetMilliseconds)
     }
 }
 

@@ -146,6 +146,11 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
         Timestamp(microsecondsSinceEpoch: microsecondsSinceEpoch + seconds * 1_000_000)
     }
 
+    /// This instant moved by whole milliseconds.
+    public func adding(milliseconds: Int64) -> Timestamp {
+        Timestamp(microsecondsSinceEpoch: microsecondsSinceEpoch + milliseconds * 1_000)
+    }
+
     // MARK: Calendar (proleptic Gregorian, days from civil; Howard Hinnant's algorithms)
 
     static func daysSinceEpoch(year: Int, month: Int, day: Int) -> Int {

@@ -18,7 +18,7 @@ public enum BurnProjection {
     public static func exhaustsWithin(horizonSeconds: Int64, spent: ExactDecimal, limit: ExactDecimal,
                                       since: Timestamp, now: Timestamp) -> Timestamp? {
         guard let at = exhaustion(spent: spent, limit: limit, since: since, now: now),
-              at.microsecondsSinceEpoch <= now.microsecondsSinceEpoch + horizonSeconds * 1_000_000 else { return nil }
+              at <= now.adding(seconds: horizonSeconds) else { return nil }
         return at
     }
 }
