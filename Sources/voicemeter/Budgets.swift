@@ -13,6 +13,12 @@ struct Budgets: ParsableCommand {
 
     static func describe(_ limit: ExactDecimal?) -> String { limit.map { "\($0.formatted(scale: 2)) USD" } ?? "none" }
 
+    /// The line saying when warnings come and whether cutoff is automatic.
+    static func describeWarnings(_ policy: BudgetPolicy) -> String {
+        "warnings at \(policy.callWarningPercents.map { "\($0)%" }.joined(separator: ", ")) of the call limit and "
+            + "\(policy.periodWarningPercents.map { "\($0)%" }.joined(separator: ", ")) of day and month; auto-cutoff \(policy.autoCutoff ? "on" : "off")"
+    }
+
     struct Set: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Set a user's limits; options not given keep their value.")
         @OptionGroup var database: DatabaseOptions
@@ -69,8 +75,7 @@ struct Budgets: ParsableCommand {
                 ["this month", Budgets.describe(policy.monthLimit), snapshot.monthSpent.formatted(scale: 4) + " USD", remaining(policy.monthLimit, snapshot.monthSpent)],
             ]
             Swift.print(TextTable(header: ["SCOPE", "LIMIT", "SPENT", "REMAINING"], rows: rows).rendered)
-            Swift.print("warnings at \(policy.callWarningPercents.map { "\($0)%" }.joined(separator: ", ")) of the call limit, "
-                        + "\(policy.periodWarningPercents.map { "\($0)%" }.joined(separator: ", ")) of day and month; auto-cutoff \(policy.autoCutoff ? "on" : "off")")
+            Swift.print(Budgets.describeWarnings(policy))
         }
     }
 
@@ -79,8 +84,7 @@ struct Budgets: ParsableCommand {
         func run() {
             let policy = Budgets.defaults
             print("per call: \(Budgets.describe(policy.callLimit)); per day: \(Budgets.describe(policy.dayLimit)); per month: \(Budgets.describe(policy.monthLimit))")
-            print("warnings at \(policy.callWarningPercents.map { "\($0)%" }.joined(separator: ", ")) of the call limit and "
-                  + "\(policy.periodWarningPercents.map { "\($0)%" }.joined(separator: ", ")) of day and month; auto-cutoff \(policy.autoCutoff ? "on" : "off")")
+            print(Budgets.describeWarnings(policy))
         }
     }
 }
