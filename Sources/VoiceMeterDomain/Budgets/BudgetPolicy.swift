@@ -99,6 +99,15 @@ public struct BudgetMeter: Sendable, Hashable {
             limitReached = true
             return [.limitReached(scope: scope, spent: spent, limit: limit)]
         }
+        // Below the limit and the next warning (every frame but a few): nothing to compute.
+        // spent × 100 < threshold × limit is exact, and the same test as the percentage below.
+        if spent < limit {
+            let warned = warned
+            guard let next = policy.warningPercents(for: scope).lazy.filter({ !warned.contains($0) }).min() else { return [] }
+            if let scaled = try? spent.multiplied(by: ExactDecimal(100)), let bar = try? limit.multiplied(by: ExactDecimal(next)), scaled < bar {
+                return []
+            }
+        }
         var signals: [BudgetSignal] = []
         let percent = (try? spent.multiplied(by: ExactDecimal(100)).divided(by: limit, scale: 1, .down)) ?? .zero
         for threshold in policy.warningPercents(for: scope) where !warned.contains(threshold) && percent >= ExactDecimal(threshold) {
