@@ -70,26 +70,18 @@ enum LedgerPaths {
     /// second do: every batch then touches as many call and user rollups as it has events.
     static func events(_ count: Int, prefix: String, book: PriceBook, interleaving calls: Int = 1) -> [UsageEvent] {
         let frames = BenchmarkPrices.canonicalCallFrames
-        var meters = Array(repeating: CallBillingMeter(), count: calls)
-        var events: [UsageEvent] = []
-        events.reserveCapacity(count)
-        var round = 0
-        while events.count < count {
-            for slot in 0..<calls where events.count < count {
-                let index = round * calls + slot
-                // Sequential calls when not interleaving: a new call (and meter) every 70 frames.
-                let call = calls == 1 ? index / frames.count : slot
-                let seq = calls == 1 ? index % frames.count + 1 : round + 1
-                if calls == 1 && seq == 1 { meters[0] = CallBillingMeter() }
-                let usage = frames[(seq - 1) % frames.count]
-                let key = EventKey(callID: "\(prefix)-\(call)", seq: Int64(seq))
-                events.append(UsageEvent(key: key, userID: calls == 1 ? "user-\(call % 500)" : "user-\(call)", callStartedAt: BenchmarkPrices.callStart,
-                                         usage: usage, pricing: meters[calls == 1 ? 0 : slot].price(usage, book: book),
-                                         payloadHash: SHA256.digest(key.description)))
-            }
-            round += 1
+        var meters: [Int: CallBillingMeter] = [:]
+        return (0..<count).map { index in
+            // Whole calls one after another (500 users), or `calls` calls taking turns, each its own user.
+            let (call, seq, user) = calls == 1
+                ? (index / frames.count, index % frames.count + 1, "user-\(index / frames.count % 500)")
+                : (index % calls, index / calls + 1, "user-\(index % calls)")
+            let usage = frames[(seq - 1) % frames.count]
+            let key = EventKey(callID: "\(prefix)-\(call)", seq: Int64(seq))
+            return UsageEvent(key: key, userID: user, callStartedAt: BenchmarkPrices.callStart, usage: usage,
+                              pricing: meters[call, default: CallBillingMeter()].price(usage, book: book),
+                              payloadHash: SHA256.digest(key.description))
         }
-        return events
     }
 
     /// Events per second through `EventStore.commit` (COPY → INSERT … ON CONFLICT → rollups) on
