@@ -78,8 +78,7 @@ final class LiveCallsLoad: Sendable {
         var id: String
         var connected = false
         var accepted = false
-        var sentAt: [UInt64] = []
-        var acked: Int64 = 0
+        var frames = SentFrames()
     }
 
     struct State {
@@ -125,11 +124,7 @@ final class LiveCallsLoad: Sendable {
                 state.calls[id.rawValue]?.connected = true
             case .message(let text):
                 if let (_, seq) = parseAck(text) {
-                    guard var call = state.calls[id.rawValue], seq > call.acked else { return }
-                    let now = DispatchTime.now().uptimeNanoseconds
-                    for acked in (call.acked + 1)...seq { state.latencies.append(now - call.sentAt[Int(acked - 1)]) }
-                    call.acked = seq
-                    state.calls[id.rawValue] = call
+                    state.latencies += state.calls[id.rawValue]?.frames.acknowledge(through: seq, at: DispatchTime.now().uptimeNanoseconds) ?? []
                 } else if text.hasPrefix(#"{"type":"call.accepted""#) {
                     state.calls[id.rawValue]?.accepted = true
                 } else if text.hasPrefix(#"{"type":"error""#) || text.hasPrefix(#"{"type":"call.rejected""#) {
@@ -182,8 +177,8 @@ final class LiveCallsLoad: Sendable {
                     return range.compactMap { index in
                         let id = connections[index]
                         guard state.calls[id.rawValue]?.accepted == true else { return nil }
-                        state.calls[id.rawValue]!.sentAt.append(sentAt)
-                        return (index, id, state.calls[id.rawValue]!.sentAt.count)
+                        state.calls[id.rawValue]!.frames.recordSent(at: sentAt)
+                        return (index, id, state.calls[id.rawValue]!.frames.count)
                     }
                 }
                 for (index, id, seq) in sending {
@@ -198,7 +193,7 @@ final class LiveCallsLoad: Sendable {
     func waitForAcks(timeoutSeconds: Int) -> Bool {
         let deadline = Date().addingTimeInterval(Double(timeoutSeconds))
         while Date() < deadline {
-            if state.withLock({ $0.calls.values.allSatisfy { Int($0.acked) == $0.sentAt.count } }) { return true }
+            if state.withLock({ $0.calls.values.allSatisfy { Int($0.frames.acked) == $0.frames.count } }) { return true }
             usleep(50_000)
         }
         return false
@@ -207,7 +202,7 @@ final class LiveCallsLoad: Sendable {
     func report() -> Report {
         state.withLock { state in
             if let firstError = state.firstError { print("  first error: \(firstError)") }
-            return Report(sent: state.calls.values.reduce(0) { $0 + $1.sentAt.count }, acknowledged: state.calls.values.reduce(0) { $0 + Int($1.acked) },
+            return Report(sent: state.calls.values.reduce(0) { $0 + $1.frames.count }, acknowledged: state.calls.values.reduce(0) { $0 + Int($1.frames.acked) },
                           errors: state.errors, disconnects: state.disconnects, latencies: state.latencies.sorted())
         }
     }

@@ -8,10 +8,7 @@ import WebSocketTransport
 final class ThroughputLoad: Sendable {
     struct CallLoad {
         var id: String
-        var nextSeq: Int64 = 1
-        var acked: Int64 = 0
-        /// Send time (uptime nanoseconds) of each seq, at index seq − 1.
-        var sentAt: [UInt64] = []
+        var frames = SentFrames()
     }
 
     struct Link {
@@ -99,38 +96,51 @@ final class ThroughputLoad: Sendable {
 
     /// Everything of the call up to `seq` is committed.
     private func acknowledge(_ callID: String, through seq: Int64, _ state: inout State) {
-        guard let (link, index) = state.callIndex[callID] else { return }
-        var call = state.links[link]!.calls[index]
-        guard seq > call.acked else { return }
-        let now = DispatchTime.now().uptimeNanoseconds
-        if state.measuring {
-            for acked in (call.acked + 1)...seq { state.latencies.append(now - call.sentAt[Int(acked - 1)]) }
-        }
-        let newly = Int(seq - call.acked)
-        call.acked = seq
-        state.links[link]!.calls[index] = call
+        guard let (link, index) = state.callIndex[callID],
+              let latencies = state.links[link]?.calls[index].frames.acknowledge(through: seq, at: DispatchTime.now().uptimeNanoseconds) else { return }
+        if state.measuring { state.latencies += latencies }
+        let newly = latencies.count
         state.links[link]!.inflight -= newly
         state.acked += newly
     }
 
     private func fill(_ id: ClientConnectionID, _ state: inout State, _ transport: WebSocketClient) {
         // Taken out of the table while it changes: a copy left behind would make every
-        // `sentAt.append` below copy that call's whole history.
+        // send recorded below copy that call's whole history.
         guard var link = state.links.removeValue(forKey: id.rawValue) else { return }
         let start = BenchmarkPrices.callStart.microsecondsSinceEpoch / 1_000_000
         while state.sending, link.inflight < window {
             let index = link.nextCall % link.calls.count
             link.nextCall += 1
-            let seq = link.calls[index].nextSeq
-            link.calls[index].nextSeq += 1
+            let seq = link.calls[index].frames.nextSeq
             let frame = frameTails[Int((seq - 1) % Int64(frameTails.count))]
             let cycle = (seq - 1) / Int64(frameTails.count)
             transport.send(#"{"type":"usage","call_id":"\#(link.calls[index].id)","seq":\#(seq),"ts":\#(start + cycle * 300 + frame.offset)"# + frame.tail, on: id)
-            link.calls[index].sentAt.append(DispatchTime.now().uptimeNanoseconds)
+            link.calls[index].frames.recordSent(at: DispatchTime.now().uptimeNanoseconds)
             link.inflight += 1
             state.sent += 1
         }
         state.links[id.rawValue] = link
+    }
+}
+
+/// When each frame of one call was sent (seq n at index n − 1) and how far acks have covered them.
+struct SentFrames {
+    private(set) var sentAt: [UInt64] = []
+    private(set) var acked: Int64 = 0
+
+    var count: Int { sentAt.count }
+    var nextSeq: Int64 { Int64(sentAt.count) + 1 }
+
+    /// The frame `nextSeq` was sent at `time` (uptime nanoseconds).
+    mutating func recordSent(at time: UInt64) { sentAt.append(time) }
+
+    /// An ack through `seq` arrived at `now`: the latencies of the frames it newly covers (none
+    /// for an ack already seen).
+    mutating func acknowledge(through seq: Int64, at now: UInt64) -> [UInt64] {
+        guard seq > acked else { return [] }
+        defer { acked = seq }
+        return ((acked + 1)...seq).map { now - sentAt[Int($0 - 1)] }
     }
 }
 
