@@ -79,7 +79,10 @@ struct ThroughputBenchmark: ParsableCommand {
 
         print("  measuring the limit (same SQL path, 2 connections like the server's 2 writers) and the seed's design…")
         let book = try PriceStore(connection: database).load()
-        let limit = try LedgerPaths.measureLimit(LedgerPaths.events(scale.limitEvents, prefix: "limit", book: book), scratch.options, connections: 2, batch: 2_000)
+        // The rows the end-to-end run wrote: its calls, each of its own user, taking turns.
+        let calls = scale.connections * scale.callsPerConnection
+        let limit = try LedgerPaths.measureLimit(LedgerPaths.events(scale.limitEvents, prefix: "limit", book: book, interleaving: calls),
+                                                 scratch.options, connections: 2, batch: 2_000)
         let seed = try LedgerPaths.measureSeedDesign(LedgerPaths.events(scale.seedEvents, prefix: "seed", book: book), database)
 
         func milliseconds(_ q: Double) -> String {

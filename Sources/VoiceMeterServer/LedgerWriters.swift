@@ -5,8 +5,8 @@ import VoiceMeterDomain
 
 /// One or more ledger writers, each with its own thread and connection. A call always goes to the
 /// same writer (a stable hash of its id), so its events commit — and are acknowledged — in order.
-/// Rollups shared between writers (a user's day, the platform's day) are upserted in one fixed key
-/// order by every writer, so their transactions wait for each other but never deadlock.
+/// Writers share no rollup rows: each appends its period deltas to `rollup_journal`, and a call's
+/// row is written only by the writer that owns the call.
 public final class LedgerWriters: Sendable {
     public let writers: [LedgerWriter]
 

@@ -18,6 +18,7 @@ public final class VoiceMeterServer: Sendable {
     private let ingress: WebSocketServer
     private let shards: [MeteringShard]
     private let budgetSettings: TableWatcher
+    private let rollups: RollupFolder
 
     /// Connects to the database, loads prices and tokens, and starts listening.
     public static func start(configuration: ServerConfiguration, migrations: MigrationSet, logger: Logger) throws -> VoiceMeterServer {
@@ -29,6 +30,7 @@ public final class VoiceMeterServer: Sendable {
         try server.ingress.start()
         server.shards.forEach { $0.startTicking() }
         server.budgetSettings.start()
+        server.rollups.start()
         logger.info("listening", metadata: [
             "listen.host": "\(configuration.listener.host)", "listen.port": "\(server.port)",
             "tls": "\(configuration.listener.tlsCertificatePath != nil)", "database": "\(configuration.database)",
@@ -82,6 +84,7 @@ public final class VoiceMeterServer: Sendable {
             for shard in shards { shard.perform { $0.refreshUsers() } }
         }
         ingressReference.bind(ingress)
+        rollups = RollupFolder(options: configuration.database, intervalSeconds: configuration.rollupFoldSeconds, logger: logger)
     }
 
     /// The port the server listens on.
@@ -89,13 +92,15 @@ public final class VoiceMeterServer: Sendable {
 
     /// Graceful stop, bounded by `shutdownDrainSeconds`: stop reading sockets and refuse new
     /// connections, let metering hand everything it received to the writer, commit it, queue the
-    /// acknowledgements, then close every connection with 1001 once its acks are written.
+    /// acknowledgements, close every connection with 1001 once its acks are written, then fold the
+    /// rollup journal.
     public func shutdown() {
         ingress.stopReceiving()
         shards.forEach { $0.barrier() }
         services.writers.drainAndStop(timeoutSeconds: configuration.shutdownDrainSeconds)
         shards.forEach { $0.barrier() }
         ingress.shutdown(drainSeconds: 2)
+        rollups.stop()
         services.prices.stop()
         budgetSettings.stop()
         tokens.stop()

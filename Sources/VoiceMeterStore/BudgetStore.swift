@@ -102,20 +102,25 @@ public struct BudgetStore {
             """, [userID, changes.callLimit, changes.dayLimit, changes.monthLimit, changes.warnPercent, changes.autoCutoff])
     }
 
-    /// Committed day and month spend of several users at `instant`, by user (absent users spent nothing).
+    /// Committed day and month spend of several users at `instant`, by user (absent users spent
+    /// nothing): their folded rollups plus their journal rows not folded yet, read in one statement
+    /// (one snapshot, so a fold running meanwhile is seen entirely or not at all).
     public func spend(of userIDs: [String], at instant: Timestamp) throws -> [String: (day: ExactDecimal, month: ExactDecimal)] {
         guard !userIDs.isEmpty else { return [:] }
         var spend: [String: (day: ExactDecimal, month: ExactDecimal)] = [:]
         for row in try connection.query("""
-            SELECT user_id, summary_type, total_cost FROM cost_summaries
-            WHERE user_id = ANY($1::text[])
-              AND ((summary_type = 'user_day' AND period_start = $2) OR (summary_type = 'user_month' AND period_start = $3))
+            SELECT user_id, coalesce(sum(day), 0) AS day, coalesce(sum(month), 0) AS month FROM (
+                SELECT user_id, CASE summary_type WHEN 'user_day' THEN total_cost END AS day,
+                       CASE summary_type WHEN 'user_month' THEN total_cost END AS month
+                FROM cost_summaries
+                WHERE user_id = ANY($1::text[])
+                  AND ((summary_type = 'user_day' AND period_start = $2) OR (summary_type = 'user_month' AND period_start = $3))
+                UNION ALL
+                SELECT user_id, CASE WHEN period_start = $2 THEN total_cost END, total_cost FROM rollup_journal
+                WHERE user_id = ANY($1::text[]) AND period_start >= $3 AND period_start <= $2
+            ) AS spend GROUP BY user_id
             """, [PostgresTextArray(userIDs), instant.startOfDay, instant.startOfMonth]) {
-            let user: String = try row.decode("user_id")
-            let cost: ExactDecimal = try row.decode("total_cost")
-            var entry = spend[user] ?? (.zero, .zero)
-            if try row.decode("summary_type", as: String.self) == "user_day" { entry.day = cost } else { entry.month = cost }
-            spend[user] = entry
+            spend[try row.decode("user_id")] = (try row.decode("day"), try row.decode("month"))
         }
         return spend
     }
@@ -150,7 +155,7 @@ public struct BudgetStore {
     }
 
     /// Platform quotas (seed 002 section 6.2): refreshes `usage_quotas.current_cost` of the quotas in
-    /// force at `instant` from the platform rollups and raises `quota_warning` / `quota_critical`
+    /// force at `instant` from the platform rollups (folded or not) and raises `quota_warning` / `quota_critical`
     /// alerts, each once per quota and period (so several server processes do not repeat them).
     /// Quotas are evaluated on cost; `max_amount` is not evaluated yet.
     public func evaluateQuotas(at instant: Timestamp) throws {
@@ -160,7 +165,7 @@ public struct BudgetStore {
                        coalesce((SELECT sum(CASE q.service WHEN 'twilio' THEN s.twilio_cost WHEN 'deepgram' THEN s.deepgram_cost
                                                            WHEN 'cerebras' THEN s.cerebras_cost WHEN 'openai' THEN s.openai_cost
                                                            WHEN 'elevenlabs' THEN s.elevenlabs_cost ELSE s.other_cost END)
-                                 FROM cost_summaries s
+                                 FROM period_rollups s
                                  WHERE s.summary_type = 'platform_day' AND s.period_start >= q.period_start AND s.period_start < q.period_end), 0) AS cost
                 FROM usage_quotas q
                 WHERE q.period_start <= $1 AND q.period_end > $1 AND q.max_cost IS NOT NULL

@@ -77,7 +77,7 @@ public struct CallStore {
 
     /// Marks a call ended (once: a node's stale copy of a call that ended elsewhere cannot
     /// overwrite it) and writes its `cost_summaries` row from its events, inside the writer's
-    /// transaction after the call's last events and before the period rollups.
+    /// transaction after the call's last events.
     public static func end(userID: String, callID: String, endedAt: Timestamp, status: String, on connection: PostgresConnection) throws {
         // Repricing locks the same row first: the call's figures below are read after it commits.
         try connection.query("SELECT 1 FROM calls WHERE user_id = $1 AND call_id = $2 FOR UPDATE", [userID, callID])

@@ -15,7 +15,7 @@ public struct EventCommitResult: Sendable, Equatable {
 ///
 /// The path (the fastest safe one measured on this machine): COPY into a session temp table,
 /// then `INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING` into the ledger, whose returned rows —
-/// only the ones actually inserted — feed `Rollups`. A replayed batch inserts and counts nothing.
+/// only the ones actually inserted — feed `Rollups` (period deltas journaled for folding). A replayed batch inserts and counts nothing.
 public struct EventStore {
     private let connection: PostgresConnection
 
@@ -29,9 +29,8 @@ public struct EventStore {
         """
 
     /// Commits `events` (any mix of new, resent and conflicting) and says which was which;
-    /// `alsoInTransaction` runs in the same transaction after the events are stored and before the
-    /// period rollups (the writer closes ended calls there: a call's row, then period rows, the
-    /// order repricing locks them in too).
+    /// `alsoInTransaction` runs in the same transaction after the events are stored (the writer
+    /// closes ended calls there, writing their rows), and the period deltas are journaled last.
     public func commit(_ events: [UsageEvent], alsoInTransaction: (PostgresConnection) throws -> Void = { _ in }) throws -> EventCommitResult {
         return try connection.transaction { connection in
             guard !events.isEmpty else {
@@ -40,7 +39,7 @@ public struct EventStore {
             }
             let result = try store(events, on: connection)
             try alsoInTransaction(connection)
-            try connection.runScript(Rollups.applyScript)
+            try connection.runScript(Rollups.journalScript)
             return result
         }
     }

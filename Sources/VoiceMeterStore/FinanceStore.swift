@@ -110,7 +110,7 @@ public struct FinanceStore {
         try report("""
             SELECT to_char(period_start, 'YYYY-MM-DD') AS day, twilio_cost AS twilio, deepgram_cost AS deepgram,
                    cerebras_cost AS cerebras, elevenlabs_cost AS elevenlabs, openai_cost + other_cost AS other
-            FROM cost_summaries WHERE summary_type = 'platform_day' AND period_start >= date_trunc('day', now(), 'UTC') - make_interval(days => $1)
+            FROM period_rollups WHERE summary_type = 'platform_day' AND period_start >= date_trunc('day', now(), 'UTC') - make_interval(days => $1)
             ORDER BY period_start
             """, [days])
     }
@@ -137,7 +137,7 @@ public struct FinanceStore {
     public func topUsers(month: Timestamp, limit: Int) throws -> ReportRows {
         try report("""
             SELECT user_id, total_cost AS api_cost, event_count AS events, unpriced_event_count AS unpriced_events
-            FROM cost_summaries WHERE summary_type = 'user_month' AND period_start = $1
+            FROM period_rollups WHERE summary_type = 'user_month' AND period_start = $1
             ORDER BY total_cost DESC, user_id LIMIT $2
             """, [month, limit])
     }

@@ -93,11 +93,11 @@ public struct Repricer {
                     PostgresTextArray(repriced.map(\.value.billedAmount)),
                 ])
             // A call's row, written when it ended, is rewritten from its events the same way; a live
-            // call has none yet (it gets one when it ends). Then the period rows, by the deltas.
+            // call has none yet (it gets one when it ends). Then the period deltas, journaled.
             let hasCallRow = try !connection.query(
                 "SELECT 1 FROM cost_summaries WHERE summary_type = 'call' AND user_id = $1 AND call_id = $2", [userID, callID]).isEmpty
             if hasCallRow { try connection.query(Rollups.summarizeCallScript, [userID, callID]) }
-            try connection.runScript(Rollups.applyScript)
+            try connection.runScript(Rollups.journalScript)
             return updated.affectedRows
         }
     }

@@ -4,14 +4,17 @@ import PostgresClient
 ///
 /// Whoever changes events (the ledger writer inserting them, repricing pricing them) first writes
 /// one row per changed event into the temporary table `rollup_delta`, in the same transaction,
-/// then runs `applyScript`, which upserts the rollup levels from it in a fixed order — user_day,
-/// user_month, platform_day, each sorted by key — so concurrent writers cannot deadlock. Only
-/// changed rows are counted, so a replayed batch adds nothing.
+/// then runs `journalScript`, which appends the deltas, one row per user and UTC day, to
+/// `rollup_journal`. Only changed rows are counted, so a replayed batch adds nothing.
+///
+/// The period levels (user_day, user_month, platform_day) are folded from the journal by
+/// `foldScript`, every few seconds and one folder at a time: with live calls each commit holds a
+/// frame or two per user, and upserting two rows per user on every commit was half of the
+/// database's time. Exact readers use the `period_rollups` view (folded rows plus the journal).
 ///
 /// A call's own row is written from its stored events (`summarizeCallScript`) when it ends, and
-/// again when repricing changes an ended call: live calls add a frame or two to each commit, and
-/// upserting their rows on every commit was a quarter of the ledger's database work (finance views
-/// read live calls from their events).
+/// again when repricing changes an ended call: upserting live calls' rows on every commit was a
+/// quarter of the ledger's database work (finance views read live calls from their events).
 public enum Rollups {
     /// Creates the session's `rollup_delta` table if it does not exist (rows vanish at commit).
     public static let prepareScript = """
@@ -30,10 +33,9 @@ public enum Rollups {
         ) ON COMMIT DELETE ROWS
         """
 
-    /// The SELECT list shared by the four levels: the per-service costs, usage metrics and counts.
-    /// The SELECT list shared by the four levels: the per-service costs, usage metrics and counts
-    /// (a FILTER that matches no row adds zero).
-    private static let measures = [
+    /// The measures of a set of `rollup_delta` rows: the per-service costs, usage metrics and
+    /// counts (a FILTER that matches no row adds zero).
+    private static let eventMeasures = [
         "sum(cost) FILTER (WHERE service = 'twilio')",
         "sum(cost) FILTER (WHERE service = 'deepgram')",
         "sum(cost) FILTER (WHERE service = 'cerebras')",
@@ -49,13 +51,16 @@ public enum Rollups {
         "sum(unpriced_delta)",
     ].map { "coalesce(\($0), 0)" }.joined(separator: ",\n    ")
 
-    /// The measure columns, in the order of `measures`.
+    /// The measure columns, in the order of `eventMeasures`, in `cost_summaries` and `rollup_journal`.
     private static let measureColumns = [
         "twilio_cost", "deepgram_cost", "cerebras_cost", "openai_cost", "elevenlabs_cost", "other_cost", "total_cost",
         "total_duration_seconds", "total_stt_seconds", "total_ai_tokens", "total_tts_characters", "event_count", "unpriced_event_count",
     ]
 
     private static let columns = measureColumns.joined(separator: ", ")
+
+    /// The measures of a set of journal rows: their sums.
+    private static let summedMeasures = measureColumns.map { "sum(\($0))" }.joined(separator: ", ")
 
     /// Adds the new figures to an existing row.
     private static let accumulate = measureColumns.map { "\($0) = cost_summaries.\($0) + EXCLUDED.\($0)" }
@@ -64,10 +69,10 @@ public enum Rollups {
     /// Replaces an existing row's figures.
     private static let replace = measureColumns.map { "\($0) = EXCLUDED.\($0)" }.joined(separator: ",\n    ") + ",\n    updated_at = now()"
 
-    /// One level's upsert from the rows of `source` (shaped like `rollup_delta`); `replacing`
+    /// One level's upsert from the rows of `source`, whose `measures` it sums; `replacing`
     /// overwrites an existing row's figures instead of adding to them.
     private static func level(type: String, user: String, call: String, start: String, end: String,
-                              source: String = "rollup_delta", replacing: Bool = false) -> String {
+                              source: String, measures: String, replacing: Bool = false) -> String {
         """
         INSERT INTO cost_summaries (summary_type, user_id, call_id, period_start, period_end, \(columns))
         SELECT '\(type)', \(user), \(call), \(start), \(end), \(measures)
@@ -78,19 +83,38 @@ public enum Rollups {
         """
     }
 
-    private static let periodLevels = [
-        level(type: "user_day", user: "user_id", call: "''", start: "date_trunc('day', occurred_at, 'UTC')",
-              end: "date_trunc('day', occurred_at, 'UTC') + interval '1 day'"),
-        level(type: "user_month", user: "user_id", call: "''", start: "date_trunc('month', occurred_at, 'UTC')",
-              end: "date_trunc('month', occurred_at, 'UTC') + interval '1 month'"),
-        level(type: "platform_day", user: "''", call: "''", start: "date_trunc('day', occurred_at, 'UTC')",
-              end: "date_trunc('day', occurred_at, 'UTC') + interval '1 day'"),
-        "TRUNCATE rollup_delta;",
-    ]
+    /// Appends the deltas in `rollup_delta` to `rollup_journal`, one row per user and UTC day; run
+    /// inside the transaction that filled it.
+    public static let journalScript = """
+        INSERT INTO rollup_journal (user_id, period_start, \(columns))
+        SELECT user_id, date_trunc('day', occurred_at, 'UTC'), \(eventMeasures)
+        FROM rollup_delta GROUP BY 1, 2;
+        TRUNCATE rollup_delta;
+        """
 
-    /// Upserts the period levels from `rollup_delta`; run inside the transaction that filled it.
-    /// Periods are UTC days and months.
-    public static let applyScript = periodLevels.joined(separator: "\n")
+    /// Any number, the same in every process: the advisory lock that lets one fold run at a time.
+    private static let foldLock = 7_201_011
+
+    /// Moves every committed journal row into the period levels of `cost_summaries`, each level's
+    /// rows upserted in key order; run in a transaction of its own. Folds take turns (an advisory
+    /// lock), and the journal's rows are deleted in the transaction that adds them, so a row is
+    /// counted once whichever process folds it, and one committed meanwhile waits for the next fold.
+    public static let foldScript = [
+        "SELECT pg_advisory_xact_lock(\(foldLock));",
+        "CREATE TEMP TABLE IF NOT EXISTS rollup_folding (LIKE rollup_journal) ON COMMIT DELETE ROWS;",
+        "WITH taken AS (DELETE FROM rollup_journal RETURNING *) INSERT INTO rollup_folding SELECT * FROM taken;",
+        level(type: "user_day", user: "user_id", call: "''", start: "period_start", end: "period_start + interval '1 day'",
+              source: "rollup_folding", measures: summedMeasures),
+        level(type: "user_month", user: "user_id", call: "''", start: "date_trunc('month', period_start, 'UTC')",
+              end: "date_trunc('month', period_start, 'UTC') + interval '1 month'", source: "rollup_folding", measures: summedMeasures),
+        level(type: "platform_day", user: "''", call: "''", start: "period_start", end: "period_start + interval '1 day'",
+              source: "rollup_folding", measures: summedMeasures),
+    ].joined(separator: "\n")
+
+    /// Folds the journal now (see `foldScript`).
+    public static func fold(on connection: PostgresConnection) throws {
+        try connection.transaction { try $0.runScript(foldScript) }
+    }
 
     /// Writes an ended call's row from all its stored events ($1 user id, $2 call id), replacing
     /// any earlier figures; run in the transaction that ends the call, after its last events.
@@ -103,5 +127,5 @@ public enum Rollups {
                     coalesce(total_cost, 0) AS cost, 1 AS event_delta, CASE WHEN total_cost IS NULL THEN 1 ELSE 0 END AS unpriced_delta
              FROM api_call_events WHERE user_id = $1 AND call_id = $2) AS call_events
             """,
-        replacing: true)
+        measures: eventMeasures, replacing: true)
 }

@@ -48,6 +48,8 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("queue-events"), help: ArgumentHelp("Events a writer queues before answering overloaded.", valueName: "n")) var queueEvents: String?
     @Option(name: .customLong("budget-tick-seconds"), help: ArgumentHelp("How often committed spend is refreshed and cutoffs re-sent.", valueName: "s"))
     var budgetTickSeconds: String?
+    @Option(name: .customLong("rollup-fold-seconds"), help: ArgumentHelp("How often journaled period deltas are folded into cost_summaries.", valueName: "s"))
+    var rollupFoldSeconds: String?
     @Option(name: .customLong("abandon-after-seconds"), help: ArgumentHelp("Close a silent call as abandoned after this long.", valueName: "s"))
     var abandonAfterSeconds: String?
     @Option(name: .customLong("default-call-limit"), help: ArgumentHelp("USD per call for users without budget settings.", valueName: "usd")) var defaultCallLimit: String?
@@ -65,7 +67,7 @@ struct Serve: ParsableCommand {
         let given: [(String, String?)] = [
             ("database-url", databaseURL), ("listen", listen), ("tls-cert", tlsCertificate), ("tls-key", tlsKey), ("allowed-origin", allowedOrigins),
             ("writer-connections", writerConnections), ("batch-events", batchEvents), ("flush-ms", flushMilliseconds), ("queue-events", queueEvents),
-            ("budget-tick-seconds", budgetTickSeconds), ("abandon-after-seconds", abandonAfterSeconds), ("default-call-limit", defaultCallLimit),
+            ("budget-tick-seconds", budgetTickSeconds), ("rollup-fold-seconds", rollupFoldSeconds), ("abandon-after-seconds", abandonAfterSeconds), ("default-call-limit", defaultCallLimit),
             ("default-day-limit", defaultDayLimit), ("default-month-limit", defaultMonthLimit), ("idle-timeout-seconds", idleTimeoutSeconds),
             ("connections-max", connectionsMax), ("connections-per-peer-max", connectionsPerPeerMax), ("messages-per-second", messagesPerSecond),
             ("log-format", logFormat), ("log-level", logLevel),

@@ -119,6 +119,36 @@ struct ServerPipelineTests {
         #expect(try call.decode("status", as: String.self) == "completed")
     }
 
+    @Test("period rollups are journaled with the events, folded every interval and at shutdown, exact throughout")
+    func rollupFolding() throws {
+        func periodCosts(_ database: PostgresConnection, from table: String) throws -> [String] {
+            try database.query("SELECT summary_type || ' ' || total_cost::numeric(20, 4) AS row FROM \(table) WHERE summary_type <> 'call' ORDER BY 1")
+                .map { try $0.decode("row") }
+        }
+        let expected = ["platform_day 0.4045", "user_day 0.4045", "user_month 0.4045"]
+        // Folding every second: the rows appear without a shutdown.
+        let folding = try RunningServer(configure: { $0.rollupFoldSeconds = 1 })
+        let first = try StreamingClient(folding.endpoint)
+        first.send(canonicalCallMessages("CAFOLD1"))
+        #expect(first.waitForSummary())
+        #expect(try periodCosts(folding.database, from: "period_rollups") == expected)
+        let deadline = Date().addingTimeInterval(5)
+        while try periodCosts(folding.database, from: "cost_summaries") != expected, Date() < deadline { usleep(100_000) }
+        #expect(try periodCosts(folding.database, from: "cost_summaries") == expected)
+        folding.server.shutdown()
+
+        // Folding hourly: the journal holds the call until the server stops, and readers count it.
+        let hourly = try RunningServer(configure: { $0.rollupFoldSeconds = 3_600 })
+        let second = try StreamingClient(hourly.endpoint)
+        second.send(canonicalCallMessages("CAFOLD2", user: "user-fold"))
+        #expect(second.waitForSummary())
+        #expect(try periodCosts(hourly.database, from: "cost_summaries") == [])
+        #expect(try periodCosts(hourly.database, from: "period_rollups") == expected)
+        hourly.server.shutdown()
+        #expect(try periodCosts(hourly.database, from: "cost_summaries") == expected)
+        #expect(try hourly.database.query("SELECT 1 FROM rollup_journal").isEmpty)
+    }
+
     @Test("a resent frame is acknowledged again and stored once; different content for a seq is seq_conflict")
     func resendAndConflict() throws {
         let running = try RunningServer()

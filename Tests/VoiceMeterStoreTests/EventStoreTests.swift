@@ -91,10 +91,46 @@ struct EventStoreTests {
             #expect(try byService.decode("tok", as: ExactDecimal.self) == ExactDecimal(50_000))
             #expect(try byService.decode("chars", as: ExactDecimal.self) == ExactDecimal(2_000))
         }
+        // The period levels: journaled by the commits, exact in period_rollups before and after a fold.
         let u1Events = try decimal("SELECT sum(total_cost) AS v FROM api_call_events WHERE user_id = 'u1'")
-        #expect(try decimal("SELECT total_cost AS v FROM cost_summaries WHERE summary_type = 'user_day' AND user_id = 'u1'") == u1Events)
-        #expect(try decimal("SELECT total_cost AS v FROM cost_summaries WHERE summary_type = 'user_month' AND user_id = 'u1'") == u1Events)
-        #expect(try decimal("SELECT total_cost AS v FROM cost_summaries WHERE summary_type = 'platform_day'") == ExactDecimal("1.2135")!)
+        #expect(u1Events == ExactDecimal("0.809")!)
+        for table in ["period_rollups", "cost_summaries"] {
+            if table == "cost_summaries" {
+                #expect(try decimal("SELECT sum(total_cost) AS v FROM cost_summaries WHERE summary_type <> 'call'") == .zero)
+                try Rollups.fold(on: connection)
+            }
+            #expect(try decimal("SELECT total_cost AS v FROM \(table) WHERE summary_type = 'user_day' AND user_id = 'u1'") == u1Events)
+            #expect(try decimal("SELECT total_cost AS v FROM \(table) WHERE summary_type = 'user_month' AND user_id = 'u1'") == u1Events)
+            #expect(try decimal("SELECT total_cost AS v FROM \(table) WHERE summary_type = 'platform_day'") == ExactDecimal("1.2135")!)
+            #expect(try decimal("SELECT event_count AS v FROM \(table) WHERE summary_type = 'platform_day'") == ExactDecimal(195))
+        }
+        #expect(try decimal("SELECT count(*) AS v FROM rollup_journal") == .zero)
+    }
+
+    @Test("a fold moves the journal into the period rows once: folding again, or a resend after it, adds nothing")
+    func foldOnce() throws {
+        let call = canonicalCall("CA5", user: "u5")
+        let spend = { try BudgetStore(connection: connection).spend(of: ["u5"], at: start)["u5"] }
+        _ = try events.commit(Array(call[0..<40]))
+        // Ten Twilio frames (five billed minutes) and thirty Deepgram ones: $0.07 + $0.0295.
+        #expect(try spend()?.day == ExactDecimal("0.0995")!)
+        try Rollups.fold(on: connection)
+        _ = try events.commit(Array(call[20..<65]))
+        // Half folded, half journaled: budgets see both.
+        #expect(try spend()?.day == ExactDecimal("0.4045")!)
+        #expect(try spend()?.month == ExactDecimal("0.4045")!)
+        try Rollups.fold(on: connection)
+        try Rollups.fold(on: connection)
+        _ = try events.commit(call)
+        #expect(try decimal("SELECT count(*) AS v FROM rollup_journal") == .zero)
+        let month = try connection.query("""
+            SELECT total_cost AS c, event_count AS n, period_end = '2026-12-01T00:00:00Z' AS whole_month FROM cost_summaries
+            WHERE summary_type = 'user_month' AND user_id = 'u5' AND period_start = '2026-11-01T00:00:00Z'
+            """).single()
+        #expect(try month.decode("c", as: ExactDecimal.self) == ExactDecimal("0.4045")!)
+        #expect(try month.decode("n", as: Int.self) == 65)
+        #expect(try month.decode("whole_month", as: Bool.self))
+        #expect(try spend()?.month == ExactDecimal("0.4045")!)
     }
 
     @Test("the same (call_id, seq) with different content is a seq_conflict and changes nothing")
@@ -148,7 +184,8 @@ struct EventStoreTests {
         #expect(try after.decode("d", as: ExactDecimal.self) == ExactDecimal("0.0077")!)
         #expect(try after.decode("c", as: ExactDecimal.self) == ExactDecimal("0.0217")!)
         #expect(try decimal("SELECT sum(total_cost) AS v FROM api_call_events") == ExactDecimal("0.0217")!)
-        #expect(try decimal("SELECT total_cost AS v FROM cost_summaries WHERE summary_type = 'platform_day'") == ExactDecimal("0.0217")!)
+        #expect(try decimal("SELECT total_cost AS v FROM period_rollups WHERE summary_type = 'platform_day'") == ExactDecimal("0.0217")!)
+        #expect(try decimal("SELECT unpriced_event_count AS v FROM period_rollups WHERE summary_type = 'user_day'") == .zero)
     }
 
     @Test("reconciliation marks matching events verified, records differences, and keeps unmatched reports")
