@@ -2,7 +2,7 @@
 -- commit. With 10,000 live calls each commit touched one user_day and one user_month row per event,
 -- and those upserts were half of the database's time (pg_stat_statements, voicemeter-bench live).
 -- Each commit now appends its deltas, one row per user and UTC day, to rollup_journal in its own
--- transaction; the server folds the journal into cost_summaries every few seconds (Rollups.foldScript,
+-- transaction; the server folds the journal into cost_summaries every few seconds (Rollups.fold,
 -- one folder at a time), so a user's rows are updated once per fold instead of once per commit.
 -- Nothing is lost or counted twice: a delta is in exactly one of the two tables at any snapshot.
 -- Readers that must be exact read period_rollups (below) or, like the budget checks, add the

@@ -11,6 +11,7 @@ final class RollupFolder: Sendable {
     private let options: PostgresConnectionOptions
     private let intervalMilliseconds: Int
     private let logger: Logger
+    private let metrics = LedgerMetrics()
     private let stopped = Atomic<Bool>(false)
     /// Serializes the thread's folds with the final one at shutdown.
     private let connection = Mutex<PostgresConnection?>(nil)
@@ -49,7 +50,9 @@ final class RollupFolder: Sendable {
         connection.withLock { connection in
             do {
                 if connection == nil { connection = try PostgresConnection(options) }
-                try Rollups.fold(on: connection!)
+                let started = DispatchTime.now().uptimeNanoseconds
+                metrics.journalRowsFolded.increment(by: try Rollups.fold(on: connection!))
+                metrics.foldDuration.recordNanoseconds(DispatchTime.now().uptimeNanoseconds - started)
             } catch {
                 logger.warning("could not fold the rollup journal; budgets and reports still count it, retrying next interval",
                                metadata: ["error": "\(error)"])

@@ -58,6 +58,9 @@ public struct LedgerMetrics: Sendable {
     let ackLatency = Timer(label: "voicemeter_ack_latency_seconds")
     /// Events waiting in the writers' queues.
     let queueDepth = Meter(label: "voicemeter_writer_queue_events")
+    /// Folds of the rollup journal into `cost_summaries`, and the journal rows they moved.
+    let foldDuration = Timer(label: "voicemeter_rollup_fold_duration_seconds")
+    let journalRowsFolded = Counter(label: "voicemeter_rollup_journal_rows_folded_total")
     /// New database connections after a lost one.
     let databaseReconnects = Counter(label: "voicemeter_database_reconnects_total")
 

@@ -8,7 +8,7 @@ import PostgresClient
 /// `rollup_journal`. Only changed rows are counted, so a replayed batch adds nothing.
 ///
 /// The period levels (user_day, user_month, platform_day) are folded from the journal by
-/// `foldScript`, every few seconds and one folder at a time: with live calls each commit holds a
+/// `fold(on:)`, every few seconds and one folder at a time: with live calls each commit holds a
 /// frame or two per user, and upserting two rows per user on every commit was half of the
 /// database's time. Exact readers use the `period_rollups` view (folded rows plus the journal).
 ///
@@ -79,7 +79,7 @@ public enum Rollups {
         FROM \(source) GROUP BY 2, 3, 4 ORDER BY 2, 3, 4
         ON CONFLICT (summary_type, user_id, call_id, period_start) DO UPDATE SET
             period_end = GREATEST(cost_summaries.period_end, EXCLUDED.period_end),
-        \(replacing ? replace : accumulate);
+        \(replacing ? replace : accumulate)
         """
     }
 
@@ -95,25 +95,33 @@ public enum Rollups {
     /// Any number, the same in every process: the advisory lock that lets one fold run at a time.
     private static let foldLock = 7_201_011
 
-    /// Moves every committed journal row into the period levels of `cost_summaries`, each level's
-    /// rows upserted in key order; run in a transaction of its own. Folds take turns (an advisory
+    /// Takes every committed journal row (`taken`) and upserts the three period levels from it,
+    /// each level's rows in key order, in one statement; answers the number of rows taken.
+    private static let foldStatement = """
+        WITH taken AS (DELETE FROM rollup_journal RETURNING *),
+        user_day AS (
+        \(level(type: "user_day", user: "user_id", call: "''", start: "period_start", end: "period_start + interval '1 day'",
+                source: "taken", measures: summedMeasures))
+        ), user_month AS (
+        \(level(type: "user_month", user: "user_id", call: "''", start: "date_trunc('month', period_start, 'UTC')",
+                end: "date_trunc('month', period_start, 'UTC') + interval '1 month'", source: "taken", measures: summedMeasures))
+        ), platform_day AS (
+        \(level(type: "platform_day", user: "''", call: "''", start: "period_start", end: "period_start + interval '1 day'",
+                source: "taken", measures: summedMeasures))
+        )
+        SELECT count(*) AS folded FROM taken
+        """
+
+    /// Moves every committed journal row into the period levels of `cost_summaries`, in one
+    /// transaction, and returns how many journal rows it folded. Folds take turns (an advisory
     /// lock), and the journal's rows are deleted in the transaction that adds them, so a row is
     /// counted once whichever process folds it, and one committed meanwhile waits for the next fold.
-    public static let foldScript = [
-        "SELECT pg_advisory_xact_lock(\(foldLock));",
-        "CREATE TEMP TABLE IF NOT EXISTS rollup_folding (LIKE rollup_journal) ON COMMIT DELETE ROWS;",
-        "WITH taken AS (DELETE FROM rollup_journal RETURNING *) INSERT INTO rollup_folding SELECT * FROM taken;",
-        level(type: "user_day", user: "user_id", call: "''", start: "period_start", end: "period_start + interval '1 day'",
-              source: "rollup_folding", measures: summedMeasures),
-        level(type: "user_month", user: "user_id", call: "''", start: "date_trunc('month', period_start, 'UTC')",
-              end: "date_trunc('month', period_start, 'UTC') + interval '1 month'", source: "rollup_folding", measures: summedMeasures),
-        level(type: "platform_day", user: "''", call: "''", start: "period_start", end: "period_start + interval '1 day'",
-              source: "rollup_folding", measures: summedMeasures),
-    ].joined(separator: "\n")
-
-    /// Folds the journal now (see `foldScript`).
-    public static func fold(on connection: PostgresConnection) throws {
-        try connection.transaction { try $0.runScript(foldScript) }
+    @discardableResult
+    public static func fold(on connection: PostgresConnection) throws -> Int {
+        try connection.transaction { connection in
+            try connection.query("SELECT pg_advisory_xact_lock(\(foldLock))")
+            return try connection.query(foldStatement).single().decode("folded")
+        }
     }
 
     /// Writes an ended call's row from all its stored events ($1 user id, $2 call id), replacing
