@@ -14,8 +14,10 @@ public struct ServerConfiguration: Sendable {
     public var writerConnections = 2
     /// A ledger writer commits when this many events are waiting…
     public var writerBatchEventsMax = 2_000
-    /// …or when the oldest waiting event is this old.
-    public var writerFlushIntervalMilliseconds = 100
+    /// …or when the oldest waiting event is this old. Under load a writer commits whatever
+    /// queued during its last commit at once; this bounds the wait when it is idle (10,000 live
+    /// calls: ack p99 ~170 ms at 25 ms against ~300–400 ms at 100 ms, for ~12 % more database CPU).
+    public var writerFlushIntervalMilliseconds = 25
     /// Events waiting for one writer before new usage is refused with `overloaded` (memory bound);
     /// sockets stop being read at half of it.
     public var writerQueueEventsMax = 200_000
