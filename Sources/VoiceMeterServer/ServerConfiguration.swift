@@ -32,8 +32,9 @@ public struct ServerConfiguration: Sendable {
     public var defaultCallCostEstimate = ExactDecimal("0.90")!
     /// How often committed spend is refreshed, settings reloaded and cutoffs re-sent.
     public var budgetTickSeconds = 30
-    /// How often the period deltas journaled by the ledger are folded into `cost_summaries`
-    /// (readers see them at once either way; longer folds fewer, larger batches).
+    /// How often each user's period deltas journaled by the ledger are folded into
+    /// `cost_summaries`, a slice of the users every second (readers count unfolded deltas either
+    /// way; longer means fewer upserts of a busy user's rows).
     public var rollupFoldSeconds = 5
     /// A call with no message for this long is closed as abandoned and summarized.
     public var abandonCallAfterSeconds = 600

@@ -45,7 +45,7 @@ public struct ServerSettings: Sendable {
         Setting(key: "flush-ms", environment: "VOICEMETER_FLUSH_MS", defaultValue: String(builtIn.writerFlushIntervalMilliseconds), help: "commit when the oldest waiting event is this old"),
         Setting(key: "queue-events", environment: "VOICEMETER_QUEUE_EVENTS", defaultValue: String(builtIn.writerQueueEventsMax), help: "events a writer queues before answering overloaded"),
         Setting(key: "budget-tick-seconds", environment: "VOICEMETER_BUDGET_TICK_SECONDS", defaultValue: String(builtIn.budgetTickSeconds), help: "how often committed spend is refreshed and cutoffs re-sent"),
-        Setting(key: "rollup-fold-seconds", environment: "VOICEMETER_ROLLUP_FOLD_SECONDS", defaultValue: String(builtIn.rollupFoldSeconds), help: "how often journaled period deltas are folded into cost_summaries"),
+        Setting(key: "rollup-fold-seconds", environment: "VOICEMETER_ROLLUP_FOLD_SECONDS", defaultValue: String(builtIn.rollupFoldSeconds), help: "how often each user's journaled period deltas are folded into cost_summaries (a slice of users a second)"),
         Setting(key: "abandon-after-seconds", environment: "VOICEMETER_ABANDON_AFTER_SECONDS", defaultValue: String(builtIn.abandonCallAfterSeconds), help: "a silent call is closed as abandoned after this long"),
         Setting(key: "default-call-limit", environment: "VOICEMETER_DEFAULT_CALL_LIMIT", defaultValue: builtIn.defaultBudget.callLimit?.description, help: "USD per call for users without budget settings"),
         Setting(key: "default-day-limit", environment: "VOICEMETER_DEFAULT_DAY_LIMIT", defaultValue: builtIn.defaultBudget.dayLimit?.description, help: "USD per UTC day for users without settings; unset: none"),

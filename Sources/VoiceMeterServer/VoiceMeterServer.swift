@@ -84,7 +84,7 @@ public final class VoiceMeterServer: Sendable {
             for shard in shards { shard.perform { $0.refreshUsers() } }
         }
         ingressReference.bind(ingress)
-        rollups = RollupFolder(options: configuration.database, intervalSeconds: configuration.rollupFoldSeconds, logger: logger)
+        rollups = RollupFolder(options: configuration.database, foldSeconds: configuration.rollupFoldSeconds, logger: logger)
     }
 
     /// The port the server listens on.

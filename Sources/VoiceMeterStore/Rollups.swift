@@ -8,7 +8,7 @@ import PostgresClient
 /// `rollup_journal`. Only changed rows are counted, so a replayed batch adds nothing.
 ///
 /// The period levels (user_day, user_month, platform_day) are folded from the journal by
-/// `fold(on:)`, every few seconds and one folder at a time: with live calls each commit holds a
+/// `fold(on:slice:)`, each user every few seconds, one folder at a time: with live calls each commit holds a
 /// frame or two per user, and upserting two rows per user on every commit was half of the
 /// database's time. Exact readers use the `period_rollups` view (folded rows plus the journal).
 ///
@@ -95,10 +95,11 @@ public enum Rollups {
     /// Any number, the same in every process: the advisory lock that lets one fold run at a time.
     private static let foldLock = 7_201_011
 
-    /// Takes every committed journal row (`taken`) and upserts the three period levels from it,
-    /// each level's rows in key order, in one statement; answers the number of rows taken.
+    /// Takes the committed journal rows of the users in slice $1 of $2 (`taken`) and upserts the
+    /// three period levels from them, each level's rows in key order, in one statement; answers
+    /// the number of rows taken.
     private static let foldStatement = """
-        WITH taken AS (DELETE FROM rollup_journal RETURNING *),
+        WITH taken AS (DELETE FROM rollup_journal WHERE abs(hashtext(user_id)::bigint) % $2 = $1 RETURNING *),
         user_day AS (
         \(level(type: "user_day", user: "user_id", call: "''", start: "period_start", end: "period_start + interval '1 day'",
                 source: "taken", measures: summedMeasures))
@@ -112,15 +113,18 @@ public enum Rollups {
         SELECT count(*) AS folded FROM taken
         """
 
-    /// Moves every committed journal row into the period levels of `cost_summaries`, in one
-    /// transaction, and returns how many journal rows it folded. Folds take turns (an advisory
+    /// Moves committed journal rows into the period levels of `cost_summaries`, in one
+    /// transaction, and returns how many it folded: every user's, or with `slice`, those of one
+    /// slice of the users (a stable hash of the user id; the server folds one slice a second, so
+    /// the work is spread evenly instead of coming in bursts). Folds take turns (an advisory
     /// lock), and the journal's rows are deleted in the transaction that adds them, so a row is
     /// counted once whichever process folds it, and one committed meanwhile waits for the next fold.
     @discardableResult
-    public static func fold(on connection: PostgresConnection) throws -> Int {
-        try connection.transaction { connection in
+    public static func fold(on connection: PostgresConnection, slice: (index: Int, of: Int) = (0, 1)) throws -> Int {
+        precondition(slice.of >= 1 && (0..<slice.of).contains(slice.index), "a slice is 0 ..< its count")
+        return try connection.transaction { connection in
             try connection.query("SELECT pg_advisory_xact_lock(\(foldLock))")
-            return try connection.query(foldStatement).single().decode("folded")
+            return try connection.query(foldStatement, [slice.index, slice.of]).single().decode("folded")
         }
     }
 

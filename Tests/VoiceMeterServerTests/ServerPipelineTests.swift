@@ -137,8 +137,10 @@ struct ServerPipelineTests {
         #expect(try periodCosts(folding.database, from: "cost_summaries") == expected)
         folding.server.shutdown()
 
-        // Folding hourly: the journal holds the call until the server stops, and readers count it.
+        // Folding hourly (one of 3,600 slices a second; this user's is slice 1,508, reached after
+        // 25 minutes): the journal holds the call until the server stops, and readers count it.
         let hourly = try RunningServer(configure: { $0.rollupFoldSeconds = 3_600 })
+        try #require(try hourly.database.query("SELECT abs(hashtext('user-fold')::bigint) % 3600 AS slice").single().decode("slice", as: Int.self) == 1_508)
         let second = try StreamingClient(hourly.endpoint)
         second.send(canonicalCallMessages("CAFOLD2", user: "user-fold"))
         #expect(second.waitForSummary())

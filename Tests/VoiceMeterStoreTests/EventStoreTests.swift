@@ -133,6 +133,22 @@ struct EventStoreTests {
         #expect(try spend()?.month == ExactDecimal("0.4045")!)
     }
 
+    @Test("folding slice by slice folds each user's rows once, whichever slices run in which order")
+    func foldSlices() throws {
+        let users = (0..<12).map { "slice-user-\($0)" }
+        for (index, user) in users.enumerated() { _ = try events.commit(canonicalCall("CS\(index)", user: user)) }
+        let journaled = try decimal("SELECT count(*) AS v FROM rollup_journal")
+        var folded = 0
+        for slice in [2, 0, 2, 1] { folded += try Rollups.fold(on: connection, slice: (slice, 3)) }
+        #expect(ExactDecimal(folded) == journaled)
+        #expect(try decimal("SELECT count(*) AS v FROM rollup_journal") == .zero)
+        for user in users {
+            #expect(try decimal("SELECT total_cost AS v FROM cost_summaries WHERE summary_type = 'user_day' AND user_id = $1", [user])
+                    == ExactDecimal("0.4045")!)
+        }
+        #expect(try decimal("SELECT total_cost AS v FROM cost_summaries WHERE summary_type = 'platform_day'") == ExactDecimal("4.854")!)
+    }
+
     @Test("the same (call_id, seq) with different content is a seq_conflict and changes nothing")
     func seqConflict() throws {
         let original = canonicalCall("CA9", user: "u9")
