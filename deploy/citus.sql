@@ -13,7 +13,8 @@
 -- ledger's statements name user_id in their conflict targets. Known limits to verify on a real
 -- cluster: a writer batch mixes users, so its transaction spans shards (Citus runs it as a
 -- distributed transaction with 2PC; batching per shard would avoid that); platform_day rollups
--- (user_id '') all land on one shard, a hot row at high rates; the finance views scan all shards.
+-- (user_id '') all land on one shard (folded from the journal, so upserted once per fold, not per
+-- commit); the fold's slice filter and the finance views scan all shards.
 \set ON_ERROR_STOP on
 CREATE EXTENSION IF NOT EXISTS citus;
 
@@ -28,6 +29,7 @@ SELECT create_reference_table('schema_migrations');
 SELECT create_distributed_table('calls', 'user_id');
 SELECT create_distributed_table('api_call_events', 'user_id', colocate_with => 'calls');
 SELECT create_distributed_table('cost_summaries', 'user_id', colocate_with => 'calls');
+SELECT create_distributed_table('rollup_journal', 'user_id', colocate_with => 'calls');
 SELECT create_distributed_table('user_budget_settings', 'user_id', colocate_with => 'calls');
 
 -- cost_alerts (key: id; user_id may be NULL for platform alerts), rejected_frames and
