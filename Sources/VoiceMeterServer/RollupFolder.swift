@@ -5,37 +5,39 @@ import Synchronization
 import VoiceMeterStore
 
 /// Folds the ledger's journaled period deltas into `cost_summaries` on a thread and connection
-/// of its own: every second one slice of the users, so each user's deltas are folded every
-/// `foldSeconds` and the database sees a steady trickle rather than a burst; at shutdown, all.
-/// A failed fold leaves the journal as it was (readers count it either way) and its slice is
-/// folded again a round later, on a new connection.
+/// of its own, sweeping the users in id order a step a second, each step about 1/`foldSeconds`
+/// of the journal (sized from PostgreSQL's estimate when a sweep starts), so each user is folded
+/// about every `foldSeconds` and the database sees a steady trickle instead of a burst; at
+/// shutdown, everything. A failed step leaves the journal as it was (readers count it either way)
+/// and is retried a second later, on a new connection.
 final class RollupFolder: Sendable {
     private let options: PostgresConnectionOptions
-    private let slices: Int
+    private let foldSeconds: Int
     private let logger: Logger
     private let metrics = LedgerMetrics()
     private let stopped = Atomic<Bool>(false)
-    /// Serializes the thread's folds with the final one at shutdown.
-    private let connection = Mutex<PostgresConnection?>(nil)
+    /// The connection and the sweep's position (the last user folded, and the rows per step);
+    /// locked so the thread's steps and the final fold at shutdown take turns.
+    private let sweep = Mutex<(connection: PostgresConnection?, after: String, rowsPerStep: Int)>((nil, "", minimumStepRows))
     /// How long one sleep lasts before the stop flag is checked again.
     private static let pollMilliseconds = 200
+    /// Rows a step takes at least, so a small journal is folded in one step.
+    private static let minimumStepRows = 2_000
 
     init(options: PostgresConnectionOptions, foldSeconds: Int, logger: Logger) {
         self.options = options
-        self.slices = foldSeconds
+        self.foldSeconds = foldSeconds
         self.logger = logger
     }
 
     func start() {
         let thread = Thread { [self] in
             var waited = 0
-            var slice = 0
             while !self.stopped.load(ordering: .relaxed) {
                 usleep(UInt32(Self.pollMilliseconds) * 1_000)
                 waited += Self.pollMilliseconds
                 if waited >= 1_000, !self.stopped.load(ordering: .relaxed) {
-                    self.fold((slice, self.slices))
-                    slice = (slice + 1) % self.slices
+                    self.step(all: false)
                     waited = 0
                 }
             }
@@ -47,20 +49,27 @@ final class RollupFolder: Sendable {
     /// Stops the thread and folds everything the last commits journaled.
     func stop() {
         stopped.store(true, ordering: .relaxed)
-        fold((0, 1))
+        step(all: true)
     }
 
-    private func fold(_ slice: (index: Int, of: Int)) {
-        connection.withLock { connection in
+    private func step(all: Bool) {
+        sweep.withLock { sweep in
             do {
-                if connection == nil { connection = try PostgresConnection(options) }
+                if sweep.connection == nil { sweep.connection = try PostgresConnection(options) }
+                let connection = sweep.connection!
+                if sweep.after.isEmpty {
+                    sweep.rowsPerStep = max(Self.minimumStepRows, try Rollups.estimatedJournalRows(on: connection) / foldSeconds)
+                }
                 let started = DispatchTime.now().uptimeNanoseconds
-                metrics.journalRowsFolded.increment(by: try Rollups.fold(on: connection!, slice: slice))
+                let folded = all ? try Rollups.fold(on: connection) : try Rollups.fold(on: connection, after: sweep.after, rows: sweep.rowsPerStep)
                 metrics.foldDuration.recordNanoseconds(DispatchTime.now().uptimeNanoseconds - started)
+                metrics.journalRowsFolded.increment(by: folded.rows)
+                // Past the last user: the next step starts the sweep over.
+                sweep.after = all ? "" : folded.lastUser ?? ""
             } catch {
-                logger.warning("could not fold the rollup journal; budgets and reports still count it, retrying next round",
+                logger.warning("could not fold the rollup journal; budgets and reports still count it, retrying in a second",
                                metadata: ["error": "\(error)"])
-                connection = nil
+                sweep.connection = nil
             }
         }
     }

@@ -33,8 +33,8 @@ public struct ServerConfiguration: Sendable {
     /// How often committed spend is refreshed, settings reloaded and cutoffs re-sent.
     public var budgetTickSeconds = 30
     /// How often each user's period deltas journaled by the ledger are folded into
-    /// `cost_summaries`, a slice of the users every second (readers count unfolded deltas either
-    /// way; longer means fewer upserts of a busy user's rows).
+    /// `cost_summaries`, by a sweep over the users a step a second (readers count unfolded
+    /// deltas either way; longer means fewer upserts of a busy user's rows).
     public var rollupFoldSeconds = 5
     /// A call with no message for this long is closed as abandoned and summarized.
     public var abandonCallAfterSeconds = 600

@@ -8,7 +8,7 @@ import PostgresClient
 /// `rollup_journal`. Only changed rows are counted, so a replayed batch adds nothing.
 ///
 /// The period levels (user_day, user_month, platform_day) are folded from the journal by
-/// `fold(on:slice:)`, each user every few seconds, one folder at a time: with live calls each commit holds a
+/// `fold(on:after:rows:)`, each user every few seconds, one folder at a time: with live calls each commit holds a
 /// frame or two per user, and upserting two rows per user on every commit was half of the
 /// database's time. Exact readers use the `period_rollups` view (folded rows plus the journal).
 ///
@@ -95,12 +95,17 @@ public enum Rollups {
     /// Any number, the same in every process: the advisory lock that lets one fold run at a time.
     private static let foldLock = 7_201_011
 
-    /// Takes the committed journal rows of the users in slice $1 of $2 (`taken`) and upserts the
-    /// three period levels from them, each level's rows in key order, in one statement; answers
-    /// the number of rows taken.
+    /// Takes the committed journal rows of the users after $1 (in `user_id` order) up to the user
+    /// of the $2-th such row, all of that user's rows included (`taken`, through the journal's
+    /// user index), and upserts the three period levels from them, each level's rows in key order,
+    /// in one statement; answers the rows taken and the last user taken (NULL: none after $1).
     private static let foldStatement = """
-        WITH taken AS (DELETE FROM rollup_journal WHERE abs(hashtext(user_id)::bigint) % $2 = $1 RETURNING *),
-        user_day AS (
+        WITH bound AS (
+            SELECT max(user_id) AS last_user FROM (
+                SELECT user_id FROM rollup_journal WHERE user_id > $1 ORDER BY user_id LIMIT $2) AS next_rows
+        ), taken AS (
+            DELETE FROM rollup_journal WHERE user_id > $1 AND user_id <= (SELECT last_user FROM bound) RETURNING *
+        ), user_day AS (
         \(level(type: "user_day", user: "user_id", call: "''", start: "period_start", end: "period_start + interval '1 day'",
                 source: "taken", measures: summedMeasures))
         ), user_month AS (
@@ -110,22 +115,39 @@ public enum Rollups {
         \(level(type: "platform_day", user: "''", call: "''", start: "period_start", end: "period_start + interval '1 day'",
                 source: "taken", measures: summedMeasures))
         )
-        SELECT count(*) AS folded FROM taken
+        SELECT count(*) AS folded, (SELECT last_user FROM bound) AS last_user FROM taken
         """
 
+    /// What one fold moved.
+    public struct Folded: Sendable, Equatable {
+        /// Journal rows moved into `cost_summaries`.
+        public var rows: Int
+        /// The last user folded; `nil` when no user came after the one folding started after.
+        public var lastUser: String?
+    }
+
     /// Moves committed journal rows into the period levels of `cost_summaries`, in one
-    /// transaction, and returns how many it folded: every user's, or with `slice`, those of one
-    /// slice of the users (a stable hash of the user id; the server folds one slice a second, so
-    /// the work is spread evenly instead of coming in bursts). Folds take turns (an advisory
-    /// lock), and the journal's rows are deleted in the transaction that adds them, so a row is
-    /// counted once whichever process folds it, and one committed meanwhile waits for the next fold.
+    /// transaction: those of the users after `after` (in `user_id` order, through the journal's
+    /// user index), about `rows` rows, each user's rows all at once. The server sweeps the users
+    /// this way, a step a second, so the work comes as a steady trickle; with the defaults, every
+    /// user's rows. Folds take turns (an advisory lock), and the journal's rows are deleted in the
+    /// transaction that adds them, so a row is counted once whichever process folds it, and one
+    /// committed meanwhile waits for the next fold.
     @discardableResult
-    public static func fold(on connection: PostgresConnection, slice: (index: Int, of: Int) = (0, 1)) throws -> Int {
-        precondition(slice.of >= 1 && (0..<slice.of).contains(slice.index), "a slice is 0 ..< its count")
+    public static func fold(on connection: PostgresConnection, after: String = "", rows: Int = Int(Int32.max)) throws -> Folded {
+        precondition(rows >= 1, "a fold takes at least one row")
         return try connection.transaction { connection in
             try connection.query("SELECT pg_advisory_xact_lock(\(foldLock))")
-            return try connection.query(foldStatement, [slice.index, slice.of]).single().decode("folded")
+            let result = try connection.query(foldStatement, [after, rows]).single()
+            return Folded(rows: try result.decode("folded"), lastUser: try result.decodeIfPresent("last_user"))
         }
+    }
+
+    /// The planner's estimate of the journal's rows (maintained by autovacuum; 0 when unknown),
+    /// for sizing a sweep's steps.
+    public static func estimatedJournalRows(on connection: PostgresConnection) throws -> Int {
+        try connection.query("SELECT greatest(reltuples, 0)::bigint AS rows FROM pg_class WHERE oid = 'rollup_journal'::regclass")
+            .single().decode("rows")
     }
 
     /// Writes an ended call's row from all its stored events ($1 user id, $2 call id), replacing

@@ -48,7 +48,7 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("queue-events"), help: ArgumentHelp("Events a writer queues before answering overloaded.", valueName: "n")) var queueEvents: String?
     @Option(name: .customLong("budget-tick-seconds"), help: ArgumentHelp("How often committed spend is refreshed and cutoffs re-sent.", valueName: "s"))
     var budgetTickSeconds: String?
-    @Option(name: .customLong("rollup-fold-seconds"), help: ArgumentHelp("How often each user's journaled period deltas are folded into cost_summaries (a slice of users a second).", valueName: "s"))
+    @Option(name: .customLong("rollup-fold-seconds"), help: ArgumentHelp("How often each user's journaled period deltas are folded into cost_summaries (a sweep over the users, a step a second).", valueName: "s"))
     var rollupFoldSeconds: String?
     @Option(name: .customLong("abandon-after-seconds"), help: ArgumentHelp("Close a silent call as abandoned after this long.", valueName: "s"))
     var abandonAfterSeconds: String?

@@ -133,14 +133,25 @@ struct EventStoreTests {
         #expect(try spend()?.month == ExactDecimal("0.4045")!)
     }
 
-    @Test("folding slice by slice folds each user's rows once, whichever slices run in which order")
-    func foldSlices() throws {
-        let users = (0..<12).map { "slice-user-\($0)" }
-        for (index, user) in users.enumerated() { _ = try events.commit(canonicalCall("CS\(index)", user: user)) }
-        let journaled = try decimal("SELECT count(*) AS v FROM rollup_journal")
-        var folded = 0
-        for slice in [2, 0, 2, 1] { folded += try Rollups.fold(on: connection, slice: (slice, 3)) }
-        #expect(ExactDecimal(folded) == journaled)
+    @Test("a sweep in small steps folds each user's rows once, all of a user's rows in one step")
+    func foldSweep() throws {
+        let users = (0..<12).map { "sweep-user-\($0)" }
+        for (index, user) in users.enumerated() {
+            let call = canonicalCall("CS\(index)", user: user)
+            // Two commits: two journal rows per user, which a step must take together.
+            _ = try events.commit(Array(call[0..<30]))
+            _ = try events.commit(Array(call[30...]))
+        }
+        #expect(try decimal("SELECT count(*) AS v FROM rollup_journal") == ExactDecimal(24))
+        var steps: [Rollups.Folded] = []
+        var after = ""
+        repeat {
+            steps.append(try Rollups.fold(on: connection, after: after, rows: 5))
+            after = steps.last!.lastUser ?? ""
+        } while !after.isEmpty
+        // Five rows reach into a third user, whose two rows both go: three users (six rows) a step.
+        #expect(steps.map(\.rows) == [6, 6, 6, 6, 0])
+        #expect(steps.dropLast().map(\.lastUser) == ["sweep-user-10", "sweep-user-3", "sweep-user-6", "sweep-user-9"])
         #expect(try decimal("SELECT count(*) AS v FROM rollup_journal") == .zero)
         for user in users {
             #expect(try decimal("SELECT total_cost AS v FROM cost_summaries WHERE summary_type = 'user_day' AND user_id = $1", [user])
