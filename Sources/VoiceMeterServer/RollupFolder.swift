@@ -61,7 +61,7 @@ final class RollupFolder: Sendable {
                     sweep.rowsPerStep = max(Self.minimumStepRows, try Rollups.estimatedJournalRows(on: connection) / foldSeconds)
                 }
                 let started = DispatchTime.now().uptimeNanoseconds
-                let folded = all ? try Rollups.fold(on: connection) : try Rollups.fold(on: connection, after: sweep.after, rows: sweep.rowsPerStep)
+                let folded = try Rollups.fold(on: connection, step: all ? nil : (sweep.after, sweep.rowsPerStep))
                 metrics.foldDuration.recordNanoseconds(DispatchTime.now().uptimeNanoseconds - started)
                 metrics.journalRowsFolded.increment(by: folded.rows)
                 // Past the last user: the next step starts the sweep over.

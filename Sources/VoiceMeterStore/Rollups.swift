@@ -8,7 +8,7 @@ import PostgresClient
 /// `rollup_journal`. Only changed rows are counted, so a replayed batch adds nothing.
 ///
 /// The period levels (user_day, user_month, platform_day) are folded from the journal by
-/// `fold(on:after:rows:)`, each user every few seconds, one folder at a time: with live calls each commit holds a
+/// `fold(on:step:)`, each user every few seconds, one folder at a time: with live calls each commit holds a
 /// frame or two per user, and upserting two rows per user on every commit was half of the
 /// database's time. Exact readers use the `period_rollups` view (folded rows plus the journal).
 ///
@@ -95,17 +95,23 @@ public enum Rollups {
     /// Any number, the same in every process: the advisory lock that lets one fold run at a time.
     private static let foldLock = 7_201_011
 
-    /// Takes the committed journal rows of the users after $1 (in `user_id` order) up to the user
-    /// of the $2-th such row, all of that user's rows included (`taken`, through the journal's
-    /// user index), and upserts the three period levels from them, each level's rows in key order,
-    /// in one statement; answers the rows taken and the last user taken (NULL: none after $1).
-    private static let foldStatement = """
-        WITH bound AS (
-            SELECT max(user_id) AS last_user FROM (
-                SELECT user_id FROM rollup_journal WHERE user_id > $1 ORDER BY user_id LIMIT $2) AS next_rows
-        ), taken AS (
-            DELETE FROM rollup_journal WHERE user_id > $1 AND user_id <= (SELECT last_user FROM bound) RETURNING *
-        ), user_day AS (
+    /// A step of a sweep: takes the committed journal rows of the users after $1 (in `user_id`
+    /// order) up to the user of the $2-th such row, all of that user's rows included (through the
+    /// journal's user index); answers the rows taken and the last user taken (NULL: none after $1).
+    private static let foldStepStatement = foldStatement(
+        bound: "SELECT max(user_id) AS last_user FROM (SELECT user_id FROM rollup_journal WHERE user_id > $1 ORDER BY user_id LIMIT $2) AS next_rows",
+        taking: "DELETE FROM rollup_journal WHERE user_id > $1 AND user_id <= (SELECT last_user FROM bound) RETURNING *")
+
+    /// Takes every committed journal row (one pass over the table).
+    private static let foldAllStatement = foldStatement(
+        bound: "SELECT NULL::text AS last_user", taking: "DELETE FROM rollup_journal RETURNING *")
+
+    /// Takes journal rows (`taking`, a DELETE … RETURNING *) and upserts the three period levels
+    /// from them, each level's rows in key order, in one statement; answers the rows taken and
+    /// `bound`'s last user.
+    private static func foldStatement(bound: String, taking: String) -> String {
+        """
+        WITH bound AS (\(bound)), taken AS (\(taking)), user_day AS (
         \(level(type: "user_day", user: "user_id", call: "''", start: "period_start", end: "period_start + interval '1 day'",
                 source: "taken", measures: summedMeasures))
         ), user_month AS (
@@ -117,6 +123,7 @@ public enum Rollups {
         )
         SELECT count(*) AS folded, (SELECT last_user FROM bound) AS last_user FROM taken
         """
+    }
 
     /// What one fold moved.
     public struct Folded: Sendable, Equatable {
@@ -127,18 +134,22 @@ public enum Rollups {
     }
 
     /// Moves committed journal rows into the period levels of `cost_summaries`, in one
-    /// transaction: those of the users after `after` (in `user_id` order, through the journal's
-    /// user index), about `rows` rows, each user's rows all at once. The server sweeps the users
-    /// this way, a step a second, so the work comes as a steady trickle; with the defaults, every
-    /// user's rows. Folds take turns (an advisory lock), and the journal's rows are deleted in the
+    /// transaction: with `step`, those of the users after `step.after` (in `user_id` order,
+    /// through the journal's user index), about `step.rows` rows, each user's rows all at once
+    /// (the server sweeps the users this way, a step a second, so the work comes as a steady
+    /// trickle); without, every row. Folds take turns (an advisory lock), and the journal's rows are deleted in the
     /// transaction that adds them, so a row is counted once whichever process folds it, and one
     /// committed meanwhile waits for the next fold.
     @discardableResult
-    public static func fold(on connection: PostgresConnection, after: String = "", rows: Int = Int(Int32.max)) throws -> Folded {
-        precondition(rows >= 1, "a fold takes at least one row")
+    public static func fold(on connection: PostgresConnection, step: (after: String, rows: Int)? = nil) throws -> Folded {
+        precondition((step?.rows ?? 1) >= 1, "a step takes at least one row")
         return try connection.transaction { connection in
             try connection.query("SELECT pg_advisory_xact_lock(\(foldLock))")
-            let result = try connection.query(foldStatement, [after, rows]).single()
+            let result = if let step {
+                try connection.query(foldStepStatement, [step.after, step.rows]).single()
+            } else {
+                try connection.query(foldAllStatement).single()
+            }
             return Folded(rows: try result.decode("folded"), lastUser: try result.decodeIfPresent("last_user"))
         }
     }

@@ -146,7 +146,7 @@ struct EventStoreTests {
         var steps: [Rollups.Folded] = []
         var after = ""
         repeat {
-            steps.append(try Rollups.fold(on: connection, after: after, rows: 5))
+            steps.append(try Rollups.fold(on: connection, step: (after, 5)))
             after = steps.last!.lastUser ?? ""
         } while !after.isEmpty
         // Five rows reach into a third user, whose two rows both go: three users (six rows) a step.
