@@ -6,9 +6,11 @@ import VoiceMeterStore
 
 /// Folds the ledger's journaled period deltas into `cost_summaries` on a thread and connection
 /// of its own, sweeping the users in id order a step a second, each step about 1/`foldSeconds`
-/// of the journal (sized from PostgreSQL's estimate when a sweep starts), so each user is folded
-/// about every `foldSeconds` and the database sees a steady trickle instead of a burst; at
-/// shutdown, everything. A failed step leaves the journal as it was (readers count it either way)
+/// of the journal, so each user is folded about every `foldSeconds` and the database sees a
+/// steady trickle instead of a burst; at shutdown, everything. Steps are sized when a sweep
+/// starts, from PostgreSQL's estimate of the journal or the rows the last sweep folded,
+/// whichever is larger, and double while a sweep runs past `foldSeconds` steps (the journal
+/// grew faster than estimated), so the sweep keeps up. A failed step leaves the journal as it was (readers count it either way)
 /// and is retried a second later, on a new connection.
 final class RollupFolder: Sendable {
     private let options: PostgresConnectionOptions
@@ -16,9 +18,20 @@ final class RollupFolder: Sendable {
     private let logger: Logger
     private let metrics = LedgerMetrics()
     private let stopped = Atomic<Bool>(false)
-    /// The connection and the sweep's position (the last user folded, and the rows per step);
-    /// locked so the thread's steps and the final fold at shutdown take turns.
-    private let sweep = Mutex<(connection: PostgresConnection?, after: String, rowsPerStep: Int)>((nil, "", minimumStepRows))
+    /// Where a sweep over the users stands.
+    private struct Sweep {
+        var connection: PostgresConnection?
+        /// The last user folded; empty: the next step starts a sweep.
+        var after = ""
+        var rowsPerStep = RollupFolder.minimumStepRows
+        var steps = 0
+        /// Rows folded so far in this sweep, and in the last one.
+        var swept = 0
+        var lastSwept = 0
+    }
+
+    /// Locked so the thread's steps and the final fold at shutdown take turns.
+    private let sweep = Mutex(Sweep())
     /// How long one sleep lasts before the stop flag is checked again.
     private static let pollMilliseconds = 200
     /// Rows a step takes at least, so a small journal is folded in one step.
@@ -58,14 +71,21 @@ final class RollupFolder: Sendable {
                 if sweep.connection == nil { sweep.connection = try PostgresConnection(options) }
                 let connection = sweep.connection!
                 if sweep.after.isEmpty {
-                    sweep.rowsPerStep = max(Self.minimumStepRows, try Rollups.estimatedJournalRows(on: connection) / foldSeconds)
+                    let journalRows = max(try Rollups.estimatedJournalRows(on: connection), sweep.lastSwept)
+                    sweep.rowsPerStep = max(Self.minimumStepRows, journalRows / foldSeconds)
+                    sweep.steps = 0
+                } else if sweep.steps >= foldSeconds {
+                    sweep.rowsPerStep *= 2
                 }
+                sweep.steps += 1
                 let started = DispatchTime.now().uptimeNanoseconds
                 let folded = try Rollups.fold(on: connection, step: all ? nil : (sweep.after, sweep.rowsPerStep))
                 metrics.foldDuration.recordNanoseconds(DispatchTime.now().uptimeNanoseconds - started)
                 metrics.journalRowsFolded.increment(by: folded.rows)
+                sweep.swept += folded.rows
                 // Past the last user: the next step starts the sweep over.
                 sweep.after = all ? "" : folded.lastUser ?? ""
+                if sweep.after.isEmpty { (sweep.lastSwept, sweep.swept) = (sweep.swept, 0) }
             } catch {
                 logger.warning("could not fold the rollup journal; budgets and reports still count it, retrying in a second",
                                metadata: ["error": "\(error)"])
