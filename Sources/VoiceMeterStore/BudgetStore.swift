@@ -117,7 +117,7 @@ public struct BudgetStore {
                   AND ((summary_type = 'user_day' AND period_start = $2) OR (summary_type = 'user_month' AND period_start = $3))
                 UNION ALL
                 SELECT user_id, CASE WHEN period_start = $2 THEN total_cost END, total_cost FROM rollup_journal
-                WHERE user_id = ANY($1::text[]) AND period_start >= $3 AND period_start <= $2
+                WHERE user_id = ANY($1::text[]) AND date_trunc('month', period_start, 'UTC') = $3
             ) AS spend GROUP BY user_id
             """, [PostgresTextArray(userIDs), instant.startOfDay, instant.startOfMonth]) {
             spend[try row.decode("user_id")] = (try row.decode("day"), try row.decode("month"))

@@ -133,6 +133,32 @@ struct EventStoreTests {
         #expect(try spend()?.month == ExactDecimal("0.4045")!)
     }
 
+    @Test("budget spend counts unfolded rows of every day of the month, today's in the day, other months in neither")
+    func spendAcrossDays() throws {
+        // The canonical call's 65 frames spread over yesterday, today, a later day of the month and
+        // the next month (a client's clock may run ahead): $0.4045 in all.
+        var call = canonicalCall("CAD", user: "u-days")
+        for index in call.indices {
+            let day: Int64 = [-1, 0, 3, 10][index % 4]
+            call[index].usage.occurredAt = start.adding(seconds: day * 86_400)
+        }
+        _ = try events.commit(call)
+        func cost(_ days: [Int64]) throws -> ExactDecimal {
+            var total = ExactDecimal.zero
+            for (index, event) in call.enumerated() where days.contains([-1, 0, 3, 10][index % 4]) {
+                if case .priced(let priced) = event.pricing { total = try total.adding(priced.totalCost) }
+            }
+            return total
+        }
+        for folded in [false, true] {
+            if folded { try Rollups.fold(on: connection) }
+            let spend = try #require(try BudgetStore(connection: connection).spend(of: ["u-days"], at: start)["u-days"])
+            #expect(try spend.day == cost([0]))
+            #expect(try spend.month == cost([-1, 0, 3]))
+            #expect(spend.month < ExactDecimal("0.4045")!)
+        }
+    }
+
     @Test("a sweep in small steps folds each user's rows once, all of a user's rows in one step")
     func foldSweep() throws {
         let users = (0..<12).map { "sweep-user-\($0)" }
