@@ -7,7 +7,8 @@ import VoiceMeterStore
 /// Folds the ledger's journaled period deltas into `cost_summaries` on a thread and connection
 /// of its own, sweeping the users in id order a step a second, each step about 1/`foldSeconds`
 /// of the journal, so each user is folded about every `foldSeconds` and the database sees a
-/// steady trickle instead of a burst; at shutdown, everything. Steps are sized when a sweep
+/// steady trickle instead of a burst (at least that often: a journal of a few thousand rows is
+/// folded whole every second); at shutdown, everything. Steps are sized when a sweep
 /// starts, from PostgreSQL's estimate of the journal or the rows the last sweep folded,
 /// whichever is larger, and double while a sweep runs past `foldSeconds` steps (the journal
 /// grew faster than estimated), so the sweep keeps up. A failed step leaves the journal as it was (readers count it either way)
@@ -34,8 +35,9 @@ final class RollupFolder: Sendable {
     private let sweep = Mutex(Sweep())
     /// How long one sleep lasts before the stop flag is checked again.
     private static let pollMilliseconds = 200
-    /// Rows a step takes at least, so a small journal is folded in one step.
+    /// Rows a step takes at least (a journal this small is folded whole every second) and at most.
     private static let minimumStepRows = 2_000
+    private static let maximumStepRows = 1 << 24
 
     init(options: PostgresConnectionOptions, foldSeconds: Int, logger: Logger) {
         self.options = options
@@ -75,13 +77,13 @@ final class RollupFolder: Sendable {
                     sweep.rowsPerStep = max(Self.minimumStepRows, journalRows / foldSeconds)
                     sweep.steps = 0
                 } else if sweep.steps >= foldSeconds {
-                    sweep.rowsPerStep *= 2
+                    sweep.rowsPerStep = min(sweep.rowsPerStep * 2, Self.maximumStepRows)
                 }
-                sweep.steps += 1
                 let started = DispatchTime.now().uptimeNanoseconds
                 let folded = try Rollups.fold(on: connection, step: all ? nil : (sweep.after, sweep.rowsPerStep))
                 metrics.foldDuration.recordNanoseconds(DispatchTime.now().uptimeNanoseconds - started)
                 metrics.journalRowsFolded.increment(by: folded.rows)
+                sweep.steps += 1
                 sweep.swept += folded.rows
                 // Past the last user: the next step starts the sweep over.
                 sweep.after = all ? "" : folded.lastUser ?? ""
@@ -89,7 +91,7 @@ final class RollupFolder: Sendable {
             } catch {
                 logger.warning("could not fold the rollup journal; budgets and reports still count it, retrying in a second",
                                metadata: ["error": "\(error)"])
-                sweep.connection = nil
+                sweep = Sweep()
             }
         }
     }

@@ -32,9 +32,9 @@ public struct ServerConfiguration: Sendable {
     public var defaultCallCostEstimate = ExactDecimal("0.90")!
     /// How often committed spend is refreshed, settings reloaded and cutoffs re-sent.
     public var budgetTickSeconds = 30
-    /// How often each user's period deltas journaled by the ledger are folded into
-    /// `cost_summaries`, by a sweep over the users a step a second (readers count unfolded
-    /// deltas either way; longer means fewer upserts of a busy user's rows).
+    /// How often, at the longest, each user's period deltas journaled by the ledger are folded
+    /// into `cost_summaries`, by a sweep over the users a step a second (a small journal is folded
+    /// whole every second; readers count unfolded deltas either way).
     public var rollupFoldSeconds = 5
     /// A call with no message for this long is closed as abandoned and summarized.
     public var abandonCallAfterSeconds = 600
