@@ -14,7 +14,8 @@
 -- cluster: a writer batch mixes users, so its transaction spans shards (Citus runs it as a
 -- distributed transaction with 2PC; batching per shard would avoid that); platform_day rollups
 -- (user_id '') all land on one shard (folded from the journal, so upserted once per fold, not per
--- commit); the fold's slice filter and the finance views scan all shards.
+-- commit); the fold's sweep (a data-modifying CTE over the journal) and the finance views span
+-- all shards and need checking on a real cluster.
 \set ON_ERROR_STOP on
 CREATE EXTENSION IF NOT EXISTS citus;
 

@@ -90,10 +90,10 @@ public final class VoiceMeterServer: Sendable {
     /// The port the server listens on.
     public var port: Int { ingress.port }
 
-    /// Graceful stop, bounded by `shutdownDrainSeconds`: stop reading sockets and refuse new
-    /// connections, let metering hand everything it received to the writer, commit it, queue the
-    /// acknowledgements, close every connection with 1001 once its acks are written, then fold the
-    /// rollup journal.
+    /// Graceful stop: stop reading sockets and refuse new connections, let metering hand
+    /// everything it received to the writer, commit it (bounded by `shutdownDrainSeconds`), queue
+    /// the acknowledgements, close every connection with 1001 once its acks are written, then
+    /// fold the rollup journal (unbounded: a journal left behind is folded by the next server).
     public func shutdown() {
         ingress.stopReceiving()
         shards.forEach { $0.barrier() }

@@ -1,6 +1,7 @@
 import PostgresClient
 
-/// Maintains `cost_summaries` from the changes of one transaction.
+/// Keeps `cost_summaries` from the changes of each transaction: journaled by the transaction,
+/// folded later.
 ///
 /// Whoever changes events (the ledger writer inserting them, repricing pricing them) first writes
 /// one row per changed event into the temporary table `rollup_delta`, in the same transaction,

@@ -119,7 +119,7 @@ struct ServerPipelineTests {
         #expect(try call.decode("status", as: String.self) == "completed")
     }
 
-    @Test("period rollups are journaled with the events, folded while running and at shutdown, exact throughout")
+    @Test("period rollups are journaled with the events, folded while running, all folded after a stop, exact throughout")
     func rollupFolding() throws {
         func periodCosts(_ database: PostgresConnection, from table: String) throws -> [String] {
             try database.query("SELECT summary_type || ' ' || total_cost::numeric(20, 4) AS row FROM \(table) WHERE summary_type <> 'call' ORDER BY 1")
@@ -137,7 +137,7 @@ struct ServerPipelineTests {
         #expect(try periodCosts(folding.database, from: "cost_summaries") == expected)
         folding.server.shutdown()
 
-        // Stopping at once, whatever the sweep reached: the journal is folded by the stop.
+        // Stopping at once, whatever the sweep reached: after the stop everything is folded.
         let stopping = try RunningServer(configure: { $0.rollupFoldSeconds = 3_600 })
         let second = try StreamingClient(stopping.endpoint)
         second.send(canonicalCallMessages("CAFOLD2"))
