@@ -7,13 +7,15 @@ import VoiceMeterTestSupport
 
 @Suite("Ledger: events and rollups, exactly once")
 struct EventStoreTests {
+    let options: PostgresConnectionOptions
     let connection: PostgresConnection
     let events: EventStore
     let book: PriceBook
     let start = Timestamp(rfc3339: "2026-11-22T18:00:00Z")!
 
     init() throws {
-        connection = try PostgresConnection(try TestPostgres.migratedDatabase())
+        options = try TestPostgres.migratedDatabase()
+        connection = try PostgresConnection(options)
         events = EventStore(connection: connection)
         book = try PriceStore(connection: connection).load()
     }
@@ -157,6 +159,25 @@ struct EventStoreTests {
             #expect(try spend.month == cost([-1, 0, 3]))
             #expect(spend.month < ExactDecimal("0.4045")!)
         }
+    }
+
+    @Test("a fold leaves the journal rows of a transaction still in flight to the next fold, and counts them once")
+    func foldWithCommitInFlight() throws {
+        let inFlight = try PostgresConnection(options)
+        try inFlight.runScript("""
+            BEGIN;
+            INSERT INTO rollup_journal SELECT 'u-flight', '2026-11-22T00:00:00Z', 0, 0, 0, 0, 1.5, 0, 1.5, 0, 0, 0, 100, 1, 0;
+            """)
+        _ = try events.commit(canonicalCall("CAF", user: "u-main"))
+        #expect(try Rollups.fold(on: connection).rows == 1)
+        try inFlight.runScript("COMMIT")
+        #expect(try decimal("SELECT total_cost AS v FROM period_rollups WHERE summary_type = 'platform_day'") == ExactDecimal("1.9045")!)
+        #expect(try decimal("SELECT total_cost AS v FROM cost_summaries WHERE summary_type = 'platform_day'") == ExactDecimal("0.4045")!)
+        #expect(try Rollups.fold(on: connection).rows == 1)
+        #expect(try Rollups.fold(on: connection).rows == 0)
+        #expect(try decimal("SELECT total_cost AS v FROM cost_summaries WHERE summary_type = 'platform_day'") == ExactDecimal("1.9045")!)
+        #expect(try decimal("SELECT total_cost AS v FROM cost_summaries WHERE summary_type = 'user_month' AND user_id = 'u-flight'")
+                == ExactDecimal("1.5")!)
     }
 
     @Test("a sweep in small steps folds each user's rows once, all of a user's rows in one step")
