@@ -6,13 +6,13 @@ import VoiceMeterStore
 
 /// Folds the ledger's journaled period deltas into `cost_summaries` on a thread and connection
 /// of its own, sweeping the users in id order a step a second, each step about 1/`foldSeconds`
-/// of the journal, so each user is folded about every `foldSeconds` and the database sees a
-/// steady trickle instead of a burst (at least that often: a journal of a few thousand rows is
-/// folded whole every second); at shutdown, everything. Steps are sized when a sweep
-/// starts, from PostgreSQL's estimate of the journal or the rows the last sweep folded,
-/// whichever is larger, and double while a sweep runs past `foldSeconds` steps (the journal
-/// grew faster than estimated), so the sweep keeps up. A failed step leaves the journal as it was (readers count it either way)
-/// and is retried a second later, on a new connection.
+/// of the journal, so each user is folded about every `foldSeconds` (a journal of a few thousand
+/// rows, whole every second) and the database sees a steady trickle instead of a burst; at
+/// shutdown, everything. Steps are sized when a sweep starts, from PostgreSQL's estimate of the
+/// journal or the rows the last sweep folded, whichever is larger, and double while a sweep runs
+/// past `foldSeconds` steps (the journal grew faster than estimated). A failed step leaves the
+/// journal as it was (readers count it either way); the sweep starts over a second later, on a
+/// new connection.
 final class RollupFolder: Sendable {
     private let options: PostgresConnectionOptions
     private let foldSeconds: Int
