@@ -9,9 +9,10 @@ import PostgresClient
 /// `rollup_journal`. Only changed rows are counted, so a replayed batch adds nothing.
 ///
 /// The period levels (user_day, user_month, platform_day) are folded from the journal by
-/// `fold(on:step:)`, each user every few seconds, one folder at a time: with live calls each commit holds a
-/// frame or two per user, and upserting two rows per user on every commit was half of the
-/// database's time. Exact readers use the `period_rollups` view (folded rows plus the journal).
+/// `fold(on:step:)`, each user every few seconds, one folder at a time: with live calls each
+/// commit holds a frame or two per user, and upserting two rows per user on every commit was half
+/// of the database's time. Exact readers use the `period_rollups` view (folded rows plus the
+/// journal).
 ///
 /// A call's own row is written from its stored events (`summarizeCallScript`) when it ends, and
 /// again when repricing changes an ended call: upserting live calls' rows on every commit was a
@@ -84,13 +85,14 @@ public enum Rollups {
         """
     }
 
-    /// Appends the deltas in `rollup_delta` to `rollup_journal`, one row per user and UTC day; run
-    /// inside the transaction that filled it.
+    /// Moves the deltas in `rollup_delta` to `rollup_journal`, one row per user and UTC day; run
+    /// inside the transaction that filled it. The deltas are consumed (a second run adds
+    /// nothing), without a TRUNCATE's new file on every commit.
     public static let journalScript = """
+        WITH deltas AS (DELETE FROM rollup_delta RETURNING *)
         INSERT INTO rollup_journal (user_id, period_start, \(columns))
         SELECT user_id, date_trunc('day', occurred_at, 'UTC'), \(eventMeasures)
-        FROM rollup_delta GROUP BY 1, 2;
-        TRUNCATE rollup_delta;
+        FROM deltas GROUP BY 1, 2
         """
 
     /// Any number, the same in every process: the advisory lock that lets one fold run at a time.
@@ -138,9 +140,9 @@ public enum Rollups {
     /// transaction: with `step`, those of the users after `step.after` (in `user_id` order,
     /// through the journal's user index), about `step.rows` rows, each user's rows all at once
     /// (the server sweeps the users this way, a step a second, so the work comes as a steady
-    /// trickle); without, every row. Folds take turns (an advisory lock), and the journal's rows are deleted in the
-    /// transaction that adds them, so a row is counted once whichever process folds it, and one
-    /// committed meanwhile waits for the next fold.
+    /// trickle); without, every row. Folds take turns (an advisory lock), and the journal's rows
+    /// are deleted in the transaction that adds them, so a row is counted once whichever process
+    /// folds it, and one committed meanwhile waits for the next fold.
     @discardableResult
     public static func fold(on connection: PostgresConnection, step: (after: String, rows: Int)? = nil) throws -> Folded {
         precondition((step?.rows ?? 1) >= 1, "a step takes at least one row")
