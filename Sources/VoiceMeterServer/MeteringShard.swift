@@ -481,9 +481,9 @@ actor MeteringShard {
     /// within a second of a `user_budget_settings` change, all at once).
     func refreshUsers(paced: Bool = false) {
         let userIDs = Array(users.keys)
-        let chunks = (userIDs.count + Self.refreshChunkUsers - 1) / Self.refreshChunkUsers
-        let spacingMilliseconds = min(1_000, environment.budgets.tickSeconds * 1_000 / 2 / max(chunks, 1))
-        for (position, start) in stride(from: 0, to: userIDs.count, by: Self.refreshChunkUsers).enumerated() {
+        let starts = Array(stride(from: 0, to: userIDs.count, by: Self.refreshChunkUsers))
+        let spacingMilliseconds = min(1_000, environment.budgets.tickSeconds * 1_000 / 2 / max(starts.count, 1))
+        for (position, start) in starts.enumerated() {
             let chunk = Array(userIDs[start..<min(start + Self.refreshChunkUsers, userIDs.count)])
             if paced && position > 0 {
                 executor.queue.asyncAfter(deadline: .now() + .milliseconds(position * spacingMilliseconds)) { [weak self] in
