@@ -9,24 +9,23 @@ struct OutboxesTests {
         return sent
     }
 
-    @Test("an urgent message overtakes queued acknowledgements, never an in-order message")
-    func urgentOvertakesOnlyAcknowledgements() {
+    /// The order `messages`, queued in turn on one connection, leave it in.
+    private func sent(_ messages: [(String, Outboxes.Order)]) -> [String] {
         let outboxes = Outboxes(capacityPerConnection: 16)
         outboxes.open(1)
-        _ = outboxes.enqueue(Array("accepted".utf8), for: 1)
-        _ = outboxes.enqueue(Array("ack 3".utf8), for: 1, order: .overtakable)
-        _ = outboxes.enqueue(Array("summary".utf8), for: 1)
-        _ = outboxes.enqueue(Array("ack 5".utf8), for: 1, order: .overtakable)
-        _ = outboxes.enqueue(Array("cutoff".utf8), for: 1, order: .urgent)
-        #expect(drain(outboxes, 1) == ["accepted", "cutoff", "ack 3", "summary", "ack 5"])
+        for (text, order) in messages { _ = outboxes.enqueue(Array(text.utf8), for: 1, order: order) }
+        return drain(outboxes, 1)
+    }
+
+    @Test("an urgent message overtakes queued acknowledgements, never an in-order message")
+    func urgentOvertakesOnlyAcknowledgements() {
+        let order = sent([("accepted", .inOrder), ("ack 3", .overtakable), ("summary", .inOrder), ("ack 5", .overtakable),
+                          ("cutoff", .urgent)])
+        #expect(order == ["accepted", "cutoff", "ack 3", "summary", "ack 5"])
     }
 
     @Test("with no acknowledgement queued an urgent message waits its turn")
     func urgentWithoutAcknowledgementsAppends() {
-        let outboxes = Outboxes(capacityPerConnection: 16)
-        outboxes.open(1)
-        _ = outboxes.enqueue(Array("accepted".utf8), for: 1)
-        _ = outboxes.enqueue(Array("warning".utf8), for: 1, order: .urgent)
-        #expect(drain(outboxes, 1) == ["accepted", "warning"])
+        #expect(sent([("accepted", .inOrder), ("warning", .urgent)]) == ["accepted", "warning"])
     }
 }
