@@ -1,5 +1,6 @@
 import CLibWebSockets
 import CVoiceMeterShims
+import Glibc
 
 /// Small helpers over the libwebsockets C API, used only on a service thread.
 enum LWS {
@@ -39,14 +40,35 @@ enum LWS {
         return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
-    /// Writes one text message with the headroom lws needs; returns false when the socket failed.
-    static func writeText(_ wsi: OpaquePointer, _ payload: [UInt8]) -> Bool {
-        var buffer = [UInt8](repeating: 0, count: pre + payload.count)
-        buffer.replaceSubrange(pre..<buffer.count, with: payload)
-        let written = buffer.withUnsafeMutableBufferPointer { pointer in
-            lws_write(wsi, pointer.baseAddress! + pre, payload.count, LWS_WRITE_TEXT)
+    /// Bytes of queued messages written per writable callback: one burst, one TCP transmit.
+    static let burstBytes = 64 * 1_024
+
+    /// Writes text messages back to back (lws queues what the socket does not take yet and holds
+    /// the next writable callback until it is sent). A burst of several is corked, so it leaves
+    /// in as few TCP segments as fit instead of one per message; returns false when the socket failed.
+    static func writeBurst(_ wsi: OpaquePointer, _ payloads: [[UInt8]]) -> Bool {
+        let corked = payloads.count > 1 && setCorked(wsi, true)
+        defer { if corked { _ = setCorked(wsi, false) } }
+        // One scratch buffer with lws's headroom: lws_write copies (and, on a client, masks) the
+        // payload in place before returning.
+        var buffer = [UInt8](repeating: 0, count: pre + (payloads.map(\.count).max() ?? 0))
+        return buffer.withUnsafeMutableBufferPointer { scratch in
+            let start = scratch.baseAddress! + pre
+            for payload in payloads {
+                payload.withUnsafeBufferPointer { bytes in
+                    if let source = bytes.baseAddress { start.update(from: source, count: bytes.count) }
+                }
+                guard lws_write(wsi, start, payload.count, LWS_WRITE_TEXT) >= 0 else { return false }
+            }
+            return true
         }
-        return written >= 0
+    }
+
+    /// TCP_CORK on the connection's socket: while set, the kernel holds partial segments, and
+    /// clearing it sends what is held.
+    private static func setCorked(_ wsi: OpaquePointer, _ on: Bool) -> Bool {
+        var value: Int32 = on ? 1 : 0
+        return setsockopt(lws_get_socket_fd(wsi), Int32(IPPROTO_TCP), TCP_CORK, &value, socklen_t(MemoryLayout<Int32>.size)) == 0
     }
 
     /// Sends a ping (no payload); the peer's pong arrives as `LWS_CALLBACK_RECEIVE_PONG`.

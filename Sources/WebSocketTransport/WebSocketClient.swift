@@ -160,9 +160,10 @@ public final class WebSocketClient: Sendable {
                 onEvent(ClientConnectionID(rawValue: id), .message(text))
             }
         case LWS_CALLBACK_CLIENT_WRITEABLE:
-            if let (payload, more) = outboxes.next(for: id) {
-                guard LWS.writeText(wsi, payload) else { return -1 }
-                if more || loop.connections[id]?.closing == true { lws_callback_on_writable(wsi) }
+            let burst = outboxes.nextBurst(for: id, maxBytes: LWS.burstBytes)
+            if !burst.payloads.isEmpty {
+                guard LWS.writeBurst(wsi, burst.payloads) else { return -1 }
+                if burst.more || loop.connections[id]?.closing == true { lws_callback_on_writable(wsi) }
             } else if loop.connections[id]?.closing == true {
                 LWS.setCloseReason(wsi, code: 1000, reason: "client done")
                 return -1

@@ -134,9 +134,10 @@ extension WebSocketServer {
             lws_callback_on_writable(wsi)
             return 0
         }
-        if let (payload, more) = outboxes.next(for: id) {
-            guard LWS.writeText(wsi, payload) else { return -1 }
-            if more || connection.pendingClose != nil { lws_callback_on_writable(wsi) }
+        let burst = outboxes.nextBurst(for: id, maxBytes: LWS.burstBytes)
+        if !burst.payloads.isEmpty {
+            guard LWS.writeBurst(wsi, burst.payloads) else { return -1 }
+            if burst.more || connection.pendingClose != nil { lws_callback_on_writable(wsi) }
             return 0
         }
         if let close = connection.pendingClose {
