@@ -44,4 +44,27 @@ struct JSONParserTests {
         let fine = String(repeating: "[", count: JSONParser.maximumDepth) + String(repeating: "]", count: JSONParser.maximumDepth)
         #expect(throws: Never.self) { try JSONParser.parse(fine) }
     }
+
+    /// The members `parseObject` hands over when it wants `wanted`, in order, as (name, value).
+    private func selected(_ text: String, wanted: Set<String>) throws -> (members: [(String, JSONValue)], notAnObject: JSONValue?) {
+        var members: [(String, JSONValue)] = []
+        let notAnObject = try JSONParser.parseObject(Array(text.utf8), selecting: { name -> String? in
+            let text = String(decoding: name, as: UTF8.self)
+            return wanted.contains(text) ? text : nil
+        }, { members.append(($0, $1)) })
+        return (members, notAnObject)
+    }
+
+    @Test("reading an object's members without a tree: wanted names (escaped too) in order, the rest validated and dropped")
+    func selectedMembers() throws {
+        let read = try selected(#"{"a": 1, "skip": {"x": [1, 2]}, "\u0062": "two", "caf\u00e9": null, "a": "again"}"#, wanted: ["a", "b", "café"])
+        #expect(read.notAnObject == nil)
+        #expect(read.members.map(\.0) == ["a", "b", "café", "a"])
+        #expect(read.members.map(\.1) == [.number("1"), .string("two"), .null, .string("again")])
+        #expect(try selected("[1, 2]", wanted: ["a"]).notAnObject == .array([.number("1"), .number("2")]))
+        #expect(try selected(" {} ", wanted: ["a"]).members.isEmpty)
+        for malformed in [#"{"skip": [1,]}"#, #"{"a": 1} trailing"#, #"{"a" 1}"#, #"{"a\x": 1}"#, "{\"tab\there\": 1}"] {
+            #expect(throws: JSONSyntaxError.self) { try selected(malformed, wanted: ["a"]) }
+        }
+    }
 }

@@ -34,6 +34,31 @@ public struct JSONParser {
         try parse(Array(text.utf8))
     }
 
+    /// Parses one JSON document expected to be an object without building the object (the
+    /// codec's path for every frame): `field` picks the members wanted by their name's UTF-8
+    /// bytes, `member` receives each wanted member's value in source order; the other members are
+    /// parsed, so the whole document is still validated, and dropped. Returns `nil` for an object,
+    /// or the document when it is not one (for the caller's error).
+    public static func parseObject<Field>(
+        _ bytes: [UInt8], selecting field: (UnsafeBufferPointer<UInt8>) -> Field?, _ member: (Field, JSONValue) -> Void
+    ) throws(JSONSyntaxError) -> JSONValue? {
+        var parser = JSONParser(bytes)
+        parser.skipWhitespace()
+        var notAnObject: JSONValue?
+        if parser.position < bytes.count, bytes[parser.position] == UInt8(ascii: "{") {
+            try parser.parseMembers(depth: 1) { name, parser throws(JSONSyntaxError) in
+                let wanted = parser.withUTF8(of: name, field)
+                let value = try parser.parseValue(depth: 1)
+                if let wanted { member(wanted, value) }
+            }
+        } else {
+            notAnObject = try parser.parseValue(depth: 0)
+        }
+        parser.skipWhitespace()
+        guard parser.position == bytes.count else { throw parser.error("unexpected text after the JSON value") }
+        return notAnObject
+    }
+
     private func error(_ reason: String) -> JSONSyntaxError {
         JSONSyntaxError(offset: position, reason: reason)
     }
@@ -72,28 +97,78 @@ public struct JSONParser {
     }
 
     private mutating func parseObject(depth: Int) throws(JSONSyntaxError) -> JSONValue {
+        var members: [(key: String, value: JSONValue)] = []
+        try parseMembers(depth: depth) { name, parser throws(JSONSyntaxError) in
+            members.append((parser.string(name), try parser.parseValue(depth: depth)))
+        }
+        return .object(members)
+    }
+
+    /// A member name: where it is in the input when it is plain ASCII (most are), else decoded.
+    private enum Name {
+        case ascii(Range<Int>)
+        case decoded(String)
+    }
+
+    /// Walks an object's members from its `{`: `member` is called with each name and the parser
+    /// positioned at the value, which it must parse.
+    private mutating func parseMembers(
+        depth: Int, _ member: (Name, inout JSONParser) throws(JSONSyntaxError) -> Void
+    ) throws(JSONSyntaxError) {
         guard depth <= Self.maximumDepth else { throw error("JSON nested deeper than \(Self.maximumDepth) levels") }
         position += 1
-        var members: [(key: String, value: JSONValue)] = []
         skipWhitespace()
         if position < bytes.count, bytes[position] == UInt8(ascii: "}") {
             position += 1
-            return .object(members)
+            return
         }
         while true {
             skipWhitespace()
             guard position < bytes.count, bytes[position] == UInt8(ascii: "\"") else { throw error("expected a member name in quotes") }
-            let key = try parseString()
+            let name = try parseName()
             skipWhitespace()
             guard position < bytes.count, bytes[position] == UInt8(ascii: ":") else { throw error("expected ':' after a member name") }
             position += 1
             skipWhitespace()
-            members.append((key, try parseValue(depth: depth)))
+            try member(name, &self)
             skipWhitespace()
             guard position < bytes.count else { throw error("unexpected end of JSON inside an object") }
             if bytes[position] == UInt8(ascii: ",") { position += 1; continue }
-            if bytes[position] == UInt8(ascii: "}") { position += 1; return .object(members) }
+            if bytes[position] == UInt8(ascii: "}") { position += 1; return }
             throw error("expected ',' or '}' in an object")
+        }
+    }
+
+    /// A member name at its opening quote: printable ASCII without escapes is located, not copied;
+    /// anything else goes through the full string parser.
+    private mutating func parseName() throws(JSONSyntaxError) -> Name {
+        let start = position + 1
+        var end = start
+        while end < bytes.count {
+            let byte = bytes[end]
+            if byte == UInt8(ascii: "\"") {
+                position = end + 1
+                return .ascii(start..<end)
+            }
+            if byte == UInt8(ascii: "\\") || byte < 0x20 || byte >= 0x80 { break }
+            end += 1
+        }
+        return .decoded(try parseString())
+    }
+
+    private func string(_ name: Name) -> String {
+        switch name {
+        case .ascii(let range): bytes.withUnsafeBufferPointer { String(decoding: UnsafeBufferPointer(rebasing: $0[range]), as: UTF8.self) }
+        case .decoded(let text): text
+        }
+    }
+
+    private func withUTF8<Result>(of name: Name, _ body: (UnsafeBufferPointer<UInt8>) -> Result) -> Result {
+        switch name {
+        case .ascii(let range):
+            return bytes.withUnsafeBufferPointer { body(UnsafeBufferPointer(rebasing: $0[range])) }
+        case .decoded(var text):
+            return text.withUTF8(body)
         }
     }
 
