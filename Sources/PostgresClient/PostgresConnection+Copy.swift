@@ -80,10 +80,11 @@ public struct PostgresCopyWriter: ~Copyable {
         guard appended else { throw PostgresError(kind: .invalidArgument, message: "a COPY value contains a NUL byte") }
     }
 
-    /// Appends the next field from bytes the caller knows need no escaping (ASCII digits and punctuation, such as timestamps).
-    public mutating func field(unescaped bytes: [UInt8]) {
+    /// Appends the next field, written by `write` straight into the row, from text the caller
+    /// knows needs no escaping (ASCII digits and punctuation: numbers, timestamps).
+    public mutating func field(unescaped write: (inout [UInt8]) -> Void) {
         startField()
-        buffer.append(contentsOf: bytes)
+        write(&buffer)
     }
 
     /// Appends the next field as `bytea` (hex format, its backslash escaped for COPY).

@@ -83,13 +83,52 @@ public struct ExactDecimal: Sendable, Hashable, Comparable, CustomStringConverti
     }
 
     private var plainText: String {
-        let magnitude = significand.magnitude
-        var digits = String(magnitude)
-        if scale > 0 {
-            if digits.count <= scale { digits = String(repeating: "0", count: scale - digits.count + 1) + digits }
-            digits.insert(".", at: digits.index(digits.endIndex, offsetBy: -scale))
+        var text: [UInt8] = []
+        appendPlainText(to: &text)
+        return String(decoding: text, as: UTF8.self)
+    }
+
+    /// Appends `description` as ASCII to `text`, without making a `String` (the ledger writes
+    /// four per event).
+    public func appendDescription(to text: inout [UInt8]) {
+        normalized.appendPlainText(to: &text)
+    }
+
+    /// The digits with the point `scale` digits from the right (`0.` and zeros in front when needed).
+    private func appendPlainText(to text: inout [UInt8]) {
+        if isNegative { text.append(UInt8(ascii: "-")) }
+        // At most 39 digits; written right to left, through 64-bit division when they fit.
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 40) { digits in
+            var start = digits.count
+            func push(_ digit: some BinaryInteger) {
+                start -= 1
+                digits[start] = UInt8(ascii: "0") + UInt8(digit)
+            }
+            var wide = significand.magnitude
+            while wide > UInt128(UInt64.max) {
+                push(wide % 10)
+                wide /= 10
+            }
+            var narrow = UInt64(wide)
+            repeat {
+                push(narrow % 10)
+                narrow /= 10
+            } while narrow > 0
+            let count = digits.count - start
+            if scale >= count {
+                text.append(UInt8(ascii: "0"))
+                text.append(UInt8(ascii: "."))
+                text.append(contentsOf: repeatElement(UInt8(ascii: "0"), count: scale - count))
+                text.append(contentsOf: digits[start...])
+            } else {
+                let point = digits.count - scale
+                text.append(contentsOf: digits[start..<point])
+                if scale > 0 {
+                    text.append(UInt8(ascii: "."))
+                    text.append(contentsOf: digits[point...])
+                }
+            }
         }
-        return isNegative ? "-" + digits : digits
     }
 
     // MARK: Scaling helpers

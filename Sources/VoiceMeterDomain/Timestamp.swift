@@ -89,14 +89,20 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
     /// RFC 3339 in UTC with as many fractional digits as needed: `2026-11-22T18:00:00Z`, `…:00.134Z`.
     public var description: String { String(decoding: rfc3339Bytes, as: UTF8.self) }
 
-    /// `description` as ASCII bytes, without making a `String` (the ledger writes one per event).
+    /// `description` as ASCII bytes, without making a `String`.
     public var rfc3339Bytes: [UInt8] {
+        var text: [UInt8] = []
+        text.reserveCapacity(27)
+        appendRFC3339(to: &text)
+        return text
+    }
+
+    /// Appends `description` as ASCII to `text` (the ledger writes two per event).
+    public func appendRFC3339(to text: inout [UInt8]) {
         let (days, microsOfDay) = microsecondsSinceEpoch.floorDivided(by: 86_400_000_000)
         let (year, month, day) = Self.civil(fromDays: Int(days))
         let secondsOfDay = Int(microsOfDay / 1_000_000)
         var fraction = Int(microsOfDay % 1_000_000)
-        var text: [UInt8] = []
-        text.reserveCapacity(27)
         func digits(_ value: Int, _ width: Int) {
             guard value >= 0 else { return text.appendDecimal(value) }
             var divisor = 1
@@ -126,7 +132,6 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
             digits(fraction, width)
         }
         text.append(UInt8(ascii: "Z"))
-        return text
     }
 
     /// Midnight UTC of this instant's day.

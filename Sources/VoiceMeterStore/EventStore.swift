@@ -126,20 +126,24 @@ public struct EventStore {
     static func writeRow(_ event: UsageEvent, to writer: inout PostgresCopyWriter) throws(PostgresError) {
         let priced: PricedUsage? = if case .priced(let priced) = event.pricing { priced } else { nil }
         try writer.field(event.key.callID)
-        try writer.field(String(event.key.seq))
+        writer.field { $0.appendDecimal(Int(event.key.seq)) }
         try writer.field(event.userID)
-        writer.field(unescaped: event.callStartedAt.rfc3339Bytes)
+        writer.field { event.callStartedAt.appendRFC3339(to: &$0) }
         try writer.field(event.personaID)
-        writer.field(unescaped: event.usage.occurredAt.rfc3339Bytes)
+        writer.field { event.usage.occurredAt.appendRFC3339(to: &$0) }
         try writer.field(event.usage.service)
         try writer.field(event.usage.operation)
         try writer.field(event.usage.model)
-        try writer.field(event.usage.amount.description)
+        writer.field { event.usage.amount.appendDescription(to: &$0) }
         try writer.field(event.usage.unit.rawValue)
-        try writer.field(priced?.billedAmount.description)
-        try writer.field(priced.map { String($0.priceID) })
-        try writer.field(priced?.unitCost.description)
-        try writer.field(priced?.totalCost.description)
+        if let priced {
+            writer.field { priced.billedAmount.appendDescription(to: &$0) }
+            writer.field { $0.appendDecimal(Int(priced.priceID)) }
+            writer.field { priced.unitCost.appendDescription(to: &$0) }
+            writer.field { priced.totalCost.appendDescription(to: &$0) }
+        } else {
+            for _ in 0..<4 { try writer.field(nil) }
+        }
         try writer.field(event.estimated ? "t" : "f")
         try writer.field(event.metadataJSON)
         try writer.field(event.externalID)
