@@ -102,14 +102,15 @@ struct BenchmarkDatabase {
     let name: String
     var options: PostgresConnectionOptions { server.database(name) }
 
-    static func create() throws -> BenchmarkDatabase {
+    /// A fresh, migrated database; `purpose` tells apart several in one run.
+    static func create(purpose: String = "run") throws -> BenchmarkDatabase {
         let server: PostgresConnectionOptions
         if let url = DatabaseSelection.url(flag: nil) {
             server = PostgresConnectionOptions(connectionString: url)
         } else {
             server = try EmbeddedPostgres(.init(dataDirectory: "/tmp/voicemeter-bench-cluster")).start()
         }
-        let name = "vmbench_\(getpid())"
+        let name = "vmbench_\(getpid())_\(purpose)"
         try PostgresConnection(server.database("postgres")).runScript("CREATE DATABASE \(name)")
         let database = BenchmarkDatabase(server: server, name: name)
         try Migrator(connection: PostgresConnection(database.options),

@@ -6,7 +6,7 @@ import VoiceMeterStore
 import WebSocketTransport
 
 /// Committed-and-acknowledged frames per second through the whole pipeline, next to the limit of
-/// its SQL path and the seed's design, measured in one run on one database.
+/// its SQL path and the seed's design, measured in one run, each on a fresh database.
 struct ThroughputBenchmark: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "e2e",
@@ -24,10 +24,9 @@ struct ThroughputBenchmark: ParsableCommand {
         var window = 1_000
         var warmupSeconds = 3
         var seconds = 20
-        var limitEvents = 140_000
         var seedEvents = 4_000
 
-        static let quick = Scale(connections: 8, callsPerConnection: 16, window: 1_000, warmupSeconds: 2, seconds: 8, limitEvents: 50_000, seedEvents: 1_500)
+        static let quick = Scale(connections: 8, callsPerConnection: 16, window: 1_000, warmupSeconds: 2, seconds: 8, seedEvents: 1_500)
     }
 
     @Option(help: "WebSocket connections.") var connections = 8
@@ -77,13 +76,19 @@ struct ThroughputBenchmark: ParsableCommand {
         server.stop()
         let stored = try database.query("SELECT count(*) AS n FROM api_call_events").single().decode("n", as: Int.self)
 
-        print("  measuring the limit (same SQL path, 2 connections like the server's 2 writers) and the seed's design…")
-        let book = try PriceStore(connection: database).load()
-        // The rows the end-to-end run wrote: its calls, each of its own user, taking turns.
+        print("  measuring the limit (as many rows, \(stored), by the same SQL path into a fresh database, 2 connections like the server's 2 writers) and the seed's design…")
+        // The rows the end-to-end run wrote, as many of them, into a fresh database like its own
+        // (so the limit runs about as long and its tables grow alike): its calls, each of its own
+        // user, taking turns. The end-to-end database goes first: its autovacuum would compete.
+        scratch.drop()
+        let limitDatabase = try BenchmarkDatabase.create(purpose: "limit")
+        defer { limitDatabase.drop() }
+        let limitConnection = try PostgresConnection(limitDatabase.options)
+        let book = try PriceStore(connection: limitConnection).load()
         let calls = scale.connections * scale.callsPerConnection
-        let limit = try LedgerPaths.measureLimit(LedgerPaths.events(scale.limitEvents, prefix: "limit", book: book, interleaving: calls),
-                                                 scratch.options, connections: 2, batch: 2_000)
-        let seed = try LedgerPaths.measureSeedDesign(LedgerPaths.events(scale.seedEvents, prefix: "seed", book: book), database)
+        let limit = try LedgerPaths.measureLimit(LedgerPaths.events(stored, prefix: "limit", book: book, interleaving: calls),
+                                                 limitDatabase.options, connections: 2, batch: 2_000)
+        let seed = try LedgerPaths.measureSeedDesign(LedgerPaths.events(scale.seedEvents, prefix: "seed", book: book), limitConnection)
 
         func milliseconds(_ q: Double) -> String {
             latencies.nearestRank(q).map { String(format: "%.1f", Double($0) / 1e6) } ?? "n/a"
