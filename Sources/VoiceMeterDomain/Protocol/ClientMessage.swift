@@ -53,14 +53,22 @@ public struct UsageFrame: Sendable, Hashable {
             bytes.append(UInt8(ascii: ":"))
             bytes.appendBytes(of: text)
         }
+        // Numbers and the time are written into one scratch buffer, then measured and copied.
+        var scratch: [UInt8] = []
+        scratch.reserveCapacity(40)
+        func written(_ write: (inout [UInt8]) -> Void) {
+            scratch.removeAll(keepingCapacity: true)
+            write(&scratch)
+            field(scratch)
+        }
         field("v1".utf8)
         field(callID.utf8)
-        field(String(seq).utf8)
-        field(usage.occurredAt.rfc3339Bytes)
+        written { $0.appendDecimal(Int(seq)) }
+        written { usage.occurredAt.appendRFC3339(to: &$0) }
         field(usage.service.utf8)
         field(usage.operation.utf8)
         field((usage.model ?? "").utf8)
-        field(usage.amount.description.utf8)
+        written { usage.amount.appendDescription(to: &$0) }
         field(usage.unit.rawValue.utf8)
         field((externalID ?? "").utf8)
         field((metadataJSON ?? "").utf8)
