@@ -56,7 +56,9 @@ public struct EventStore {
         try connection.copyIn("COPY event_staging (\(Self.stagingColumns)) FROM STDIN") { writer in
             for event in events where staged.insert(event.key).inserted { try Self.writeRow(event, to: &writer) }
         }
-        let inserted = try connection.query("""
+        // Only a count comes back: in the usual batch every staged event is new (the staged keys
+        // are the inserted ones), and decoding and hashing each returned key showed in profiles.
+        let summary = try connection.query("""
             WITH inserted AS (
                 INSERT INTO api_call_events (\(Self.stagingColumns))
                 SELECT \(Self.stagingColumns) FROM event_staging ORDER BY call_id, seq
@@ -70,17 +72,14 @@ public struct EventStore {
                 FROM inserted
                 RETURNING call_id
             )
-            SELECT inserted.call_id, inserted.seq, inserted.total_cost IS NULL AS unpriced FROM inserted
-            """)
+            SELECT count(*) AS inserted, coalesce(bool_or(total_cost IS NULL), false) AS unpriced FROM inserted
+            """).single()
+        if try summary.decode("unpriced", as: Bool.self) { try connection.runScript(Self.alertUnpricedScript) }
         var result = EventCommitResult()
-        var insertedUnpriced = false
-        for row in inserted {
-            result.inserted.insert(EventKey(callID: try row.decode("call_id"), seq: try row.decode("seq")))
-            insertedUnpriced = try insertedUnpriced || row.decode("unpriced", as: Bool.self)
-        }
-        if insertedUnpriced { try connection.runScript(Self.alertUnpricedScript) }
-        if result.inserted.count < events.count {
-            try classifyExisting(events, into: &result, on: connection)
+        if try summary.decode("inserted", as: Int.self) == events.count {
+            result.inserted = staged
+        } else {
+            try classify(events, into: &result, on: connection)
         }
         return result
     }
@@ -99,15 +98,19 @@ public struct EventStore {
               AND a.data = jsonb_build_object('operation', s.operation, 'model', s.model, 'unit', s.usage_unit))
         """
 
-    /// Sorts events that were not inserted into resends (same payload hash) and conflicts.
-    private func classifyExisting(_ events: [UsageEvent], into result: inout EventCommitResult, on connection: PostgresConnection) throws {
+    /// Sorts the events of a batch that did not all go in: inserted by this transaction (its
+    /// xid is the rows' `xmin`; a key's first copy only), resent with the same payload hash, or
+    /// conflicting with what is stored.
+    private func classify(_ events: [UsageEvent], into result: inout EventCommitResult, on connection: PostgresConnection) throws {
         let stored = try connection.query("""
-            SELECT e.call_id, e.seq, e.payload_hash FROM api_call_events e
+            SELECT e.call_id, e.seq, e.payload_hash, e.xmin = pg_current_xact_id()::xid AS inserted_now FROM api_call_events e
             JOIN (SELECT DISTINCT call_id, seq FROM event_staging) s USING (call_id, seq)
             """)
         var storedHashes: [EventKey: [UInt8]] = [:]
         for row in stored {
-            storedHashes[EventKey(callID: try row.decode("call_id"), seq: try row.decode("seq"))] = try row.decode("payload_hash", as: PostgresBytes.self).bytes
+            let key = EventKey(callID: try row.decode("call_id"), seq: try row.decode("seq"))
+            if try row.decode("inserted_now", as: Bool.self) { result.inserted.insert(key) }
+            storedHashes[key] = try row.decode("payload_hash", as: PostgresBytes.self).bytes
         }
         var seen = Set<EventKey>()
         for event in events {

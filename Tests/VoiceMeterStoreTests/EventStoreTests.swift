@@ -222,6 +222,19 @@ struct EventStoreTests {
         #expect(try decimal("SELECT total_cost AS v FROM cost_summaries WHERE summary_type = 'call' AND call_id = 'CA9'") == ExactDecimal("0.4045")!)
     }
 
+    @Test("a mixed batch tells new keys (one sent twice in it) from resends and conflicts, and stores each once")
+    func mixedBatchClassified() throws {
+        let call = canonicalCall("CA8", user: "u8")
+        _ = try events.commit(Array(call[0..<3]))
+        var altered = call[1]
+        altered.payloadHash = SHA256.digest("something else")
+        let result = try events.commit([call[3], call[0], call[4], altered, call[3]])
+        #expect(result.inserted == [call[3].key, call[4].key])
+        #expect(result.duplicates == [call[0].key, call[3].key])
+        #expect(result.conflicts == [altered.key])
+        #expect(try connection.query("SELECT count(*) AS n FROM api_call_events").single().decode("n", as: Int.self) == 5)
+    }
+
     @Test("unpriced usage is stored and counted, then repriced exactly once a price exists")
     func repriceUnpriced() throws {
         let frames: [(seq: Int64, service: String, operation: String, model: String?, unit: UsageUnit, amount: String)] = [
