@@ -522,11 +522,13 @@ actor MeteringShard {
     // MARK: Commits
 
     func committed(_ batch: CommittedBatch) {
-        var touched: Set<String> = []
+        // The calls to acknowledge, each once (by identity: no call id hashed per event).
+        var touched: [ObjectIdentifier: LiveCall] = [:]
+        let anyConflict = !batch.result.conflicts.isEmpty
         for event in batch.events {
             let key = event.key
             let cost: ExactDecimal? = if case .priced(let priced) = event.pricing { priced.totalCost } else { nil }
-            let conflicted = batch.result.conflicts.contains(key)
+            let conflicted = anyConflict && batch.result.conflicts.contains(key)
             if let cost, let user = users[event.userID] {
                 user.inFlight -= cost
                 if !conflicted {
@@ -549,22 +551,21 @@ actor MeteringShard {
                 call.costByService[event.usage.service, default: .zero] += cost
             }
             call.highestCommittedSeq = max(call.highestCommittedSeq, key.seq)
-            touched.insert(key.callID)
+            touched[ObjectIdentifier(call)] = call
         }
-        for callID in touched { acknowledge(callID) }
+        for call in touched.values { acknowledge(call) }
         for ending in batch.endings { summarize(ending.callID) }
     }
 
     /// Sends the cumulative ack: the highest committed seq below every frame still in flight or
     /// refused as `overloaded`.
-    private func acknowledge(_ callID: String) {
-        guard let call = calls[callID] else { return }
+    private func acknowledge(_ call: LiveCall) {
         var ack = call.highestCommittedSeq
         if let lowestInFlight = call.inFlight.min() { ack = min(ack, lowestInFlight - 1) }
         if let lowestRefused = call.refusedSeqs.min() { ack = min(ack, lowestRefused - 1) }
         guard ack > call.highestAckedSeq else { return }
         call.highestAckedSeq = ack
-        if let owner = call.owner { environment.send(.ack(callID: callID, seq: ack), to: owner) }
+        if let owner = call.owner { environment.send(.ack(callID: call.start.callID, seq: ack), to: owner) }
     }
 
     /// The database refused an event outright (a data error): tell the sender, forget the frame.
@@ -579,7 +580,7 @@ actor MeteringShard {
             environment.send(.error(ProtocolError(.internal, "the ledger could not store this frame; it was not counted",
                                                   callID: event.key.callID, seq: event.key.seq)), to: owner)
         }
-        acknowledge(event.key.callID)
+        acknowledge(call)
     }
 
     private func summarize(_ callID: String) {
