@@ -47,7 +47,7 @@ actor MeteringShard {
         var startedAt = Timestamp(microsecondsSinceEpoch: 0)
         var meter = CallBillingMeter()
         /// Payload hashes of every frame accepted so far (committed or in flight), by seq.
-        var acceptedHashes: [Int64: [UInt8]] = [:]
+        var acceptedHashes = AcceptedHashes()
         /// Committed cost per service.
         var costByService: [String: ExactDecimal] = [:]
         var highestAckedSeq: Int64 = 0
