@@ -25,9 +25,11 @@ struct AllBenchmarks: ParsableCommand {
             sections.append((title, figures))
         }
         try section("codec and pricing (one core)") { try PricingBenchmark.measure(frames: quick ? 400_000 : 2_000_000, rounds: quick ? 3 : 5) }
-        try section("end-to-end throughput") { try ThroughputBenchmark.measure(quick ? .quick : ThroughputBenchmark.Scale()) }
+        // The latency runs come before the throughput run: in the minute after it (both cores
+        // saturated, ~1.5 M rows written) the live-call tail measured heavier (BENCHMARKS.md).
         try section("many live calls") { try LiveCallsBenchmark.measure(quick ? .quick : LiveCallsBenchmark.Scale()) }
         try section("cutoff latency") { try CutoffBenchmark.measure(calls: 1_000, connections: 50, roundMilliseconds: 1_000, flushMilliseconds: 100) }
+        try section("end-to-end throughput") { try ThroughputBenchmark.measure(quick ? .quick : ThroughputBenchmark.Scale()) }
         let judged = sections.flatMap(\.1).filter { $0.passed != nil }
         print("== summary (\(quick ? "quick" : "full") run, \(String(format: "%.0f", (ContinuousClock.now - started).seconds)) s, \(ProcessInfo.processInfo.activeProcessorCount) cores)")
         print(BenchmarkFigure.render(judged))
