@@ -43,25 +43,32 @@ enum LWS {
     /// Bytes of queued messages written per writable callback: one burst, one TCP transmit.
     static let burstBytes = 64 * 1_024
 
-    /// Writes text messages back to back (lws queues what the socket does not take yet and holds
-    /// the next writable callback until it is sent). A burst of several is corked, so it leaves
-    /// in as few TCP segments as fit instead of one per message; returns false when the socket failed.
-    static func writeBurst(_ wsi: OpaquePointer, _ payloads: [[UInt8]]) -> Bool {
-        let corked = payloads.count > 1 && setCorked(wsi, true)
+    /// Writes text messages from `next` back to back, up to `burstBytes`, while lws sends each
+    /// one whole: once lws had to keep part of a write for later, the burst stops (lws 4.1 would
+    /// put the next message on the wire without its frame header) and the rest stays queued for
+    /// the next writable callback, which lws holds until its buffer is sent. A burst of several
+    /// messages is corked, so it leaves in as few TCP segments as fit instead of one per message.
+    /// Returns `nil` when the socket failed, else how many messages were written and whether more
+    /// are queued.
+    static func writeBurst(_ wsi: OpaquePointer, next: () -> (payload: [UInt8], more: Bool)?) -> (written: Int, more: Bool)? {
+        var corked = false
         defer { if corked { _ = setCorked(wsi, false) } }
         // One scratch buffer with lws's headroom: lws_write copies (and, on a client, masks) the
         // payload in place before returning.
-        var buffer = [UInt8](repeating: 0, count: pre + (payloads.map(\.count).max() ?? 0))
-        return buffer.withUnsafeMutableBufferPointer { scratch in
-            let start = scratch.baseAddress! + pre
-            for payload in payloads {
-                payload.withUnsafeBufferPointer { bytes in
-                    if let source = bytes.baseAddress { start.update(from: source, count: bytes.count) }
-                }
-                guard lws_write(wsi, start, payload.count, LWS_WRITE_TEXT) >= 0 else { return false }
-            }
-            return true
+        var scratch = [UInt8](repeating: 0, count: pre)
+        var (written, bytes, more) = (0, 0, true)
+        while more, bytes < burstBytes, lws_partial_buffered(wsi) == 0 {
+            guard let message = next() else { return (written, false) }
+            more = message.more
+            if more && !corked { corked = setCorked(wsi, true) }
+            scratch.removeSubrange(pre...)
+            scratch.append(contentsOf: message.payload)
+            let sent = scratch.withUnsafeMutableBufferPointer { lws_write(wsi, $0.baseAddress! + pre, message.payload.count, LWS_WRITE_TEXT) }
+            guard sent >= 0 else { return nil }
+            written += 1
+            bytes += message.payload.count
         }
+        return (written, more)
     }
 
     /// TCP_CORK on the connection's socket: while set, the kernel holds partial segments, and

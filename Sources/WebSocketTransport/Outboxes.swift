@@ -115,20 +115,11 @@ final class Outboxes: Sendable {
         }
     }
 
-    /// The next messages for a connection, in order, up to about `maxBytes` (always at least one
-    /// when any is queued), and whether more remain.
-    func nextBurst(for id: Int, maxBytes: Int) -> (payloads: [[UInt8]], more: Bool) {
+    /// The next message for a connection, and whether more remain.
+    func next(for id: Int) -> (payload: [UInt8], more: Bool)? {
         state.withLock { state in
-            guard var queue = state.queues.removeValue(forKey: id) else { return ([], false) }
-            defer { state.queues[id] = queue }
-            var payloads: [[UInt8]] = []
-            var bytes = 0
-            while let first = queue.first, payloads.isEmpty || bytes + first.payload.count <= maxBytes {
-                payloads.append(first.payload)
-                bytes += first.payload.count
-                queue.removeFirst()
-            }
-            return (payloads, !queue.isEmpty)
+            guard let outbound = state.queues[id]?.popFirst() else { return nil }
+            return (outbound.payload, !(state.queues[id]?.isEmpty ?? true))
         }
     }
 

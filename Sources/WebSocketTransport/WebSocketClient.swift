@@ -160,9 +160,8 @@ public final class WebSocketClient: Sendable {
                 onEvent(ClientConnectionID(rawValue: id), .message(text))
             }
         case LWS_CALLBACK_CLIENT_WRITEABLE:
-            let burst = outboxes.nextBurst(for: id, maxBytes: LWS.burstBytes)
-            if !burst.payloads.isEmpty {
-                guard LWS.writeBurst(wsi, burst.payloads) else { return -1 }
+            guard let burst = LWS.writeBurst(wsi, next: { outboxes.next(for: id) }) else { return -1 }
+            if burst.written > 0 || burst.more {
                 if burst.more || loop.connections[id]?.closing == true { lws_callback_on_writable(wsi) }
             } else if loop.connections[id]?.closing == true {
                 LWS.setCloseReason(wsi, code: 1000, reason: "client done")

@@ -134,9 +134,8 @@ extension WebSocketServer {
             lws_callback_on_writable(wsi)
             return 0
         }
-        let burst = outboxes.nextBurst(for: id, maxBytes: LWS.burstBytes)
-        if !burst.payloads.isEmpty {
-            guard LWS.writeBurst(wsi, burst.payloads) else { return -1 }
+        guard let burst = LWS.writeBurst(wsi, next: { outboxes.next(for: id) }) else { return -1 }
+        if burst.written > 0 || burst.more {
             if burst.more || connection.pendingClose != nil { lws_callback_on_writable(wsi) }
             return 0
         }

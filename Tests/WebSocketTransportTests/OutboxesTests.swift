@@ -5,12 +5,7 @@ import Testing
 struct OutboxesTests {
     private func drain(_ outboxes: Outboxes, _ id: Int) -> [String] {
         var sent: [String] = []
-        var more = true
-        while more {
-            let burst = outboxes.nextBurst(for: id, maxBytes: 1)
-            sent += burst.payloads.map { String(decoding: $0, as: UTF8.self) }
-            more = burst.more
-        }
+        while let (payload, _) = outboxes.next(for: id) { sent.append(String(decoding: payload, as: UTF8.self)) }
         return sent
     }
 
@@ -32,22 +27,5 @@ struct OutboxesTests {
     @Test("with no acknowledgement queued an urgent message waits its turn")
     func urgentWithoutAcknowledgementsAppends() {
         #expect(sent([("accepted", .inOrder), ("warning", .urgent)]) == ["accepted", "warning"])
-    }
-
-    @Test("a burst takes messages in order up to its byte budget, and always the first even when larger")
-    func burstsRespectTheByteBudget() {
-        let outboxes = Outboxes(capacityPerConnection: 16)
-        outboxes.open(1)
-        for text in ["aaaa", "bbbb", "cccc", "dddddddddd", "e"] { _ = outboxes.enqueue(Array(text.utf8), for: 1) }
-        var bursts: [[String]] = []
-        var more = true
-        while more {
-            let burst = outboxes.nextBurst(for: 1, maxBytes: 8)
-            bursts.append(burst.payloads.map { String(decoding: $0, as: UTF8.self) })
-            more = burst.more
-        }
-        #expect(bursts == [["aaaa", "bbbb"], ["cccc"], ["dddddddddd"], ["e"]])
-        #expect(outboxes.nextBurst(for: 1, maxBytes: 8).payloads.isEmpty)
-        #expect(outboxes.nextBurst(for: 2, maxBytes: 8).payloads.isEmpty)
     }
 }

@@ -54,6 +54,21 @@ struct WebSocketServerTests {
         #expect(messages.last == #"{"type":"ack","call_id":"CA1","seq":2}"#)
     }
 
+    @Test("a burst whose first message lws cannot send whole (5 KiB) still delivers every later message intact, in order")
+    func burstAfterPartialWrite() throws {
+        let (server, _) = try AckingDelegate.start()
+        defer { server.shutdown() }
+        let recorder = ClientRecorder()
+        let client = try WebSocketClient { recorder.record($0, $1) }
+        defer { client.shutdown() }
+        let connection = client.connect(to: ClientEndpoint(host: "127.0.0.1", port: server.port, bearerToken: "good-token"))
+        // Queued before the connection opens, so the first writable callback finds all of them.
+        client.send(usageFrame(seq: 1, padding: 5 * 1024), on: connection)
+        for seq in 2...6 { client.send(usageFrame(seq: seq, padding: seq == 4 ? 6 * 1024 : 0), on: connection) }
+        #expect(recorder.wait { recorder.messages(of: connection).count == 6 })
+        #expect(recorder.messages(of: connection) == (1...6).map { #"{"type":"ack","call_id":"CA1","seq":\#($0)}"# })
+    }
+
     @Test("a flood gets rate_limited errors")
     func flood() throws {
         let (server, _) = try AckingDelegate.start { $0.limits.messagesBurstPerConnection = 50; $0.limits.messagesPerSecondPerConnection = 10 }
