@@ -15,7 +15,10 @@
 -- distributed transaction with 2PC; batching per shard would avoid that); platform_day rollups
 -- (user_id '') all land on one shard (folded from the journal, so upserted once per fold, not per
 -- commit); the fold's sweep (a data-modifying CTE over the journal) and the finance views span
--- all shards and need checking on a real cluster.
+-- all shards and need checking on a real cluster. A batch with resends or conflicts is sorted by
+-- whether each stored row's xmin is the committing transaction's id (EventStore.classify); on
+-- Citus a row's xmin is its worker's, so that check must be replaced there (for instance by a
+-- batch id column).
 \set ON_ERROR_STOP on
 CREATE EXTENSION IF NOT EXISTS citus;
 

@@ -98,12 +98,19 @@ public struct EventStore {
               AND a.data = jsonb_build_object('operation', s.operation, 'model', s.model, 'unit', s.usage_unit))
         """
 
-    /// Sorts the events of a batch that did not all go in: inserted by this transaction (its
-    /// xid is the rows' `xmin`; a key's first copy only), resent with the same payload hash, or
-    /// conflicting with what is stored.
+    /// Sorts the events of a batch that did not all go in: inserted by this transaction (a key's
+    /// first copy only), resent with the same payload hash, or conflicting with what is stored.
+    ///
+    /// A row is this transaction's when its `xmin` is this transaction's id and its `created_at`
+    /// (the default `now()`, the transaction's start) is this transaction's start: `xmin` alone
+    /// is 32 bits and a frozen row keeps it, so after 2³² transactions an old row could match.
+    /// This holds while `commit` runs in one transaction without savepoints (a subtransaction
+    /// would stamp its own id).
     private func classify(_ events: [UsageEvent], into result: inout EventCommitResult, on connection: PostgresConnection) throws {
         let stored = try connection.query("""
-            SELECT e.call_id, e.seq, e.payload_hash, e.xmin = pg_current_xact_id()::xid AS inserted_now FROM api_call_events e
+            SELECT e.call_id, e.seq, e.payload_hash,
+                   e.xmin = pg_current_xact_id()::xid AND e.created_at = now() AS inserted_now
+            FROM api_call_events e
             JOIN (SELECT DISTINCT call_id, seq FROM event_staging) s USING (call_id, seq)
             """)
         var storedHashes: [EventKey: [UInt8]] = [:]
