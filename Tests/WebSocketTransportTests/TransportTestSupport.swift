@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import VoiceMeterDomain
+import VoiceMeterTestSupport
 import WebSocketTransport
 
 /// A delegate that accepts the token "good-token", answers every usage frame with an ack, and
@@ -36,6 +37,35 @@ final class AckingDelegate: WebSocketServerDelegate {
         delegate.server.withLock { $0 = server }
         try server.start()
         return (server, delegate)
+    }
+}
+
+/// An acking loopback server, a recording client and one connection from it, for tests that
+/// stream on a single connection.
+struct AckingSession {
+    let server: WebSocketServer
+    let recorder = ClientRecorder()
+    let client: WebSocketClient
+    let connection: ClientConnectionID
+
+    init(_ configure: (inout WebSocketServerConfiguration) -> Void = { _ in }) throws {
+        (server, _) = try AckingDelegate.start(configure)
+        let recorder = recorder
+        client = try WebSocketClient { recorder.record($0, $1) }
+        connection = client.connect(to: ClientEndpoint(host: "127.0.0.1", port: server.port, bearerToken: "good-token"))
+    }
+
+    func send(_ text: String) { client.send(text, on: connection) }
+
+    /// What the connection has received so far, in order.
+    var messages: [String] { recorder.messages(of: connection) }
+
+    /// Whether at least `count` messages arrive within the recorder's wait.
+    func waitForMessages(_ count: Int) -> Bool { recorder.wait { messages.count >= count } }
+
+    func shutdown() {
+        client.shutdown()
+        server.shutdown()
     }
 }
 

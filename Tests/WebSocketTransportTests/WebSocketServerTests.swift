@@ -40,46 +40,35 @@ struct WebSocketServerTests {
 
     @Test("a 65 KiB message gets frame_too_large and the connection keeps working")
     func oversizedMessage() throws {
-        let (server, _) = try AckingDelegate.start()
-        defer { server.shutdown() }
-        let recorder = ClientRecorder()
-        let client = try WebSocketClient { recorder.record($0, $1) }
-        defer { client.shutdown() }
-        let connection = client.connect(to: ClientEndpoint(host: "127.0.0.1", port: server.port, bearerToken: "good-token"))
-        client.send(usageFrame(seq: 1, padding: 65 * 1024), on: connection)
-        client.send(usageFrame(seq: 2), on: connection)
-        #expect(recorder.wait { recorder.messages(of: connection).count == 2 })
-        let messages = recorder.messages(of: connection)
+        let session = try AckingSession()
+        defer { session.shutdown() }
+        session.send(usageFrame(seq: 1, padding: 65 * 1024))
+        session.send(usageFrame(seq: 2))
+        #expect(session.waitForMessages(2))
+        let messages = session.messages
+        #expect(messages.count == 2)
         #expect(messages.first?.contains(#""code":"frame_too_large""#) == true)
         #expect(messages.last == #"{"type":"ack","call_id":"CA1","seq":2}"#)
     }
 
     @Test("a burst whose first message lws cannot send whole (5 KiB) still delivers every later message intact, in order")
     func burstAfterPartialWrite() throws {
-        let (server, _) = try AckingDelegate.start()
-        defer { server.shutdown() }
-        let recorder = ClientRecorder()
-        let client = try WebSocketClient { recorder.record($0, $1) }
-        defer { client.shutdown() }
-        let connection = client.connect(to: ClientEndpoint(host: "127.0.0.1", port: server.port, bearerToken: "good-token"))
+        let session = try AckingSession()
+        defer { session.shutdown() }
         // Queued before the connection opens, so the first writable callback finds all of them.
-        client.send(usageFrame(seq: 1, padding: 5 * 1024), on: connection)
-        for seq in 2...6 { client.send(usageFrame(seq: seq, padding: seq == 4 ? 6 * 1024 : 0), on: connection) }
-        #expect(recorder.wait { recorder.messages(of: connection).count == 6 })
-        #expect(recorder.messages(of: connection) == (1...6).map { #"{"type":"ack","call_id":"CA1","seq":\#($0)}"# })
+        session.send(usageFrame(seq: 1, padding: 5 * 1024))
+        for seq in 2...6 { session.send(usageFrame(seq: seq, padding: seq == 4 ? 6 * 1024 : 0)) }
+        #expect(session.waitForMessages(6))
+        #expect(session.messages == (1...6).map { #"{"type":"ack","call_id":"CA1","seq":\#($0)}"# })
     }
 
     @Test("a flood gets rate_limited errors")
     func flood() throws {
-        let (server, _) = try AckingDelegate.start { $0.limits.messagesBurstPerConnection = 50; $0.limits.messagesPerSecondPerConnection = 10 }
-        defer { server.shutdown() }
-        let recorder = ClientRecorder()
-        let client = try WebSocketClient { recorder.record($0, $1) }
-        defer { client.shutdown() }
-        let connection = client.connect(to: ClientEndpoint(host: "127.0.0.1", port: server.port, bearerToken: "good-token"))
-        for seq in 1...80 { client.send(usageFrame(seq: seq), on: connection) }
-        #expect(recorder.wait { recorder.messages(of: connection).count >= 80 })
-        let limited = recorder.messages(of: connection).filter { $0.contains(#""code":"rate_limited""#) }
+        let session = try AckingSession { $0.limits.messagesBurstPerConnection = 50; $0.limits.messagesPerSecondPerConnection = 10 }
+        defer { session.shutdown() }
+        for seq in 1...80 { session.send(usageFrame(seq: seq)) }
+        #expect(session.waitForMessages(80))
+        let limited = session.messages.filter { $0.contains(#""code":"rate_limited""#) }
         #expect(limited.count >= 25)
     }
 
