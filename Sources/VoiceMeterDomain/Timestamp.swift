@@ -87,14 +87,11 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
     }
 
     /// RFC 3339 in UTC with as many fractional digits as needed: `2026-11-22T18:00:00Z`, `…:00.134Z`.
-    public var description: String { String(decoding: rfc3339Bytes, as: UTF8.self) }
-
-    /// `description` as ASCII bytes, without making a `String`.
-    public var rfc3339Bytes: [UInt8] {
+    public var description: String {
         var text: [UInt8] = []
         text.reserveCapacity(27)
         appendRFC3339(to: &text)
-        return text
+        return String(decoding: text, as: UTF8.self)
     }
 
     /// Appends `description` as ASCII to `text` (the ledger writes two per event).
