@@ -15,7 +15,8 @@ public struct EventCommitResult: Sendable, Equatable {
 ///
 /// The path (the fastest safe one measured on this machine): COPY into a session temp table,
 /// then `INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING` into the ledger, whose returned rows —
-/// only the ones actually inserted — feed `Rollups` (period deltas journaled for folding). A replayed batch inserts and counts nothing.
+/// only the ones actually inserted — feed `Rollups` (period deltas journaled for folding). A
+/// replayed batch inserts and counts nothing.
 public struct EventStore {
     private let connection: PostgresConnection
 
@@ -70,7 +71,6 @@ public struct EventStore {
                 SELECT user_id, call_id, call_started_at, occurred_at, service, operation, usage_unit, usage_amount,
                        coalesce(total_cost, 0), 1, CASE WHEN total_cost IS NULL THEN 1 ELSE 0 END
                 FROM inserted
-                RETURNING call_id
             )
             SELECT count(*) AS inserted, coalesce(bool_or(total_cost IS NULL), false) AS unpriced FROM inserted
             """).single()
