@@ -63,8 +63,17 @@ public struct ExactDecimal: Sendable, Hashable, Comparable, CustomStringConverti
 
     /// The same value with trailing zero digits removed (`1.500` → `1.5`).
     public var normalized: ExactDecimal {
-        var digits = significand
         var scale = scale
+        // Through 64-bit division when the digits fit (every amount and cost of a frame): the
+        // 128-bit routine is a library call per digit.
+        if var digits = Int64(exactly: significand) {
+            while scale > 0, digits % 10 == 0 {
+                digits /= 10
+                scale -= 1
+            }
+            return ExactDecimal(significand: Int128(digits), scale: scale)
+        }
+        var digits = significand
         while scale > 0, digits % 10 == 0 {
             digits /= 10
             scale -= 1

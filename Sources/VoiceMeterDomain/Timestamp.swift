@@ -10,8 +10,17 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
         lhs.microsecondsSinceEpoch < rhs.microsecondsSinceEpoch
     }
 
+    private static let powersOfTen: [Int64] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000]
+
     /// Unix seconds given exactly, e.g. `1795374032.134`; digits below a microsecond are dropped.
     public init?(unixSeconds: ExactDecimal) {
+        // Whole seconds to microseconds (the usual form): a multiplication, no rounding division.
+        if unixSeconds.scale <= 6, let seconds = Int64(exactly: unixSeconds.significand) {
+            let (micros, overflow) = seconds.multipliedReportingOverflow(by: Self.powersOfTen[6 - unixSeconds.scale])
+            guard !overflow else { return nil }
+            self.init(microsecondsSinceEpoch: micros)
+            return
+        }
         guard let micros = try? unixSeconds.multiplied(by: ExactDecimal(1_000_000)).rounded(scale: 0, .down),
               let value = Int64(exactly: micros.significand) else { return nil }
         self.init(microsecondsSinceEpoch: value)

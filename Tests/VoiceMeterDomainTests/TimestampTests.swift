@@ -18,6 +18,21 @@ struct TimestampTests {
         #expect(instant == Timestamp(rfc3339: "2026-11-22T19:00:32.134Z"))
     }
 
+    @Test("Unix seconds in every form land on the same microsecond", arguments: [
+        ("1795374032", 1_795_374_032_000_000), ("1795374032.5", 1_795_374_032_500_000),
+        ("1795374032.000001", 1_795_374_032_000_001), ("1795374032.0000019", 1_795_374_032_000_001),
+        ("-1.5", -1_500_000), ("0", 0),
+    ] as [(String, Int64)])
+    func unixSecondsForms(text: String, micros: Int64) {
+        #expect(Timestamp(unixSeconds: ExactDecimal(text)!)?.microsecondsSinceEpoch == micros)
+    }
+
+    @Test("Unix seconds beyond the microsecond range are refused, not wrapped")
+    func unixSecondsOverflow() {
+        #expect(Timestamp(unixSeconds: ExactDecimal("9300000000000000")!) == nil)
+        #expect(Timestamp(unixSeconds: ExactDecimal("9300000000000000.5")!) == nil)
+    }
+
     @Test("malformed or impossible timestamps are refused", arguments: [
         "", "2026-11-22", "2026-11-22T18:00:00", "2026-13-01T00:00:00Z", "2026-02-29T00:00:00Z",
         "2026-11-22T24:00:00Z", "2026-11-22T18:00:00.Z", "2026-11-22T18:00:00+25:00", "2026-11-22T18:00:00Z junk",
