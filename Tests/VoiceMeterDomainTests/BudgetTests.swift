@@ -17,6 +17,24 @@ struct BudgetTests {
         #expect(meter.check(spent: d("12"), policy: policy).isEmpty)
     }
 
+    @Test("a warning fires at exactly its percentage, not a fraction of a cent before")
+    func exactThreshold() {
+        var meter = BudgetMeter(scope: .call)
+        #expect(meter.check(spent: d("7.4999999999"), policy: policy).isEmpty)
+        #expect(meter.check(spent: d("7.5"), policy: policy) == [.warning(scope: .call, spent: d("7.5"), limit: d("10"), percent: d("75"), threshold: 75)])
+    }
+
+    @Test("new settings apply at the next check: a lower limit or a lower warning percent fires for spend already quiet")
+    func settingsChange() {
+        var meter = BudgetMeter(scope: .call)
+        #expect(meter.check(spent: d("5"), policy: policy).isEmpty)
+        let lowerWarning = policy.overridden(callLimit: nil, dayLimit: nil, monthLimit: nil, warnPercent: 40, autoCutoff: nil)
+        #expect(meter.check(spent: d("5"), policy: lowerWarning) == [.warning(scope: .call, spent: d("5"), limit: d("10"), percent: d("50"), threshold: 40)])
+        let lowerLimit = policy.overridden(callLimit: d("5.5"), dayLimit: nil, monthLimit: nil, warnPercent: nil, autoCutoff: nil)
+        #expect(meter.check(spent: d("5"), policy: lowerLimit) == [.warning(scope: .call, spent: d("5"), limit: d("5.5"), percent: d("90.9"), threshold: 90)])
+        #expect(meter.check(spent: d("5.5"), policy: lowerLimit) == [.limitReached(scope: .call, spent: d("5.5"), limit: d("5.5"))])
+    }
+
     @Test("one frame that jumps past several thresholds and the limit warns at the highest and reports the limit")
     func jump() {
         var meter = BudgetMeter(scope: .month)

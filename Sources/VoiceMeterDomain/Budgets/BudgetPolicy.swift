@@ -81,10 +81,13 @@ public enum BudgetSignal: Sendable, Hashable {
 }
 
 /// Threshold bookkeeping for one scope of one budget: each warning fires once, the limit once.
-public struct BudgetMeter: Sendable, Hashable {
+public struct BudgetMeter: Sendable {
     public let scope: BudgetScope
     public private(set) var warned: Set<Int> = []
     public private(set) var limitReached = false
+    /// The spend below which nothing new can be crossed, and the limit and warning percents it
+    /// was worked out for: most frames are checked with one comparison.
+    private var quiet: (limit: ExactDecimal, percents: [Int], below: ExactDecimal)?
 
     public init(scope: BudgetScope) {
         self.scope = scope
@@ -99,15 +102,12 @@ public struct BudgetMeter: Sendable, Hashable {
             limitReached = true
             return [.limitReached(scope: scope, spent: spent, limit: limit)]
         }
-        // Below the limit and the next warning (every frame but a few): nothing to compute.
-        // spent × 100 < threshold × limit is exact, and the same test as the percentage below.
-        if spent < limit {
-            let warned = warned
-            guard let next = policy.warningPercents(for: scope).lazy.filter({ !warned.contains($0) }).min() else { return [] }
-            if let scaled = try? spent.multiplied(by: ExactDecimal(100)), let bar = try? limit.multiplied(by: ExactDecimal(next)), scaled < bar {
-                return []
-            }
+        let percents = policy.warningPercents(for: scope)
+        if quiet == nil || quiet!.limit != limit || quiet!.percents != percents {
+            quiet = (limit, percents, quietBelow(limit: limit, percents: percents))
         }
+        if spent < quiet!.below { return [] }
+        quiet = nil
         var signals: [BudgetSignal] = []
         let percent = (try? spent.multiplied(by: ExactDecimal(100)).divided(by: limit, scale: 1, .down)) ?? .zero
         for threshold in policy.warningPercents(for: scope) where !warned.contains(threshold) && percent >= ExactDecimal(threshold) {
@@ -121,5 +121,14 @@ public struct BudgetMeter: Sendable, Hashable {
             signals.append(.limitReached(scope: scope, spent: spent, limit: limit))
         }
         return signals
+    }
+
+    /// Below the limit and the lowest warning not yet given (`limit × percent / 100`, exact), or
+    /// zero when that bar is not representable (every check then takes the full path).
+    private func quietBelow(limit: ExactDecimal, percents: [Int]) -> ExactDecimal {
+        guard let next = percents.lazy.filter({ !warned.contains($0) }).min() else { return limit }
+        let (scaled, overflow) = limit.significand.multipliedReportingOverflow(by: Int128(next))
+        guard !overflow, limit.scale + 2 <= ExactDecimal.maximumScale else { return .zero }
+        return min(limit, ExactDecimal(significand: scaled, scale: limit.scale + 2))
     }
 }
