@@ -119,6 +119,26 @@ struct ServerPipelineTests {
         #expect(try call.decode("status", as: String.self) == "completed")
     }
 
+    @Test("with several metering shards, the calls of users on every shard are acknowledged and summarized exactly")
+    func severalShards() throws {
+        let running = try RunningServer(configure: { $0.meteringShards = 3 })
+        defer { running.server.shutdown() }
+        let client = try StreamingClient(running.endpoint)
+        let calls = (1...6).map { (call: "SH\($0)", user: "shard-user-\($0)") }
+        let scripts = calls.map { canonicalCallMessages($0.call, user: $0.user) }
+        // Interleaved, so every commit holds events of several shards' users.
+        for index in 0..<scripts[0].count { client.send(scripts.map { $0[index] }) }
+
+        #expect(client.wait(seconds: 30) { messages in messages.filter { $0.contains(#""type":"call.summary""#) }.count == calls.count })
+        for (call, _) in calls {
+            #expect(client.highestAck(call: call) == 70)
+            #expect(client.messages.contains { $0.hasPrefix(#"{"type":"call.summary","call_id":"\#(call)","cost":"0.4045""#) })
+        }
+        let stored = try running.database.query("SELECT count(*) AS n, sum(total_cost) AS cost FROM api_call_events").single()
+        #expect(try stored.decode("n", as: Int.self) == 6 * 70)
+        #expect(try stored.decode("cost", as: ExactDecimal.self) == ExactDecimal("2.427")!)
+    }
+
     @Test("period rollups are journaled with the events, folded while running, all folded after a stop, exact throughout")
     func rollupFolding() throws {
         func periodCosts(_ database: PostgresConnection, from table: String) throws -> [String] {
