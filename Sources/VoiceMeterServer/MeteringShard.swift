@@ -348,8 +348,8 @@ actor MeteringShard {
             }
             return
         }
-        var meter = call.meter
-        let pricing = meter.price(frame.usage, book: environment.prices.book)
+        let quote = call.meter.quote(frame.usage, book: environment.prices.book)
+        let pricing = quote.outcome
         if case .priced(let priced) = pricing, priced.totalCost > Self.frameCostMaximum {
             environment.send(.error(ProtocolError(.invalidAmount, "this frame would cost \(priced.totalCost) USD, above the \(Self.frameCostMaximum) USD a frame may cost; check amount and unit",
                                                   callID: frame.callID, seq: frame.seq)), to: connection)
@@ -366,7 +366,7 @@ actor MeteringShard {
                                                   callID: frame.callID, seq: frame.seq)), to: connection)
             return
         }
-        call.meter = meter
+        call.meter.advance(with: quote)
         call.acceptedHashes[frame.seq] = hash
         call.inFlight.insert(frame.seq)
         call.refusedSeqs.remove(frame.seq)

@@ -65,6 +65,24 @@ struct PricingTests {
         #expect(costs(frames) == [d("0.014"), d("0"), d("0.014"), d("0")])
     }
 
+    @Test("a quote leaves the call's billing state alone until it is taken in (a frame the ledger refused is not billed)")
+    func quoteThenAdvance() {
+        let first = usage("twilio", "voice_outbound", nil, .seconds, "30", at: 30)
+        let second = usage("twilio", "voice_outbound", nil, .seconds, "30", at: 60)
+        var meter = CallBillingMeter()
+        func cost(_ quote: CallBillingMeter.Quote) -> ExactDecimal? {
+            if case .priced(let priced) = quote.outcome { priced.totalCost } else { nil }
+        }
+        #expect(cost(meter.quote(first, book: SeedPrices.book)) == d("0.014"))
+        // Not taken in: the same frame still opens the minute.
+        let quote = meter.quote(first, book: SeedPrices.book)
+        #expect(cost(quote) == d("0.014"))
+        meter.advance(with: quote)
+        #expect(cost(meter.quote(second, book: SeedPrices.book)) == d("0"))
+        meter.advance(with: meter.quote(second, book: SeedPrices.book))
+        #expect(cost(meter.quote(first, book: SeedPrices.book)) == d("0.014"))
+    }
+
     @Test("a 301 s Twilio call costs 6 minutes")
     func twilio301Seconds() throws {
         let frames = [usage("twilio", "voice_outbound", nil, .seconds, "300", at: 300), usage("twilio", "voice_outbound", nil, .seconds, "1", at: 301)]

@@ -76,20 +76,41 @@ public struct CallBillingMeter: Sendable {
 
     public init() {}
 
+    /// A frame priced against the call's state without advancing it; `advance(with:)` takes it in.
+    public struct Quote: Sendable {
+        public let outcome: PricingOutcome
+        /// The key's usage once the frame is taken in (`nil` when the frame stays unpriced).
+        fileprivate let usageAfter: (key: PriceKey, usage: ExactDecimal)?
+    }
+
     /// Prices `usage` against `book` and advances the call's state (unless the frame stays unpriced).
     public mutating func price(_ usage: MeteredUsage, book: PriceBook) -> PricingOutcome {
-        guard let version = book.price(
-            service: usage.service, operation: usage.operation, model: usage.model, unit: usage.unit, at: usage.occurredAt
-        ) else { return .unpriced(.noPriceInForce) }
-        return price(usage, with: version)
+        let quote = quote(usage, book: book)
+        advance(with: quote)
+        return quote.outcome
     }
 
     /// Prices `usage` with a known version (replaying stored events or repricing) and advances the state.
     public mutating func price(_ usage: MeteredUsage, with version: PriceVersion) -> PricingOutcome {
-        guard case .perUnit(let unitPrice) = version.rule else { return .unpriced(.pricedFromRevenue) }
+        let quote = quote(usage, with: version)
+        advance(with: quote)
+        return quote.outcome
+    }
+
+    /// What `usage` costs now, leaving the state as it is (metering advances it only once the
+    /// ledger has taken the frame, without copying the state for every frame).
+    public func quote(_ usage: MeteredUsage, book: PriceBook) -> Quote {
+        guard let version = book.price(
+            service: usage.service, operation: usage.operation, model: usage.model, unit: usage.unit, at: usage.occurredAt
+        ) else { return Quote(outcome: .unpriced(.noPriceInForce), usageAfter: nil) }
+        return quote(usage, with: version)
+    }
+
+    /// What `usage` costs at `version`, leaving the state as it is.
+    public func quote(_ usage: MeteredUsage, with version: PriceVersion) -> Quote {
+        guard case .perUnit(let unitPrice) = version.rule else { return Quote(outcome: .unpriced(.pricedFromRevenue), usageAfter: nil) }
         do throws(DecimalOverflow) {
-            let slot = usageByKey.firstIndex { $0.key == version.key }
-            let before = slot.map { usageByKey[$0].usage } ?? .zero
+            let before = usageByKey.first { $0.key == version.key }?.usage ?? .zero
             let after = try before.adding(usage.unit.toBase(usage.amount))
             let billedBefore = try Self.billed(before, version)
             let billedAfter = try Self.billed(after, version)
@@ -98,11 +119,17 @@ public struct CallBillingMeter: Sendable {
             if let secondsPerUnit = usage.unit.secondsPerUnit {
                 billedDelta = try billedDelta.divided(by: secondsPerUnit, scale: MoneyRounding.usageScale, MoneyRounding.rule)
             }
-            if let slot { usageByKey[slot].usage = after } else { usageByKey.append((version.key, after)) }
-            return .priced(PricedUsage(priceID: version.id, unitCost: unitPrice, totalCost: cost, billedAmount: billedDelta))
+            return Quote(outcome: .priced(PricedUsage(priceID: version.id, unitCost: unitPrice, totalCost: cost, billedAmount: billedDelta)),
+                         usageAfter: (version.key, after))
         } catch {
-            return .unpriced(.overflow)
+            return Quote(outcome: .unpriced(.overflow), usageAfter: nil)
         }
+    }
+
+    /// Takes in a frame quoted against the current state (the next quote builds on it).
+    public mutating func advance(with quote: Quote) {
+        guard let (key, after) = quote.usageAfter else { return }
+        if let slot = usageByKey.firstIndex(where: { $0.key == key }) { usageByKey[slot].usage = after } else { usageByKey.append((key, after)) }
     }
 
     /// Base-unit usage charged for `usage` base units: rounded up to the increment, at least the minimum.
