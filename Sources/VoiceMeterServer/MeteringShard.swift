@@ -383,9 +383,13 @@ actor MeteringShard {
         let callID = call.start.callID
         call.spent += cost
         user.inFlight += cost
-        let callSignals = call.budget.check(spent: call.spent, policy: user.policy)
-        let periodSignals = user.day.check(spent: user.daySpent, policy: user.policy) + user.month.check(spent: user.monthSpent, policy: user.policy)
-        for signal in callSignals + periodSignals { act(on: signal, userID: call.start.userID, callID: callID) }
+        let policy = user.policy
+        let callSignals = call.budget.check(spent: call.spent, policy: policy)
+        let daySignals = user.day.check(spent: user.daySpent, policy: policy)
+        let monthSignals = user.month.check(spent: user.monthSpent, policy: policy)
+        // Nearly every frame crosses nothing: no signal arrays joined.
+        guard !callSignals.isEmpty || !daySignals.isEmpty || !monthSignals.isEmpty else { return }
+        for signal in callSignals + daySignals + monthSignals { act(on: signal, userID: call.start.userID, callID: callID) }
     }
 
     private func act(on signal: BudgetSignal, userID: String, callID: String) {
