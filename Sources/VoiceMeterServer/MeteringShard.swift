@@ -129,6 +129,8 @@ actor MeteringShard {
     private var users: [String: UserBudget] = [:]
     /// Keeps the tick's timer alive.
     private var tickTimer: AnyObject?
+    /// The canonical content of the frame being handled (its capacity kept from frame to frame).
+    private var canonicalContent: [UInt8] = []
 
     init(index: Int, environment: any MeteringEnvironment, logger: Logger) {
         self.index = index
@@ -338,7 +340,8 @@ actor MeteringShard {
             return
         }
         call.owner = connection
-        let hash = SHA256.digest(frame.canonicalContent)
+        frame.writeCanonicalContent(into: &canonicalContent)
+        let hash = SHA256.digest(canonicalContent)
         if let seen = call.acceptedHashes[frame.seq] {
             if seen != hash {
                 environment.send(.error(ProtocolError(.seqConflict, "seq \(frame.seq) was already used for different content",

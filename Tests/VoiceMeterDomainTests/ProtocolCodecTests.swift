@@ -74,6 +74,15 @@ struct ProtocolCodecTests {
         bare.metadataJSON = nil
         #expect(String(decoding: bare.canonicalContent, as: UTF8.self)
                 == "2:v16:CA00011:124:2026-11-22T18:00:30.134Z6:twilio14:voice_outbound6:gpt-4o2:307:seconds0:0:")
+        // A reused buffer holds exactly the last frame written into it.
+        var buffer: [UInt8] = []
+        frame.writeCanonicalContent(into: &buffer)
+        bare.writeCanonicalContent(into: &buffer)
+        #expect(buffer == bare.canonicalContent)
+        bare.seq = 1234567890
+        bare.usage.amount = ExactDecimal("1234567.000000001")!
+        #expect(String(decoding: bare.canonicalContent, as: UTF8.self)
+                == "2:v16:CA000110:123456789024:2026-11-22T18:00:30.134Z6:twilio14:voice_outbound6:gpt-4o17:1234567.0000000017:seconds0:0:")
     }
 
     @Test("every malformed message gets its exact error code", arguments: [

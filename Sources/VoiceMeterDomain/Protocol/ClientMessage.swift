@@ -44,22 +44,32 @@ public struct UsageFrame: Sendable, Hashable {
     /// The frame's content in one canonical byte form, whatever its JSON spelling (member order,
     /// number form, whitespace): hashed to tell a harmless resend from a conflicting one.
     public var canonicalContent: [UInt8] {
-        // Each field as its UTF-8 byte count, ':', its bytes; written straight into one buffer
-        // (this runs for every frame the server receives).
         var bytes: [UInt8] = []
+        writeCanonicalContent(into: &bytes)
+        return bytes
+    }
+
+    /// Replaces `bytes` with `canonicalContent`, reusing its capacity (this runs for every frame
+    /// the server receives).
+    public func writeCanonicalContent(into bytes: inout [UInt8]) {
+        bytes.removeAll(keepingCapacity: true)
         bytes.reserveCapacity(192 + (metadataJSON?.utf8.count ?? 0))
+        // Each field as its UTF-8 byte count, ':', its bytes.
         func field(_ text: some Collection<UInt8>) {
             bytes.appendDecimal(text.count)
             bytes.append(UInt8(ascii: ":"))
             bytes.appendBytes(of: text)
         }
-        // Numbers and the time are written into one scratch buffer, then measured and copied.
-        var scratch: [UInt8] = []
-        scratch.reserveCapacity(40)
+        // Numbers and the time are written in place, then their count and ':' put in front.
         func written(_ write: (inout [UInt8]) -> Void) {
-            scratch.removeAll(keepingCapacity: true)
-            write(&scratch)
-            field(scratch)
+            let start = bytes.count
+            write(&bytes)
+            var count = bytes.count - start
+            bytes.insert(UInt8(ascii: ":"), at: start)
+            repeat {
+                bytes.insert(UInt8(ascii: "0") + UInt8(count % 10), at: start)
+                count /= 10
+            } while count > 0
         }
         field("v1".utf8)
         field(callID.utf8)
@@ -72,7 +82,6 @@ public struct UsageFrame: Sendable, Hashable {
         field(usage.unit.rawValue.utf8)
         field((externalID ?? "").utf8)
         field((metadataJSON ?? "").utf8)
-        return bytes
     }
 }
 
