@@ -25,7 +25,7 @@ final class Outboxes: Sendable {
         case urgent
     }
 
-    private struct Outbound {
+    fileprivate struct Outbound {
         var payload: [UInt8]
         var overtakable: Bool
     }
@@ -59,19 +59,17 @@ final class Outboxes: Sendable {
     /// Queues a message; returns whether the service loop must be woken, or `nil` when the
     /// connection is gone. A full outbox closes the connection (the peer does not read).
     func enqueue(_ payload: [UInt8], for id: Int, order: Order = .inOrder) -> Bool? {
-        state.withLock { state in
-            guard state.queues[id] != nil else { return nil }
-            if state.queues[id]!.count >= capacity {
-                state.commands.append(.close(id, code: 1008, reason: "not reading: outbox full"))
-            } else {
-                let outbound = Outbound(payload: payload, overtakable: order == .overtakable)
-                if order == .urgent, let overtaken = state.queues[id]!.firstIndex(where: \.overtakable) {
-                    state.queues[id]!.insert(outbound, at: overtaken)
-                } else {
-                    state.queues[id]!.append(outbound)
-                }
-                state.readyToWrite.insert(id)
-            }
+        enqueue(CollectionOfOne(payload), for: id, order: order)
+    }
+
+    /// Queues messages in their order, under one lock; otherwise as `enqueue(_:for:order:)`.
+    func enqueue(_ payloads: some Collection<[UInt8]>, for id: Int, order: Order = .inOrder) -> Bool? {
+        let capacity = capacity
+        return state.withLock { state in
+            // One lookup: the queue is changed in place through the dictionary.
+            guard let (queued, full) = state.queues[id]?.append(contentsOf: payloads, order: order, capacity: capacity) else { return nil }
+            if queued > 0 { state.readyToWrite.insert(id) }
+            if full { state.commands.append(.close(id, code: 1008, reason: "not reading: outbox full")) }
             return takeWake(&state)
         }
     }
@@ -117,11 +115,32 @@ final class Outboxes: Sendable {
 
     /// The next message for a connection, and whether more remain.
     func next(for id: Int) -> (payload: [UInt8], more: Bool)? {
-        state.withLock { state in
-            guard let outbound = state.queues[id]?.popFirst() else { return nil }
-            return (outbound.payload, !(state.queues[id]?.isEmpty ?? true))
-        }
+        state.withLock { $0.queues[id]?.popFirstNotingMore() }
     }
 
     var isStopping: Bool { state.withLock { $0.stopping } }
+}
+
+private extension Deque<Outboxes.Outbound> {
+    /// Appends `payloads` (an urgent one ahead of every overtakable one) until `capacity`: how
+    /// many went in, and whether some did not fit.
+    mutating func append(contentsOf payloads: some Collection<[UInt8]>, order: Outboxes.Order, capacity: Int) -> (queued: Int, full: Bool) {
+        var queued = 0
+        for payload in payloads {
+            guard count < capacity else { return (queued, true) }
+            let outbound = Outboxes.Outbound(payload: payload, overtakable: order == .overtakable)
+            if order == .urgent, let overtaken = firstIndex(where: \.overtakable) {
+                insert(outbound, at: overtaken)
+            } else {
+                append(outbound)
+            }
+            queued += 1
+        }
+        return (queued, false)
+    }
+
+    /// The first payload, and whether more remain.
+    mutating func popFirstNotingMore() -> (payload: [UInt8], more: Bool)? {
+        popFirst().map { ($0.payload, !isEmpty) }
+    }
 }

@@ -77,6 +77,11 @@ public final class WebSocketClient: Sendable {
         if outboxes.enqueue(Array(text.utf8), for: connection.rawValue) == true { wake() }
     }
 
+    /// Queues text messages given as UTF-8 bytes, in order, with one wake (a load generator's burst).
+    public func send(utf8Messages messages: some Collection<[UInt8]>, on connection: ClientConnectionID) {
+        if outboxes.enqueue(messages, for: connection.rawValue) == true { wake() }
+    }
+
     /// Closes with 1000 after the queued messages.
     public func close(_ connection: ClientConnectionID) {
         if outboxes.post(.close(connection.rawValue, code: 1000, reason: "client done")) { wake() }

@@ -28,4 +28,18 @@ struct OutboxesTests {
     func urgentWithoutAcknowledgementsAppends() {
         #expect(sent([("accepted", .inOrder), ("warning", .urgent)]) == ["accepted", "warning"])
     }
+
+    @Test("a burst is queued in order with one wake; what does not fit is dropped and the connection is closed")
+    func burst() {
+        let outboxes = Outboxes(capacityPerConnection: 3)
+        outboxes.open(1)
+        #expect(outboxes.enqueue(["a", "b"].map { Array($0.utf8) }, for: 1) == true)
+        #expect(outboxes.enqueue(["c", "d", "e"].map { Array($0.utf8) }, for: 1) == false)
+        #expect(outboxes.enqueue(["f"].map { Array($0.utf8) }, for: 7) == nil)
+        let (ready, commands, _) = outboxes.drainWake()
+        #expect(ready == [1])
+        #expect(commands.count == 1)
+        if case .close(1, 1008, _)? = commands.first {} else { Issue.record("expected a 1008 close of connection 1, got \(commands)") }
+        #expect(drain(outboxes, 1) == ["a", "b", "c"])
+    }
 }
