@@ -21,6 +21,8 @@ final class CallRouter: Sendable {
     /// Routes a message: `call.start` pins the call to its user's shard; other messages follow it
     /// (an unknown call goes to shard 0, which answers `unknown_call`).
     func shard(for message: ClientMessage) -> Int {
+        // One shard holds every call: no table is kept (it cost a lock and a lookup per message).
+        guard shardCount > 1 else { return 0 }
         if case .callStart(let start) = message {
             let shard = shard(forUser: start.userID)
             // A call id already pinned stays where it is: its shard answers another user's duplicate_call.
@@ -36,10 +38,12 @@ final class CallRouter: Sendable {
     /// Pins a call to the shard that created its live state (a `call.start` racing the end of an
     /// earlier call of the same id must not lose its route).
     func pin(_ callID: String, to shard: Int) {
+        guard shardCount > 1 else { return }
         shardByCall.withLock { $0[callID] = shard }
     }
 
     func forget(_ callID: String) {
+        guard shardCount > 1 else { return }
         _ = shardByCall.withLock { $0.removeValue(forKey: callID) }
     }
 }
