@@ -89,9 +89,14 @@ public struct PostgresCopyWriter: ~Copyable {
 
     /// Appends the next field as `bytea` (hex format, its backslash escaped for COPY).
     public mutating func field(_ value: PostgresBytes) {
+        value.bytes.withUnsafeBytes { field(bytea: $0) }
+    }
+
+    /// Appends the next field as `bytea` from raw bytes (hex format, its backslash escaped for COPY).
+    public mutating func field(bytea bytes: UnsafeRawBufferPointer) {
         startField()
         buffer.append(UInt8(ascii: "\\"))
-        buffer.append(contentsOf: value.hexFormat)
+        PostgresBytes.appendHexFormat(of: bytes, to: &buffer)
     }
 
     /// Ends the current row (sending a chunk when enough has built up).

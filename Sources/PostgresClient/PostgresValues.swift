@@ -59,13 +59,25 @@ public struct PostgresBytes: Hashable, Sendable, PostgresEncodable, PostgresDeco
 
     /// The hex format's text as bytes: `\x` and two lowercase digits per byte.
     var hexFormat: [UInt8] {
-        var text: [UInt8] = [UInt8(ascii: "\\"), UInt8(ascii: "x")]
+        var text: [UInt8] = []
         text.reserveCapacity(2 + bytes.count * 2)
+        appendHexFormat(to: &text)
+        return text
+    }
+
+    /// Appends `hexFormat` to `text`.
+    func appendHexFormat(to text: inout [UInt8]) {
+        bytes.withUnsafeBytes { Self.appendHexFormat(of: $0, to: &text) }
+    }
+
+    /// Appends the hex format of `bytes` to `text` (a COPY row writes one per event).
+    static func appendHexFormat(of bytes: UnsafeRawBufferPointer, to text: inout [UInt8]) {
+        text.append(UInt8(ascii: "\\"))
+        text.append(UInt8(ascii: "x"))
         for byte in bytes {
             text.append(Self.hexDigits[Int(byte >> 4)])
             text.append(Self.hexDigits[Int(byte & 0x0f)])
         }
-        return text
     }
 
     public init(postgresText: String) throws(PostgresError) {
