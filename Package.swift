@@ -76,7 +76,7 @@ let package = Package(
         ),
         .target(
             name: "VoiceMeterCrypto",
-            dependencies: ["COpenSSL"]
+            dependencies: ["COpenSSL", "VoiceMeterDomain"]
         ),
         .target(
             name: "EmbeddedPostgres",

@@ -80,7 +80,7 @@ enum LedgerPaths {
             let key = EventKey(callID: "\(prefix)-\(call)", seq: Int64(seq))
             return UsageEvent(key: key, userID: user, callStartedAt: BenchmarkPrices.callStart, usage: usage,
                               pricing: meters[call, default: CallBillingMeter()].price(usage, book: book),
-                              payloadHash: SHA256.digest(key.description))
+                              payloadHash: PayloadHash(sha256Of: key.description))
         }
     }
 
@@ -122,7 +122,7 @@ enum LedgerPaths {
                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
                 """, [event.key.callID, event.key.seq, event.userID, event.callStartedAt, event.usage.occurredAt, event.usage.service,
                       event.usage.operation, event.usage.model, event.usage.amount, event.usage.unit.rawValue, priced?.priceID,
-                      priced?.unitCost, priced?.totalCost, PostgresBytes(event.payloadHash)])
+                      priced?.unitCost, priced?.totalCost, PostgresBytes(event.payloadHash.bytes)])
         }
         return Double(events.count) / (ContinuousClock.now - started).seconds
     }

@@ -1,4 +1,5 @@
 import COpenSSL
+import VoiceMeterDomain
 
 /// SHA-256 digests through OpenSSL's EVP interface.
 public enum SHA256 {
@@ -12,13 +13,19 @@ public enum SHA256 {
     }
 
     private static func digest(buffer: UnsafeBufferPointer<UInt8>) -> [UInt8] {
-        [UInt8](unsafeUninitializedCapacity: Int(EVP_MAX_MD_SIZE)) { output, initialized in
-            var length: UInt32 = 0
-            let status = EVP_Digest(buffer.baseAddress, buffer.count, output.baseAddress, &length, algorithm.handle, nil)
-            // EVP_Digest fails only on allocation failure or a missing algorithm: a broken OpenSSL install.
-            precondition(status == 1 && length == 32, "OpenSSL EVP_Digest(SHA-256) failed")
+        [UInt8](unsafeUninitializedCapacity: 32) { output, initialized in
+            digest(buffer, into: UnsafeMutableRawBufferPointer(output))
             initialized = 32
         }
+    }
+
+    /// Writes the 32-byte digest of `buffer` into `output` (at least 32 bytes).
+    static func digest(_ buffer: UnsafeBufferPointer<UInt8>, into output: UnsafeMutableRawBufferPointer) {
+        precondition(output.count >= 32)
+        var length: UInt32 = 0
+        let status = EVP_Digest(buffer.baseAddress, buffer.count, output.baseAddress, &length, algorithm.handle, nil)
+        // EVP_Digest fails only on allocation failure or a missing algorithm: a broken OpenSSL install.
+        precondition(status == 1 && length == 32, "OpenSSL EVP_Digest(SHA-256) failed")
     }
 
     /// The digest of a string's UTF-8 bytes.
@@ -29,6 +36,22 @@ public enum SHA256 {
     /// The digest as 64 lowercase hexadecimal characters.
     public static func hexDigest(_ bytes: some Collection<UInt8>) -> String {
         hex(digest(bytes))
+    }
+}
+
+extension PayloadHash {
+    /// The SHA-256 of `bytes` (a frame's canonical content).
+    public init(sha256Of bytes: some Collection<UInt8>) {
+        self.init { output in
+            if bytes.withContiguousStorageIfAvailable({ SHA256.digest($0, into: output) }) == nil {
+                Array(bytes).withUnsafeBufferPointer { SHA256.digest($0, into: output) }
+            }
+        }
+    }
+
+    /// The SHA-256 of a string's UTF-8 bytes.
+    public init(sha256Of text: String) {
+        self.init(sha256Of: text.utf8)
     }
 }
 

@@ -341,7 +341,7 @@ actor MeteringShard {
         }
         call.owner = connection
         frame.writeCanonicalContent(into: &canonicalContent)
-        let hash = SHA256.digest(canonicalContent)
+        let hash = PayloadHash(sha256Of: canonicalContent)
         if let seen = call.acceptedHashes[frame.seq] {
             if seen != hash {
                 environment.send(.error(ProtocolError(.seqConflict, "seq \(frame.seq) was already used for different content",

@@ -16,7 +16,7 @@ public struct RegisteredCall: Sendable {
 public struct CommittedEvent: Sendable {
     public var stored: StoredUsageEvent
     public var totalCost: ExactDecimal?
-    public var payloadHash: [UInt8]
+    public var payloadHash: PayloadHash
 }
 
 public enum CallRegistration: Sendable {
@@ -68,7 +68,7 @@ public struct CallStore {
                     return CommittedEvent(
                         stored: StoredUsageEvent(seq: try row.decode("seq"), usage: usage, priceID: try row.decodeIfPresent("price_id")),
                         totalCost: try row.decodeIfPresent("total_cost"),
-                        payloadHash: try row.decode("payload_hash", as: PostgresBytes.self).bytes
+                        payloadHash: try row.decode("payload_hash", as: PayloadHash.self)
                     )
                 }
             ))

@@ -24,3 +24,15 @@ extension Timestamp: PostgresEncodable, PostgresDecodable {
         self = value
     }
 }
+
+extension PayloadHash: PostgresEncodable, PostgresDecodable {
+    /// `bytea` in hex format (`api_call_events.payload_hash` holds exactly 32 bytes).
+    public var postgresText: String? { PostgresBytes(bytes).postgresText }
+
+    public init(postgresText: String) throws(PostgresError) {
+        guard let value = PayloadHash(bytes: try PostgresBytes(postgresText: postgresText).bytes) else {
+            throw PostgresError(kind: .unexpectedResult, message: "a payload hash is \(PayloadHash.byteCount) bytes, got '\(postgresText.prefix(40))'")
+        }
+        self = value
+    }
+}

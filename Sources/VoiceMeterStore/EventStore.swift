@@ -113,11 +113,11 @@ public struct EventStore {
             FROM api_call_events e
             JOIN (SELECT DISTINCT call_id, seq FROM event_staging) s USING (call_id, seq)
             """)
-        var storedHashes: [EventKey: [UInt8]] = [:]
+        var storedHashes: [EventKey: PayloadHash] = [:]
         for row in stored {
             let key = EventKey(callID: try row.decode("call_id"), seq: try row.decode("seq"))
             if try row.decode("inserted_now", as: Bool.self) { result.inserted.insert(key) }
-            storedHashes[key] = try row.decode("payload_hash", as: PostgresBytes.self).bytes
+            storedHashes[key] = try row.decode("payload_hash", as: PayloadHash.self)
         }
         var seen = Set<EventKey>()
         for event in events {
@@ -157,7 +157,7 @@ public struct EventStore {
         try writer.field(event.estimated ? "t" : "f")
         try writer.field(event.metadataJSON)
         try writer.field(event.externalID)
-        writer.field(PostgresBytes(event.payloadHash))
+        event.payloadHash.withUnsafeBytes { writer.field(bytea: $0) }
         try writer.endRow()
     }
 }

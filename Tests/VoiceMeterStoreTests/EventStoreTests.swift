@@ -28,7 +28,7 @@ struct EventStoreTests {
                                      amount: ExactDecimal(frame.amount)!, occurredAt: start.adding(seconds: frame.seq * 10))
             return UsageEvent(
                 key: EventKey(callID: call, seq: frame.seq), userID: user, callStartedAt: start, usage: usage,
-                pricing: meter.price(usage, book: book), payloadHash: SHA256.digest("\(call)|\(frame)")
+                pricing: meter.price(usage, book: book), payloadHash: PayloadHash(sha256Of: "\(call)|\(frame)")
             )
         }
     }
@@ -53,6 +53,18 @@ struct EventStoreTests {
     /// Ends a call as the ledger writer does: in a commit, after its events.
     private func end(_ call: String, user: String) throws {
         _ = try events.commit([]) { try CallStore.end(userID: user, callID: call, endedAt: start, status: "completed", on: $0) }
+    }
+
+    @Test("payload hashes are SHA-256 (as PostgreSQL computes it) and go through bytea and back exactly")
+    func payloadHashes() throws {
+        #expect(try connection.query("SELECT sha256('abc'::bytea) AS h").single().decode("h", as: PayloadHash.self) == PayloadHash(sha256Of: "abc"))
+        let call = canonicalCall("CA7", user: "u7")
+        _ = try events.commit(Array(call[0..<3]))
+        let stored = try connection.query("SELECT payload_hash FROM api_call_events WHERE call_id = 'CA7' ORDER BY seq")
+            .map { try $0.decode("payload_hash", as: PayloadHash.self) }
+        #expect(stored == call[0..<3].map(\.payloadHash))
+        #expect(PayloadHash(bytes: [1, 2, 3]) == nil)
+        #expect(PayloadHash(bytes: PayloadHash(sha256Of: "abc").bytes) == PayloadHash(sha256Of: "abc"))
     }
 
     @Test("duplicates and reordering store each key once and the rollups reconcile to the digit")
@@ -213,7 +225,7 @@ struct EventStoreTests {
         _ = try events.commit(original)
         var altered = original[3]
         altered.usage.amount = ExactDecimal(31)
-        altered.payloadHash = SHA256.digest("something else")
+        altered.payloadHash = PayloadHash(sha256Of: "something else")
         let result = try events.commit([altered, original[4]])
         #expect(result.conflicts == [altered.key])
         #expect(result.duplicates == [original[4].key])
@@ -227,7 +239,7 @@ struct EventStoreTests {
         let call = canonicalCall("CA8", user: "u8")
         _ = try events.commit(Array(call[0..<3]))
         var altered = call[1]
-        altered.payloadHash = SHA256.digest("something else")
+        altered.payloadHash = PayloadHash(sha256Of: "something else")
         let result = try events.commit([call[3], call[0], call[4], altered, call[3]])
         #expect(result.inserted == [call[3].key, call[4].key])
         #expect(result.duplicates == [call[0].key, call[3].key])

@@ -6,53 +6,36 @@
 /// most of a busy server's memory). A seq out of that run goes to a small dictionary until the
 /// gap before it fills.
 public struct AcceptedHashes: Sendable {
-    /// Hashes of seqs 1…`runLength`, `hashBytes` each, in seq order.
-    private var run: [UInt8] = []
-    private var runLength: Int64 = 0
+    /// Hashes of seqs 1…`run.count`, in seq order.
+    private var run: [PayloadHash] = []
     /// Seqs inside the run whose hash was dropped (a conflict found at commit, a refused frame).
     private var dropped: Set<Int64> = []
     /// Seqs outside the run.
-    private var others: [Int64: [UInt8]] = [:]
-    /// Bytes of each hash (SHA-256).
-    public static let hashBytes = 32
+    private var others: [Int64: PayloadHash] = [:]
 
     public init() {}
 
     /// The hash accepted for `seq`, if any; setting `nil` drops it.
-    public subscript(seq: Int64) -> [UInt8]? {
+    public subscript(seq: Int64) -> PayloadHash? {
         get {
-            if seq >= 1 && seq <= runLength && (dropped.isEmpty || !dropped.contains(seq)) {
-                let start = Int(seq - 1) * Self.hashBytes
-                return Array(run[start..<start + Self.hashBytes])
-            }
+            if seq >= 1 && seq <= run.count && (dropped.isEmpty || !dropped.contains(seq)) { return run[Int(seq - 1)] }
             return others.isEmpty ? nil : others[seq]
         }
         set {
-            if seq >= 1 && seq <= runLength {
-                if let newValue, newValue.count == Self.hashBytes {
-                    let start = Int(seq - 1) * Self.hashBytes
-                    run.replaceSubrange(start..<start + Self.hashBytes, with: newValue)
+            if seq >= 1 && seq <= run.count {
+                if let newValue {
+                    run[Int(seq - 1)] = newValue
                     dropped.remove(seq)
-                    others[seq] = nil
                 } else {
                     dropped.insert(seq)
-                    others[seq] = newValue
                 }
-            } else if seq == runLength + 1, let newValue, newValue.count == Self.hashBytes {
-                extendRun(with: newValue)
+            } else if seq == run.count + 1, let newValue {
+                run.append(newValue)
                 // Frames that arrived ahead of this one join the run now.
-                while !others.isEmpty, let next = others[runLength + 1], next.count == Self.hashBytes {
-                    others[runLength + 1] = nil
-                    extendRun(with: next)
-                }
+                while !others.isEmpty, let next = others.removeValue(forKey: Int64(run.count) + 1) { run.append(next) }
             } else {
                 others[seq] = newValue
             }
         }
-    }
-
-    private mutating func extendRun(with hash: [UInt8]) {
-        run.append(contentsOf: hash)
-        runLength += 1
     }
 }

@@ -30,11 +30,11 @@ public struct UsageEvent: Sendable, Hashable {
     public var metadataJSON: String?
     public var externalID: String?
     /// SHA-256 of the frame's canonical content: tells a harmless resend from a conflicting one.
-    public var payloadHash: [UInt8]
+    public var payloadHash: PayloadHash
 
     public init(
         key: EventKey, userID: String, callStartedAt: Timestamp, personaID: String? = nil, usage: MeteredUsage,
-        pricing: PricingOutcome, estimated: Bool = true, metadataJSON: String? = nil, externalID: String? = nil, payloadHash: [UInt8]
+        pricing: PricingOutcome, estimated: Bool = true, metadataJSON: String? = nil, externalID: String? = nil, payloadHash: PayloadHash
     ) {
         self.key = key
         self.userID = userID
