@@ -73,14 +73,24 @@ public struct CallBillingMeter: Sendable {
     /// Usage so far per price key. A call uses a handful of keys, so a linear search comparing
     /// (mostly small, inline) strings beats hashing them on every frame.
     private var usageByKey: [(key: PriceKey, usage: ExactDecimal)] = []
+    /// Counts advances: a quote applies only to the state it was made against.
+    private var revision = 0
 
     public init() {}
 
     /// A frame priced against the call's state without advancing it; `advance(with:)` takes it in.
     public struct Quote: Sendable {
         public let outcome: PricingOutcome
-        /// The key's usage once the frame is taken in (`nil` when the frame stays unpriced).
-        fileprivate let usageAfter: (key: PriceKey, usage: ExactDecimal)?
+        /// How the state changes when the frame is taken in (`nil` when it stays unpriced).
+        fileprivate let change: Change?
+        fileprivate let revision: Int
+    }
+
+    fileprivate enum Change {
+        /// The key's usage becomes `usage` (at its place in `usageByKey`).
+        case update(slot: Int, usage: ExactDecimal)
+        /// The call's first usage of the key.
+        case append(PriceKey, ExactDecimal)
     }
 
     /// Prices `usage` against `book` and advances the call's state (unless the frame stays unpriced).
@@ -102,15 +112,16 @@ public struct CallBillingMeter: Sendable {
     public func quote(_ usage: MeteredUsage, book: PriceBook) -> Quote {
         guard let version = book.price(
             service: usage.service, operation: usage.operation, model: usage.model, unit: usage.unit, at: usage.occurredAt
-        ) else { return Quote(outcome: .unpriced(.noPriceInForce), usageAfter: nil) }
+        ) else { return Quote(outcome: .unpriced(.noPriceInForce), change: nil, revision: revision) }
         return quote(usage, with: version)
     }
 
     /// What `usage` costs at `version`, leaving the state as it is.
     public func quote(_ usage: MeteredUsage, with version: PriceVersion) -> Quote {
-        guard case .perUnit(let unitPrice) = version.rule else { return Quote(outcome: .unpriced(.pricedFromRevenue), usageAfter: nil) }
+        guard case .perUnit(let unitPrice) = version.rule else { return Quote(outcome: .unpriced(.pricedFromRevenue), change: nil, revision: revision) }
         do throws(DecimalOverflow) {
-            let before = usageByKey.first { $0.key == version.key }?.usage ?? .zero
+            let slot = usageByKey.firstIndex { $0.key == version.key }
+            let before = slot.map { usageByKey[$0].usage } ?? .zero
             let after = try before.adding(usage.unit.toBase(usage.amount))
             let billedBefore = try Self.billed(before, version)
             let billedAfter = try Self.billed(after, version)
@@ -120,16 +131,22 @@ public struct CallBillingMeter: Sendable {
                 billedDelta = try billedDelta.divided(by: secondsPerUnit, scale: MoneyRounding.usageScale, MoneyRounding.rule)
             }
             return Quote(outcome: .priced(PricedUsage(priceID: version.id, unitCost: unitPrice, totalCost: cost, billedAmount: billedDelta)),
-                         usageAfter: (version.key, after))
+                         change: slot.map { .update(slot: $0, usage: after) } ?? .append(version.key, after), revision: revision)
         } catch {
-            return Quote(outcome: .unpriced(.overflow), usageAfter: nil)
+            return Quote(outcome: .unpriced(.overflow), change: nil, revision: revision)
         }
     }
 
-    /// Takes in a frame quoted against the current state (the next quote builds on it).
+    /// Takes in a frame quoted against the current state (the next quote builds on it). A quote
+    /// made before another frame was taken in is a programming error, not a billing choice: it traps.
     public mutating func advance(with quote: Quote) {
-        guard let (key, after) = quote.usageAfter else { return }
-        if let slot = usageByKey.firstIndex(where: { $0.key == key }) { usageByKey[slot].usage = after } else { usageByKey.append((key, after)) }
+        precondition(quote.revision == revision, "a quote is taken in against the state it was made for")
+        guard let change = quote.change else { return }
+        switch change {
+        case .update(let slot, let usage): usageByKey[slot].usage = usage
+        case .append(let key, let usage): usageByKey.append((key, usage))
+        }
+        revision += 1
     }
 
     /// Base-unit usage charged for `usage` base units: rounded up to the increment, at least the minimum.
