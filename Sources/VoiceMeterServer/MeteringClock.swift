@@ -5,9 +5,15 @@ import VoiceMeterDomain
 /// tick. Injected so tests run the tick on a fake clock.
 public protocol MeteringClock: Sendable {
     var now: Timestamp { get }
-    /// Runs `handler` on `queue` every `seconds` of this clock's time for as long as the returned
-    /// handle is kept.
-    func repeating(every seconds: Int, on queue: DispatchQueue, _ handler: @escaping @Sendable () -> Void) -> AnyObject
+    /// Runs `handler` on `queue` every `seconds` of this clock's time until the returned timer is
+    /// cancelled.
+    func repeating(every seconds: Int, on queue: DispatchQueue, _ handler: @escaping @Sendable () -> Void) -> any MeteringTimer
+}
+
+/// A repeating timer of a `MeteringClock`.
+public protocol MeteringTimer: AnyObject, Sendable {
+    /// Stops it; its handler is released (a handler may hold what owns the timer).
+    func cancel()
 }
 
 /// Real time: `CLOCK_REALTIME` and a `DispatchSourceTimer` on the given (shard's own) queue.
@@ -16,11 +22,25 @@ public struct SystemMeteringClock: MeteringClock {
 
     public var now: Timestamp { .now }
 
-    public func repeating(every seconds: Int, on queue: DispatchQueue, _ handler: @escaping @Sendable () -> Void) -> AnyObject {
+    public func repeating(every seconds: Int, on queue: DispatchQueue, _ handler: @escaping @Sendable () -> Void) -> any MeteringTimer {
         let timer = DispatchSource.makeTimerSource(queue: queue)
         timer.schedule(deadline: .now() + .seconds(seconds), repeating: .seconds(seconds))
         timer.setEventHandler(handler: handler)
         timer.resume()
-        return timer as AnyObject
+        return DispatchMeteringTimer(source: timer)
+    }
+}
+
+/// `@unchecked Sendable`: its one stored property is set in `init` and never changed, and
+/// `DispatchSource.cancel()` may be called from any thread (libdispatch's documented contract).
+private final class DispatchMeteringTimer: MeteringTimer, @unchecked Sendable {
+    private let source: any DispatchSourceTimer
+
+    init(source: any DispatchSourceTimer) {
+        self.source = source
+    }
+
+    func cancel() {
+        source.cancel()
     }
 }

@@ -127,8 +127,10 @@ actor MeteringShard {
     private let logger: Logger
     private var calls: [String: LiveCall] = [:]
     private var users: [String: UserBudget] = [:]
-    /// Keeps the tick's timer alive.
-    private var tickTimer: AnyObject?
+    /// The tick's timer, until the server stops. Its handler holds the shard strongly: a weak
+    /// reference would move the shard's reference count to a side table and make every retain
+    /// of it (several per frame) slower.
+    private var tickTimer: (any MeteringTimer)?
     /// The canonical content of the frame being handled (its capacity kept from frame to frame).
     private var canonicalContent: [UInt8] = []
 
@@ -196,8 +198,16 @@ actor MeteringShard {
     nonisolated func startTicking() {
         perform { shard in
             shard.tickTimer = shard.environment.clock.repeating(every: shard.environment.budgets.tickSeconds, on: shard.executor.queue) {
-                [weak shard] in shard?.assumeIsolated { $0.tick() }
+                shard.assumeIsolated { $0.tick() }
             }
+        }
+    }
+
+    /// Stops the tick (the server is stopping), releasing the timer's hold on the shard.
+    nonisolated func stopTicking() {
+        perform { shard in
+            shard.tickTimer?.cancel()
+            shard.tickTimer = nil
         }
     }
 
@@ -493,8 +503,9 @@ actor MeteringShard {
         for (position, start) in starts.enumerated() {
             let chunk = Array(userIDs[start..<min(start + Self.refreshChunkUsers, userIDs.count)])
             if paced && position > 0 {
-                executor.queue.asyncAfter(deadline: .now() + .milliseconds(position * spacingMilliseconds)) { [weak self] in
-                    self?.perform { $0.refresh(chunk) }
+                executor.queue.asyncAfter(deadline: .now() + .milliseconds(position * spacingMilliseconds)) {
+                    // Not after the server stopped ticking.
+                    self.perform { shard in if shard.tickTimer != nil { shard.refresh(chunk) } }
                 }
             } else {
                 refresh(chunk)

@@ -96,6 +96,7 @@ public final class VoiceMeterServer: Sendable {
     /// fold the rollup journal (unbounded: a journal left behind is folded by the next server).
     public func shutdown() {
         ingress.stopReceiving()
+        shards.forEach { $0.stopTicking() }
         shards.forEach { $0.barrier() }
         services.writers.drainAndStop(timeoutSeconds: configuration.shutdownDrainSeconds)
         shards.forEach { $0.barrier() }

@@ -15,6 +15,13 @@ final class FakeClock: MeteringClock {
         let intervalMicros: Int64
         let queue: DispatchQueue
         let handler: @Sendable () -> Void
+        let handle: Handle
+    }
+
+    /// A timer as the shard holds it; once cancelled it no longer fires.
+    final class Handle: MeteringTimer {
+        let cancelled = Atomic(false)
+        func cancel() { cancelled.store(true, ordering: .relaxed) }
     }
 
     private let state: Mutex<(now: Timestamp, timers: [Timer])>
@@ -25,13 +32,18 @@ final class FakeClock: MeteringClock {
 
     var now: Timestamp { state.withLock { $0.now } }
 
-    func repeating(every seconds: Int, on queue: DispatchQueue, _ handler: @escaping @Sendable () -> Void) -> AnyObject {
+    func repeating(every seconds: Int, on queue: DispatchQueue, _ handler: @escaping @Sendable () -> Void) -> any MeteringTimer {
+        let handle = Handle()
         state.withLock { state in
             let interval = Int64(seconds) * 1_000_000
-            state.timers.append(Timer(nextMicros: state.now.microsecondsSinceEpoch + interval, intervalMicros: interval, queue: queue, handler: handler))
+            state.timers.append(Timer(nextMicros: state.now.microsecondsSinceEpoch + interval, intervalMicros: interval, queue: queue,
+                                      handler: handler, handle: handle))
         }
-        return NSObject()
+        return handle
     }
+
+    /// Timers not cancelled.
+    var activeTimers: Int { state.withLock { $0.timers.count { !$0.handle.cancelled.load(ordering: .relaxed) } } }
 
     /// Moves time forward, firing every timer it passes (in time order) on its queue.
     func advance(seconds: Int64) {
@@ -47,7 +59,7 @@ final class FakeClock: MeteringClock {
             state.now = Timestamp(microsecondsSinceEpoch: target)
             return due.sorted { $0.0 < $1.0 }.map(\.1)
         }
-        for timer in fired { timer.queue.async(execute: timer.handler) }
+        for timer in fired where !timer.handle.cancelled.load(ordering: .relaxed) { timer.queue.async(execute: timer.handler) }
     }
 }
 
@@ -80,6 +92,18 @@ struct FakeClockTests {
         clock.advance(seconds: 30)
         usleep(200_000)
         #expect(cutoffs() == 3)
+    }
+
+    @Test("a stopped server's budget tick is cancelled: every shard's timer, and nothing of it left running")
+    func tickStopsWithTheServer() throws {
+        let clock = FakeClock(now: .now)
+        let running = try RunningServer(configure: { $0.clock = clock; $0.meteringShards = 2 })
+        // Each shard starts its tick on its own queue.
+        let deadline = Date().addingTimeInterval(5)
+        while clock.activeTimers < 2, Date() < deadline { usleep(10_000) }
+        #expect(clock.activeTimers == 2)
+        running.server.shutdown()
+        #expect(clock.activeTimers == 0)
     }
 
     @Test("a call silent for ten minutes of fake time is closed as abandoned and summarized")
