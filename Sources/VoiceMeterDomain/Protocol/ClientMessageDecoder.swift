@@ -118,10 +118,7 @@ private enum Field: Int, CaseIterable {
         }
     }
 
-    private static let names: [[UInt8]] = {
-        precondition(allCases.count <= Fields.capacity, "Fields has a slot for \(Fields.capacity) fields, not \(allCases.count)")
-        return allCases.map { Array($0.name.utf8) }
-    }()
+    private static let names = allCases.map { Array($0.name.utf8) }
 
     /// The field a member name (UTF-8) stands for.
     static func named(_ name: UnsafeBufferPointer<UInt8>) -> Field? {
@@ -139,10 +136,8 @@ private enum Field: Int, CaseIterable {
 
 /// Typed access to a message's members, with errors that name the field and the expected form.
 private struct Fields {
-    /// Each field's value, by `Field.rawValue`; for a repeated member the last one wins. Inline
-    /// (no allocation per message); `Field.names` checks that every field has a slot.
-    private var values = InlineArray<16, JSONValue?>(repeating: nil)
-    static var capacity: Int { InlineArray<16, JSONValue?>.count }
+    /// Each field's value, by `Field.rawValue`; for a repeated member the last one wins.
+    private var values = [JSONValue?](repeating: nil, count: Field.allCases.count)
     var callID: String?
     var seq: Int64?
 
