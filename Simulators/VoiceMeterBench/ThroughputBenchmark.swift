@@ -97,8 +97,11 @@ struct ThroughputBenchmark: ParsableCommand {
             BenchmarkFigure("end to end (committed and acknowledged)", String(format: "%.0f frames/s", endToEnd)),
             BenchmarkFigure("limit (SQL path driven directly, 2 connections)", String(format: "%.0f events/s", limit)),
             BenchmarkFigure("seed design (one INSERT per event)", String(format: "%.0f events/s", seed)),
-            BenchmarkFigure("end to end / limit", String(format: "%.2f", endToEnd / limit), target: "≥ 0.70", passed: endToEnd / limit >= 0.7),
-            BenchmarkFigure("end to end / seed design", String(format: "%.1f×", endToEnd / seed), target: "≥ 10×", passed: endToEnd / seed >= 10),
+            // Ratios are shown rounded down, so a ratio shown at its target has met it (0.698 reads 0.69).
+            BenchmarkFigure("end to end / limit", String(format: "%.2f", (endToEnd / limit * 100).rounded(.down) / 100), target: "≥ 0.70",
+                            passed: endToEnd / limit >= 0.7),
+            BenchmarkFigure("end to end / seed design", String(format: "%.1f×", (endToEnd / seed * 10).rounded(.down) / 10), target: "≥ 10×",
+                            passed: endToEnd / seed >= 10),
             BenchmarkFigure("ack latency p50 / p99 / max", "\(milliseconds(0.5)) / \(milliseconds(0.99)) / \(milliseconds(1)) ms"),
             BenchmarkFigure("CPU while measuring", cpuUse),
             BenchmarkFigure("server memory (RSS now / peak)", rss.map { "\($0.now >> 20) / \($0.peak >> 20) MiB" } ?? "n/a"),
