@@ -44,6 +44,7 @@ public struct ServerSettings: Sendable {
         Setting(key: "batch-events", environment: "VOICEMETER_BATCH_EVENTS", defaultValue: String(builtIn.writerBatchEventsMax), help: "commit when this many events wait"),
         Setting(key: "flush-ms", environment: "VOICEMETER_FLUSH_MS", defaultValue: String(builtIn.writerFlushIntervalMilliseconds), help: "commit when the oldest waiting event is this old"),
         Setting(key: "queue-events", environment: "VOICEMETER_QUEUE_EVENTS", defaultValue: String(builtIn.writerQueueEventsMax), help: "events a writer queues before answering overloaded"),
+        Setting(key: "metering-shards", environment: "VOICEMETER_METERING_SHARDS", defaultValue: String(builtIn.meteringShards), help: "metering actors, each on its own queue; a user's calls share one (default: half the cores)"),
         Setting(key: "budget-tick-seconds", environment: "VOICEMETER_BUDGET_TICK_SECONDS", defaultValue: String(builtIn.budgetTickSeconds), help: "how often committed spend is refreshed and cutoffs re-sent"),
         Setting(key: "rollup-fold-seconds", environment: "VOICEMETER_ROLLUP_FOLD_SECONDS", defaultValue: String(builtIn.rollupFoldSeconds), help: "how often each user's journaled period deltas are folded into cost_summaries (a sweep over the users, a step a second)"),
         Setting(key: "abandon-after-seconds", environment: "VOICEMETER_ABANDON_AFTER_SECONDS", defaultValue: String(builtIn.abandonCallAfterSeconds), help: "a silent call is closed as abandoned after this long"),
@@ -184,6 +185,7 @@ public struct ServerSettings: Sendable {
         configuration.writerBatchEventsMax = try integer("batch-events", in: 1...100_000)
         configuration.writerFlushIntervalMilliseconds = try integer("flush-ms", in: 1...60_000)
         configuration.writerQueueEventsMax = try integer("queue-events", in: 100...10_000_000)
+        configuration.meteringShards = try integer("metering-shards", in: 1...256)
         configuration.budgetTickSeconds = try integer("budget-tick-seconds", in: 1...3_600)
         configuration.rollupFoldSeconds = try integer("rollup-fold-seconds", in: 1...3_600)
         configuration.abandonCallAfterSeconds = try integer("abandon-after-seconds", in: 10...86_400)

@@ -46,6 +46,8 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("flush-ms"), help: ArgumentHelp("Commit when the oldest waiting event is this many milliseconds old.", valueName: "ms"))
     var flushMilliseconds: String?
     @Option(name: .customLong("queue-events"), help: ArgumentHelp("Events a writer queues before answering overloaded.", valueName: "n")) var queueEvents: String?
+    @Option(name: .customLong("metering-shards"), help: ArgumentHelp("Metering actors, each on its own queue (default: half the cores; one on 2 cores).", valueName: "n"))
+    var meteringShards: String?
     @Option(name: .customLong("budget-tick-seconds"), help: ArgumentHelp("How often committed spend is refreshed and cutoffs re-sent.", valueName: "s"))
     var budgetTickSeconds: String?
     @Option(name: .customLong("rollup-fold-seconds"), help: ArgumentHelp("How often each user's journaled period deltas are folded into cost_summaries (a sweep over the users, a step a second).", valueName: "s"))
@@ -67,7 +69,7 @@ struct Serve: ParsableCommand {
         let given: [(String, String?)] = [
             ("database-url", databaseURL), ("listen", listen), ("tls-cert", tlsCertificate), ("tls-key", tlsKey), ("allowed-origin", allowedOrigins),
             ("writer-connections", writerConnections), ("batch-events", batchEvents), ("flush-ms", flushMilliseconds), ("queue-events", queueEvents),
-            ("budget-tick-seconds", budgetTickSeconds), ("rollup-fold-seconds", rollupFoldSeconds), ("abandon-after-seconds", abandonAfterSeconds), ("default-call-limit", defaultCallLimit),
+            ("metering-shards", meteringShards), ("budget-tick-seconds", budgetTickSeconds), ("rollup-fold-seconds", rollupFoldSeconds), ("abandon-after-seconds", abandonAfterSeconds), ("default-call-limit", defaultCallLimit),
             ("default-day-limit", defaultDayLimit), ("default-month-limit", defaultMonthLimit), ("idle-timeout-seconds", idleTimeoutSeconds),
             ("connections-max", connectionsMax), ("connections-per-peer-max", connectionsPerPeerMax), ("messages-per-second", messagesPerSecond),
             ("log-format", logFormat), ("log-level", logLevel),

@@ -16,7 +16,8 @@ struct ServerSettingsTests {
 
     @Test("a flag beats the environment, the environment beats the file, the file beats the default")
     func precedence() throws {
-        let settings = try ServerSettings(flags: ["flush-ms": "10"], environment: ["VOICEMETER_FLUSH_MS": "20", "VOICEMETER_WRITER_CONNECTIONS": "4"], file: file)
+        let settings = try ServerSettings(flags: ["flush-ms": "10"],
+                                          environment: ["VOICEMETER_FLUSH_MS": "20", "VOICEMETER_WRITER_CONNECTIONS": "4", "VOICEMETER_METERING_SHARDS": "3"], file: file)
         #expect(settings["flush-ms"] == "10")
         #expect(settings["writer-connections"] == "4")
         #expect(settings["log-format"] == "json")
@@ -26,6 +27,7 @@ struct ServerSettingsTests {
         try settings.apply(to: &configuration)
         #expect(configuration.writerFlushIntervalMilliseconds == 10)
         #expect(configuration.writerConnections == 4)
+        #expect(configuration.meteringShards == 3)
         #expect(configuration.defaultBudget.callLimit == ExactDecimal(10))
         #expect(configuration.listener.port == 8787)
     }
