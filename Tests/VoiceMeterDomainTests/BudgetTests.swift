@@ -35,6 +35,70 @@ struct BudgetTests {
         #expect(meter.check(spent: d("5.5"), policy: lowerLimit) == [.limitReached(scope: .call, spent: d("5.5"), limit: d("5.5"))])
     }
 
+    @Test("a lower limit alone, with the same spend and percents, fires at the next check")
+    func limitChangeAlone() {
+        var meter = BudgetMeter(scope: .call)
+        #expect(meter.check(spent: d("5"), policy: policy).isEmpty)
+        #expect(meter.check(spent: d("5"), policy: policy).isEmpty)
+        let lowerLimit = policy.overridden(callLimit: d("5.5"), dayLimit: nil, monthLimit: nil, warnPercent: nil, autoCutoff: nil)
+        #expect(meter.check(spent: d("5"), policy: lowerLimit) == [.warning(scope: .call, spent: d("5"), limit: d("5.5"), percent: d("90.9"), threshold: 90)])
+    }
+
+    /// The threshold rules worked out from scratch on every check (what `BudgetMeter` must match).
+    private struct ReferenceMeter {
+        let scope: BudgetScope
+        var warned: Set<Int> = []
+        var limitReached = false
+
+        mutating func check(spent: ExactDecimal, policy: BudgetPolicy) -> [BudgetSignal] {
+            guard let limit = policy.limit(for: scope) else { return [] }
+            guard limit > .zero else {
+                guard spent > .zero, !limitReached else { return [] }
+                limitReached = true
+                return [.limitReached(scope: scope, spent: spent, limit: limit)]
+            }
+            var signals: [BudgetSignal] = []
+            let percent = try! spent.multiplied(by: ExactDecimal(100)).divided(by: limit, scale: 1, .down)
+            for threshold in policy.warningPercents(for: scope) where !warned.contains(threshold) && percent >= ExactDecimal(threshold) {
+                warned.insert(threshold)
+                signals = [.warning(scope: scope, spent: spent, limit: limit, percent: percent, threshold: threshold)]
+            }
+            if spent >= limit, !limitReached {
+                limitReached = true
+                signals.append(.limitReached(scope: scope, spent: spent, limit: limit))
+            }
+            return signals
+        }
+    }
+
+    @Test("any sequence of spends and settings changes signals exactly as thresholds worked out from scratch", arguments: 0..<40)
+    func matchesFromScratch(round: Int) {
+        var random = SeededGenerator(seed: UInt64(round) &+ 7_000)
+        let policies = [
+            policy,
+            policy.overridden(callLimit: d("5.5"), dayLimit: nil, monthLimit: nil, warnPercent: nil, autoCutoff: nil),
+            policy.overridden(callLimit: nil, dayLimit: nil, monthLimit: nil, warnPercent: 40, autoCutoff: nil),
+            BudgetPolicy(callLimit: d("0"), dayLimit: d("0.3"), monthLimit: d("12.3456"), callWarningPercents: [120, 50], periodWarningPercents: [99]),
+            BudgetPolicy(callLimit: nil, dayLimit: nil, monthLimit: nil),
+            // Every limit lower, the same percents: only the limits change.
+            BudgetPolicy(callLimit: d("5.5"), dayLimit: d("13"), monthLimit: d("60")),
+        ]
+        for scope in [BudgetScope.call, .day, .month] {
+            var meter = BudgetMeter(scope: scope)
+            var reference = ReferenceMeter(scope: scope)
+            var spent = ExactDecimal.zero
+            var chosen = policies[0]
+            for step in 0..<150 {
+                // Now and then the user's settings change.
+                if random.next() % 4 == 0 { chosen = policies[Int(random.next() % UInt64(policies.count))] }
+                // Spend mostly grows (a frame's cost), now and then falls (a refresh).
+                let change = ExactDecimal(significand: Int128(random.next() % 150) - (random.next() % 10 == 0 ? 900 : 0), scale: 2)
+                spent = try! spent.adding(change)
+                #expect(meter.check(spent: spent, policy: chosen) == reference.check(spent: spent, policy: chosen), "scope \(scope) step \(step)")
+            }
+        }
+    }
+
     @Test("one frame that jumps past several thresholds and the limit warns at the highest and reports the limit")
     func jump() {
         var meter = BudgetMeter(scope: .month)

@@ -81,7 +81,8 @@ public enum BudgetSignal: Sendable, Hashable {
 }
 
 /// Threshold bookkeeping for one scope of one budget: each warning fires once, the limit once.
-public struct BudgetMeter: Sendable {
+/// Equal when scope and what has fired are equal (the cached quiet bar is not compared).
+public struct BudgetMeter: Sendable, Hashable {
     public let scope: BudgetScope
     public private(set) var warned: Set<Int> = []
     public private(set) var limitReached = false
@@ -124,11 +125,22 @@ public struct BudgetMeter: Sendable {
     }
 
     /// Below the limit and the lowest warning not yet given (`limit × percent / 100`, exact), or
-    /// zero when that bar is not representable (every check then takes the full path).
+    /// zero when that bar is not representable (every check of a positive spend then takes the
+    /// full path).
     private func quietBelow(limit: ExactDecimal, percents: [Int]) -> ExactDecimal {
         guard let next = percents.lazy.filter({ !warned.contains($0) }).min() else { return limit }
         let (scaled, overflow) = limit.significand.multipliedReportingOverflow(by: Int128(next))
         guard !overflow, limit.scale + 2 <= ExactDecimal.maximumScale else { return .zero }
         return min(limit, ExactDecimal(significand: scaled, scale: limit.scale + 2))
+    }
+
+    public static func == (lhs: BudgetMeter, rhs: BudgetMeter) -> Bool {
+        lhs.scope == rhs.scope && lhs.warned == rhs.warned && lhs.limitReached == rhs.limitReached
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(scope)
+        hasher.combine(warned)
+        hasher.combine(limitReached)
     }
 }
