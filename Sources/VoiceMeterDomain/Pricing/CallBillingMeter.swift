@@ -1,3 +1,5 @@
+import Synchronization
+
 /// The rounding VoiceMeter applies to money: costs are kept to 1e-10 USD, half-even.
 public enum MoneyRounding {
     /// Digits after the point of every cost (`api_call_events.total_cost`, rollups).
@@ -73,8 +75,11 @@ public struct CallBillingMeter: Sendable {
     /// Usage so far per price key. A call uses a handful of keys, so a linear search comparing
     /// (mostly small, inline) strings beats hashing them on every frame.
     private var usageByKey: [(key: PriceKey, usage: ExactDecimal)] = []
-    /// Counts advances: a quote applies only to the state it was made against.
+    /// Counts advances: a quote applies only to the state it was made against, which the meter's
+    /// identity (shared by its copies) and this revision name.
     private var revision = 0
+    private let identity = CallBillingMeter.identities.add(1, ordering: .relaxed).newValue
+    private static let identities = Atomic<UInt64>(0)
 
     public init() {}
 
@@ -83,6 +88,7 @@ public struct CallBillingMeter: Sendable {
         public let outcome: PricingOutcome
         /// How the state changes when the frame is taken in (`nil` when it stays unpriced).
         fileprivate let change: Change?
+        fileprivate let meter: UInt64
         fileprivate let revision: Int
     }
 
@@ -112,13 +118,13 @@ public struct CallBillingMeter: Sendable {
     public func quote(_ usage: MeteredUsage, book: PriceBook) -> Quote {
         guard let version = book.price(
             service: usage.service, operation: usage.operation, model: usage.model, unit: usage.unit, at: usage.occurredAt
-        ) else { return Quote(outcome: .unpriced(.noPriceInForce), change: nil, revision: revision) }
+        ) else { return Quote(outcome: .unpriced(.noPriceInForce), change: nil, meter: identity, revision: revision) }
         return quote(usage, with: version)
     }
 
     /// What `usage` costs at `version`, leaving the state as it is.
     public func quote(_ usage: MeteredUsage, with version: PriceVersion) -> Quote {
-        guard case .perUnit(let unitPrice) = version.rule else { return Quote(outcome: .unpriced(.pricedFromRevenue), change: nil, revision: revision) }
+        guard case .perUnit(let unitPrice) = version.rule else { return Quote(outcome: .unpriced(.pricedFromRevenue), change: nil, meter: identity, revision: revision) }
         do throws(DecimalOverflow) {
             let slot = usageByKey.firstIndex { $0.key == version.key }
             let before = slot.map { usageByKey[$0].usage } ?? .zero
@@ -131,16 +137,18 @@ public struct CallBillingMeter: Sendable {
                 billedDelta = try billedDelta.divided(by: secondsPerUnit, scale: MoneyRounding.usageScale, MoneyRounding.rule)
             }
             return Quote(outcome: .priced(PricedUsage(priceID: version.id, unitCost: unitPrice, totalCost: cost, billedAmount: billedDelta)),
-                         change: slot.map { .update(slot: $0, usage: after) } ?? .append(version.key, after), revision: revision)
+                         change: slot.map { .update(slot: $0, usage: after) } ?? .append(version.key, after),
+                         meter: identity, revision: revision)
         } catch {
-            return Quote(outcome: .unpriced(.overflow), change: nil, revision: revision)
+            return Quote(outcome: .unpriced(.overflow), change: nil, meter: identity, revision: revision)
         }
     }
 
     /// Takes in a frame quoted against the current state (the next quote builds on it). A quote
-    /// made before another frame was taken in is a programming error, not a billing choice: it traps.
+    /// made by another meter, or before another frame was taken in, is a programming error, not a
+    /// billing choice: it traps.
     public mutating func advance(with quote: Quote) {
-        precondition(quote.revision == revision, "a quote is taken in against the state it was made for")
+        precondition(quote.meter == identity && quote.revision == revision, "a quote is taken in by the meter, and against the state, it was made for")
         guard let change = quote.change else { return }
         switch change {
         case .update(let slot, let usage): usageByKey[slot].usage = usage
