@@ -14,14 +14,19 @@ final class FakeClock: MeteringClock {
         var nextMicros: Int64
         let intervalMicros: Int64
         let queue: DispatchQueue
-        let handler: @Sendable () -> Void
         let handle: Handle
     }
 
-    /// A timer as the shard holds it; once cancelled it no longer fires.
+    /// A timer as the shard holds it; cancelling it releases its handler (as a dispatch timer
+    /// does), so it no longer fires or keeps what the handler holds.
     final class Handle: MeteringTimer {
-        let cancelled = Atomic(false)
-        func cancel() { cancelled.store(true, ordering: .relaxed) }
+        private let handler: Mutex<(@Sendable () -> Void)?>
+        init(_ handler: @escaping @Sendable () -> Void) { self.handler = Mutex(handler) }
+        func cancel() { handler.withLock { $0 = nil } }
+        var isCancelled: Bool { handler.withLock { $0 == nil } }
+        func fire(on queue: DispatchQueue) {
+            if let handler = handler.withLock({ $0 }) { queue.async(execute: handler) }
+        }
     }
 
     private let state: Mutex<(now: Timestamp, timers: [Timer])>
@@ -33,17 +38,16 @@ final class FakeClock: MeteringClock {
     var now: Timestamp { state.withLock { $0.now } }
 
     func repeating(every seconds: Int, on queue: DispatchQueue, _ handler: @escaping @Sendable () -> Void) -> any MeteringTimer {
-        let handle = Handle()
+        let handle = Handle(handler)
         state.withLock { state in
             let interval = Int64(seconds) * 1_000_000
-            state.timers.append(Timer(nextMicros: state.now.microsecondsSinceEpoch + interval, intervalMicros: interval, queue: queue,
-                                      handler: handler, handle: handle))
+            state.timers.append(Timer(nextMicros: state.now.microsecondsSinceEpoch + interval, intervalMicros: interval, queue: queue, handle: handle))
         }
         return handle
     }
 
     /// Timers not cancelled.
-    var activeTimers: Int { state.withLock { $0.timers.count { !$0.handle.cancelled.load(ordering: .relaxed) } } }
+    var activeTimers: Int { state.withLock { $0.timers.count { !$0.handle.isCancelled } } }
 
     /// Moves time forward, firing every timer it passes (in time order) on its queue.
     func advance(seconds: Int64) {
@@ -59,7 +63,7 @@ final class FakeClock: MeteringClock {
             state.now = Timestamp(microsecondsSinceEpoch: target)
             return due.sorted { $0.0 < $1.0 }.map(\.1)
         }
-        for timer in fired where !timer.handle.cancelled.load(ordering: .relaxed) { timer.queue.async(execute: timer.handler) }
+        for timer in fired { timer.handle.fire(on: timer.queue) }
     }
 }
 
