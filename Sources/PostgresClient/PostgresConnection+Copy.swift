@@ -87,11 +87,6 @@ public struct PostgresCopyWriter: ~Copyable {
         write(&buffer)
     }
 
-    /// Appends the next field as `bytea` (hex format, its backslash escaped for COPY).
-    public mutating func field(_ value: PostgresBytes) {
-        value.bytes.withUnsafeBytes { field(bytea: $0) }
-    }
-
     /// Appends the next field as `bytea` from raw bytes (hex format, its backslash escaped for COPY).
     public mutating func field(bytea bytes: UnsafeRawBufferPointer) {
         startField()

@@ -61,13 +61,8 @@ public struct PostgresBytes: Hashable, Sendable, PostgresEncodable, PostgresDeco
     var hexFormat: [UInt8] {
         var text: [UInt8] = []
         text.reserveCapacity(2 + bytes.count * 2)
-        appendHexFormat(to: &text)
-        return text
-    }
-
-    /// Appends `hexFormat` to `text`.
-    func appendHexFormat(to text: inout [UInt8]) {
         bytes.withUnsafeBytes { Self.appendHexFormat(of: $0, to: &text) }
+        return text
     }
 
     /// Appends the hex format of `bytes` to `text` (a COPY row writes one per event).

@@ -14,7 +14,8 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
 
     /// Unix seconds given exactly, e.g. `1795374032.134`; digits below a microsecond are dropped.
     public init?(unixSeconds: ExactDecimal) {
-        // Whole seconds to microseconds (the usual form): a multiplication, no rounding division.
+        // Up to six digits after the point (whole seconds are the usual form): microseconds by one
+        // multiplication, no rounding division.
         if unixSeconds.scale <= 6, let seconds = Int64(exactly: unixSeconds.significand) {
             let (micros, overflow) = seconds.multipliedReportingOverflow(by: Self.powersOfTen[6 - unixSeconds.scale])
             guard !overflow else { return nil }

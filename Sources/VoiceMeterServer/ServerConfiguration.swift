@@ -42,8 +42,8 @@ public struct ServerConfiguration: Sendable {
     public var clock: any MeteringClock = SystemMeteringClock()
     /// Metering shards (actors on their own queues); a user's calls always share one. Half the
     /// cores: the service thread, the ledger writers and, on a small machine, PostgreSQL need the
-    /// rest. One shard meters well over 100,000 frames/s; on 2 cores, two shards cost ~10 % more
-    /// CPU per frame in thread wake-ups (BENCHMARKS.md, item 12).
+    /// rest. One shard meters well over 100,000 frames/s; on 2 cores, two shards cost ~15 % more
+    /// server CPU per frame in thread wake-ups (BENCHMARKS.md, item 12).
     public var meteringShards = max(1, ProcessInfo.processInfo.activeProcessorCount / 2)
     /// How long shutdown waits for in-flight work before closing connections anyway.
     public var shutdownDrainSeconds = 10.0
