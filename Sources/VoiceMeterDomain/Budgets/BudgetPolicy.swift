@@ -111,7 +111,7 @@ public struct BudgetMeter: Sendable, Hashable {
         quiet = nil
         var signals: [BudgetSignal] = []
         let percent = (try? spent.multiplied(by: ExactDecimal(100)).divided(by: limit, scale: 1, .down)) ?? .zero
-        for threshold in policy.warningPercents(for: scope) where !warned.contains(threshold) && percent >= ExactDecimal(threshold) {
+        for threshold in percents where !warned.contains(threshold) && percent >= ExactDecimal(threshold) {
             warned.insert(threshold)
             // Crossing several thresholds at once reports only the highest.
             signals.removeAll()
