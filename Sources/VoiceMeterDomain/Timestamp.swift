@@ -10,16 +10,14 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
         lhs.microsecondsSinceEpoch < rhs.microsecondsSinceEpoch
     }
 
-    private static let powersOfTen: [Int64] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000]
-
     /// Unix seconds given exactly, e.g. `1795374032.134`; digits below a microsecond are dropped.
     public init?(unixSeconds: ExactDecimal) {
         // Up to six digits after the point (whole seconds are the usual form): microseconds by one
         // multiplication, no rounding division.
-        if unixSeconds.scale <= 6, let seconds = Int64(exactly: unixSeconds.significand) {
-            let (micros, overflow) = seconds.multipliedReportingOverflow(by: Self.powersOfTen[6 - unixSeconds.scale])
-            guard !overflow else { return nil }
-            self.init(microsecondsSinceEpoch: micros)
+        if unixSeconds.scale <= 6 {
+            let (micros, overflow) = unixSeconds.significand.multipliedReportingOverflow(by: ExactDecimal.power(6 - unixSeconds.scale))
+            guard !overflow, let value = Int64(exactly: micros) else { return nil }
+            self.init(microsecondsSinceEpoch: value)
             return
         }
         guard let micros = try? unixSeconds.multiplied(by: ExactDecimal(1_000_000)).rounded(scale: 0, .down),
