@@ -104,10 +104,14 @@ public struct BudgetMeter: Sendable, Hashable {
             return [.limitReached(scope: scope, spent: spent, limit: limit)]
         }
         let percents = policy.warningPercents(for: scope)
-        if quiet == nil || quiet!.limit != limit || quiet!.percents != percents {
-            quiet = (limit, percents, quietBelow(limit: limit, percents: percents))
+        let below: ExactDecimal
+        if let quiet, quiet.limit == limit, quiet.percents == percents {
+            below = quiet.below
+        } else {
+            below = quietBelow(limit: limit, percents: percents)
+            quiet = (limit, percents, below)
         }
-        if spent < quiet!.below { return [] }
+        if spent < below { return [] }
         quiet = nil
         var signals: [BudgetSignal] = []
         let percent = (try? spent.multiplied(by: ExactDecimal(100)).divided(by: limit, scale: 1, .down)) ?? .zero
