@@ -61,6 +61,8 @@ extension WebSocketServer {
         let refusal: (Int, String)?
         if path != configuration.path {
             refusal = (404, "no WebSocket endpoint at \(path); use \(configuration.path)")
+        } else if LWS.header(wsi, WSI_TOKEN_VERSION) != "13" || LWS.header(wsi, WSI_TOKEN_KEY) == nil {
+            refusal = (400, "a WebSocket upgrade needs Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key (RFC 6455)")
         } else if outboxes.isStopping || loop.refusingUpgrades.load(ordering: .relaxed) {
             refusal = (503, "the server is shutting down; reconnect to another node or retry shortly")
         } else if loop.connections.count >= configuration.limits.connectionsMax {
@@ -79,8 +81,8 @@ extension WebSocketServer {
         }
         guard let (status, reason) = refusal else { return 0 }
         let body = #"{"error":"\#(status == 401 ? "unauthorized" : "refused")","message":\#(JSONValue.string(reason).serialized)}"#
-        writeImmediateHTTP(wsi, HTTPResponse(status: status, body: body + "\n"),
-                           extraHeaders: status == 401 ? [("www-authenticate:", #"Bearer realm="voicemeter""#)] : [])
+        writeRefusal(wsi, HTTPResponse(status: status, body: body + "\n"),
+                     extraHeaders: status == 401 ? [("WWW-Authenticate", #"Bearer realm="voicemeter""#)] : [])
         return 1
     }
 
@@ -259,17 +261,22 @@ extension WebSocketServer {
         guard let response = loop.pendingHTTP.removeValue(forKey: id) else { return 0 }
         loop.httpConnections[id] = nil
         lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0)
-        guard writeHTTPHeaders(wsi, response, extraHeaders: []), writeHTTPBody(wsi, response) else { return -1 }
+        guard writeHTTPHeaders(wsi, response), writeHTTPBody(wsi, response) else { return -1 }
         return lws_http_transaction_completed(wsi) != 0 ? -1 : 0
     }
 
-    /// Headers and body at once: only for short refusals, where lws closes the connection after.
-    private func writeImmediateHTTP(_ wsi: OpaquePointer, _ response: HTTPResponse, extraHeaders: [(String, String)]) {
-        guard writeHTTPHeaders(wsi, response, extraHeaders: extraHeaders) else { return }
-        _ = writeHTTPBody(wsi, response)
+    /// A refused upgrade, head and body in one write of our own (lws would write `HTTP/1.0` at
+    /// this point, before it has taken the request's version); lws closes the connection after.
+    private func writeRefusal(_ wsi: OpaquePointer, _ response: HTTPResponse, extraHeaders: [(name: String, value: String)]) {
+        let bytes = Array((response.head(extraHeaders: extraHeaders) + response.body).utf8)
+        var buffer = [UInt8](repeating: 0, count: LWS.pre)
+        buffer += bytes
+        _ = buffer.withUnsafeMutableBufferPointer { storage in
+            lws_write(wsi, storage.baseAddress! + LWS.pre, bytes.count, LWS_WRITE_HTTP_FINAL)
+        }
     }
 
-    private func writeHTTPHeaders(_ wsi: OpaquePointer, _ response: HTTPResponse, extraHeaders: [(String, String)]) -> Bool {
+    private func writeHTTPHeaders(_ wsi: OpaquePointer, _ response: HTTPResponse) -> Bool {
         var buffer = [UInt8](repeating: 0, count: LWS.pre + 2_048)
         return buffer.withUnsafeMutableBufferPointer { storage -> Bool in
             let start = storage.baseAddress! + LWS.pre
@@ -277,9 +284,6 @@ extension WebSocketServer {
             var cursor: UnsafeMutablePointer<UInt8>? = start
             guard lws_add_http_common_headers(wsi, UInt32(response.status), response.contentType,
                                               UInt64(response.body.utf8.count), &cursor, end) == 0 else { return false }
-            for (name, value) in extraHeaders {
-                guard lws_add_http_header_by_name(wsi, name, value, Int32(value.utf8.count), &cursor, end) == 0 else { return false }
-            }
             return lws_finalize_write_http_header(wsi, start, &cursor, end) == 0
         }
     }

@@ -42,6 +42,36 @@ public struct HTTPResponse: Sendable, Equatable {
         self.contentType = contentType
         self.body = body
     }
+
+    /// The status line and headers of this response as HTTP/1.1, for answers written before lws
+    /// has parsed the request's version (a refused upgrade: lws would say `HTTP/1.0`, which
+    /// strict clients such as Python's `websockets` do not accept). Always `Connection: close`.
+    func head(extraHeaders: [(name: String, value: String)] = []) -> String {
+        var lines = ["HTTP/1.1 \(status) \(Self.reasonPhrase(status))",
+                     "Content-Type: \(contentType)",
+                     "Content-Length: \(body.utf8.count)",
+                     "Connection: close"]
+        lines += extraHeaders.map { "\($0.name): \($0.value)" }
+        return lines.joined(separator: "\r\n") + "\r\n\r\n"
+    }
+
+    /// RFC 9110's reason phrases for the statuses this server answers with.
+    static func reasonPhrase(_ status: Int) -> String {
+        switch status {
+        case 200: "OK"
+        case 400: "Bad Request"
+        case 401: "Unauthorized"
+        case 403: "Forbidden"
+        case 404: "Not Found"
+        case 405: "Method Not Allowed"
+        case 406: "Not Acceptable"
+        case 413: "Content Too Large"
+        case 429: "Too Many Requests"
+        case 500: "Internal Server Error"
+        case 503: "Service Unavailable"
+        default: "Status \(status)"
+        }
+    }
 }
 
 /// The application side of the server. Called on the service thread: every method must return
