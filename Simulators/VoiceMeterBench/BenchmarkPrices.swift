@@ -1,5 +1,6 @@
 import VoiceMeterDomain
 import VoiceMeterSimulation
+import VoiceMeterStore
 
 /// The seed prices and seed 002's canonical 5-minute call, as benchmark input.
 enum BenchmarkPrices {
@@ -12,7 +13,9 @@ enum BenchmarkPrices {
         version(10, "elevenlabs", "tts_generation", "eleven_turbo_v2_5", .characters, "0.00015"),
     ])
 
-    static let callStart = Timestamp(rfc3339: "2026-11-22T18:00:00Z")!
+    /// Five minutes before the benchmark started, so the calls' usage (5 minutes long) is stamped
+    /// in the past of the server it goes to, in the periods the server's budgets are in.
+    static let callStart = Timestamp.now.adding(seconds: -300)
 
     /// Seed 002's canonical call from `callStart`.
     static let canonicalCallFrames = CallShape.canonicalCall(startedAt: callStart)

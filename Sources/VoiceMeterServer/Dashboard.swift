@@ -16,10 +16,10 @@ enum Dashboard {
             <h1>VoiceMeter finance</h1><div class="muted">As of \(now) · amounts in USD</div>
             """
         html += "<h2>This month's P&amp;L</h2>" + table(month, columns: ["month", "calls", "revenue", "api_cost", "payment_fees", "fixed_costs", "gross_profit", "margin_pct", "break_even_calls"])
-        html += "<h2>Margin per call (last 30 days)</h2>" + marginChart(try store.marginSeries(days: 30))
-        html += "<h2>Daily cost by service (last 30 days)</h2>" + dailyCostChart(try store.dailyCosts(days: 30))
+        html += "<h2>Margin per call (last 30 days)</h2>" + marginChart(try store.marginSeries(days: 30, before: now))
+        html += "<h2>Daily cost by service (last 30 days)</h2>" + dailyCostChart(try store.dailyCosts(days: 30, before: now))
         html += "<h2>Top users this month</h2>" + table(try store.topUsers(month: now.startOfMonth, limit: 10), columns: nil)
-        html += "<h2>Users near their limits</h2>" + table(try store.usersNearLimits(), columns: nil)
+        html += "<h2>Users near their limits</h2>" + table(try store.usersNearLimits(at: now), columns: nil)
         html += "<h2>Recent alerts</h2>" + table(try store.recentAlerts(limit: 20), columns: nil)
         return html + "</body></html>\n"
     }

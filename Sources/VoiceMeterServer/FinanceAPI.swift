@@ -13,9 +13,12 @@ final class FinanceAPI: Sendable {
     private let tokens: TokenCache
     private let queue = DispatchQueue(label: "voicemeter.finance-api")
     private let connection: ConnectionSlot
+    /// The server's clock: "today" and "this month" of the dashboard and of a user's spend.
+    private let clock: any MeteringClock
 
-    init(tokens: TokenCache, options: PostgresConnectionOptions) {
+    init(tokens: TokenCache, options: PostgresConnectionOptions, clock: any MeteringClock) {
         self.tokens = tokens
+        self.clock = clock
         connection = ConnectionSlot(options: options)
     }
 
@@ -30,9 +33,9 @@ final class FinanceAPI: Sendable {
         }
         let parts = request.path.split(separator: "/").map(String.init)
         let wantsCSV = request.accept?.contains("text/csv") == true
-        queue.async { [connection] in
+        queue.async { [connection, clock] in
             do {
-                reply(try connection.use { try Self.route(parts, parameters, wantsCSV, FinanceStore(connection: $0)) })
+                reply(try connection.use { try Self.route(parts, parameters, wantsCSV, FinanceStore(connection: $0), now: clock.now) })
             } catch let failure as FinanceRequestError {
                 reply(Self.error(failure.status, failure.code, failure.message))
             } catch {
@@ -42,7 +45,7 @@ final class FinanceAPI: Sendable {
     }
 
     private static func route(_ parts: [String], _ parameters: [String: String], _ wantsCSV: Bool,
-                              _ store: FinanceStore) throws -> HTTPResponse {
+                              _ store: FinanceStore, now: Timestamp) throws -> HTTPResponse {
         if parts.count == 4, parts[0] == "v1", parts[1] == "calls", parts[3] == "costs" {
             let callID = parts[2]
             guard let breakdown = try store.callMargin(callID).objects.first else {
@@ -55,14 +58,14 @@ final class FinanceAPI: Sendable {
         }
         if parts.count == 4, parts[0] == "v1", parts[1] == "users", parts[3] == "spend" {
             let userID = parts[2]
-            guard let spend = try store.userSpend(userID).objects.first else {
+            guard let spend = try store.userSpend(userID, at: now).objects.first else {
                 throw FinanceRequestError(404, "not_found", "no spend or budget settings for user '\(userID)'")
             }
             return HTTPResponse(status: 200, body: spend.serialized)
         }
         switch parts {
         case ["dashboard"]:
-            return HTTPResponse(status: 200, contentType: "text/html; charset=utf-8", body: try Dashboard.render(store: store, now: .now))
+            return HTTPResponse(status: 200, contentType: "text/html; charset=utf-8", body: try Dashboard.render(store: store, now: now))
         case ["v1", "finance", "margins"]:
             let from = try day(parameters["from"], "from")
             let to = try day(parameters["to"], "to")

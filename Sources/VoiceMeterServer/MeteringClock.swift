@@ -18,9 +18,22 @@ public protocol MeteringTimer: AnyObject, Sendable {
 
 /// Real time: `CLOCK_REALTIME` and a `DispatchSourceTimer` on the given (shard's own) queue.
 public struct SystemMeteringClock: MeteringClock {
-    public init() {}
+    /// Microseconds added to `CLOCK_REALTIME` (zero but in tests set at a chosen instant).
+    private let offsetMicroseconds: Int64
 
-    public var now: Timestamp { .now }
+    public init() {
+        offsetMicroseconds = 0
+    }
+
+    /// A clock that reads `instant` now and advances in real time from there: tests run a real
+    /// server at the edges of the calendar (a month's last seconds) with it.
+    public init(readingNow instant: Timestamp) {
+        offsetMicroseconds = instant.microsecondsSinceEpoch - Timestamp.now.microsecondsSinceEpoch
+    }
+
+    public var now: Timestamp {
+        offsetMicroseconds == 0 ? .now : Timestamp(microsecondsSinceEpoch: Timestamp.now.microsecondsSinceEpoch + offsetMicroseconds)
+    }
 
     public func repeating(every seconds: Int, on queue: DispatchQueue, _ handler: @escaping @Sendable () -> Void) -> any MeteringTimer {
         let timer = DispatchSource.makeTimerSource(queue: queue)

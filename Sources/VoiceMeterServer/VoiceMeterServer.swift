@@ -77,7 +77,7 @@ public final class VoiceMeterServer: Sendable {
         self.shards = shards
         ingress = WebSocketServer(configuration: configuration.listener,
                                   delegate: IngressDelegate(tokens: tokens, readiness: readiness, shards: shards, router: router, writers: writers,
-                                                            finance: FinanceAPI(tokens: tokens, options: configuration.database),
+                                                            finance: FinanceAPI(tokens: tokens, options: configuration.database, clock: configuration.clock),
                                                             metrics: services.metrics))
         shardsReference.bind(shards)
         budgetSettings = TableWatcher(options: configuration.database, channel: "user_budget_settings", logger: logger) { _ in

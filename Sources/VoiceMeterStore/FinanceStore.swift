@@ -92,36 +92,38 @@ public struct FinanceStore {
             """, [])
     }
 
-    /// A user's spend today and this month against the limits.
-    public func userSpend(_ userID: String) throws -> ReportRows {
-        try report("SELECT * FROM user_spend WHERE user_id = $1", [userID])
+    /// A user's spend on the UTC day and month of `instant` against the limits.
+    public func userSpend(_ userID: String, at instant: Timestamp) throws -> ReportRows {
+        try report("SELECT * FROM user_spend_at($2) WHERE user_id = $1", [userID, instant])
     }
 
-    /// Margin per call over the last `days` days, oldest first (at most 2,000 calls).
-    public func marginSeries(days: Int) throws -> ReportRows {
+    /// Margin per call over the `days` days before `instant`, oldest first (at most 2,000 calls).
+    public func marginSeries(days: Int, before instant: Timestamp) throws -> ReportRows {
         try report("""
             SELECT to_char(started_at, 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS started_at, call_id, margin FROM call_margins
-            WHERE started_at >= now() - make_interval(days => $1) ORDER BY started_at DESC LIMIT 2000
-            """, [days])
+            WHERE started_at >= $2::timestamptz - make_interval(days => $1) AND started_at <= $2 ORDER BY started_at DESC LIMIT 2000
+            """, [days, instant])
     }
 
-    /// The platform's daily cost by service over the last `days` days, oldest first.
-    public func dailyCosts(days: Int) throws -> ReportRows {
+    /// The platform's daily cost by service over the `days` UTC days before `instant`'s, and
+    /// its own, oldest first.
+    public func dailyCosts(days: Int, before instant: Timestamp) throws -> ReportRows {
         try report("""
             SELECT to_char(period_start, 'YYYY-MM-DD') AS day, twilio_cost AS twilio, deepgram_cost AS deepgram,
                    cerebras_cost AS cerebras, elevenlabs_cost AS elevenlabs, openai_cost + other_cost AS other
-            FROM period_rollups WHERE summary_type = 'platform_day' AND period_start >= date_trunc('day', now(), 'UTC') - make_interval(days => $1)
+            FROM period_rollups WHERE summary_type = 'platform_day'
+              AND period_start >= date_trunc('day', $2::timestamptz, 'UTC') - make_interval(days => $1) AND period_start <= $2
             ORDER BY period_start
-            """, [days])
+            """, [days, instant])
     }
 
-    /// Users at 80% or more of their day or month limit.
-    public func usersNearLimits() throws -> ReportRows {
+    /// Users at 80% or more of their limit for the UTC day or month of `instant`.
+    public func usersNearLimits(at instant: Timestamp) throws -> ReportRows {
         try report("""
-            SELECT user_id, spent_today, day_limit, spent_this_month, month_limit FROM user_spend
+            SELECT user_id, spent_today, day_limit, spent_this_month, month_limit FROM user_spend_at($1)
             WHERE spent_this_month >= month_limit * 0.8 OR (day_limit IS NOT NULL AND spent_today >= day_limit * 0.8)
             ORDER BY spent_this_month DESC LIMIT 20
-            """, [])
+            """, [instant])
     }
 
     /// The latest alerts.

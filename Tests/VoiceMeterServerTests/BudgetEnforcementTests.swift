@@ -20,7 +20,7 @@ struct BudgetEnforcementTests {
         let running = try RunningServer(prepare: setBudget(BudgetSettings(callLimit: ExactDecimal("0.30"))))
         defer { running.server.shutdown() }
         let client = try StreamingClient(running.endpoint)
-        client.send(canonicalCallMessages("CACUT"))
+        client.send(running.canonicalCallMessages("CACUT"))
         #expect(client.waitForSummary())
         let messages = client.messages
         #expect(messages.first == #"{"type":"call.accepted","call_id":"CACUT","call_limit":"0.3","month_spent":"0","month_limit":"100"}"#)
@@ -49,7 +49,7 @@ struct BudgetEnforcementTests {
         let running = try RunningServer(prepare: setBudget(BudgetSettings(monthLimit: ExactDecimal("0.50"))))
         defer { running.server.shutdown() }
         let client = try StreamingClient(running.endpoint)
-        client.send(canonicalCallMessages("CANO").prefix(3))
+        client.send(running.canonicalCallMessages("CANO").prefix(3))
         #expect(client.wait { $0.contains { $0.contains("call.rejected") } })
         #expect(client.messages.first == #"{"type":"call.rejected","call_id":"CANO","reason":"month_budget_exhausted","spent":"0","limit":"0.5"}"#)
         #expect(client.wait { _ in
@@ -63,12 +63,13 @@ struct BudgetEnforcementTests {
         let running = try RunningServer(prepare: setBudget(BudgetSettings(dayLimit: ExactDecimal("3.00"))))
         defer { running.server.shutdown() }
         let client = try StreamingClient(running.endpoint)
-        let first = canonicalCallMessages("CADAY1")
-        let second = canonicalCallMessages("CADAY2")
+        let start = running.callStarts()[0]
+        let first = canonicalCallMessages("CADAY1", startingAt: start)
+        let second = canonicalCallMessages("CADAY2", startingAt: start)
         client.send([first[0], second[0]])
         #expect(client.wait { $0.filter { $0.contains("call.accepted") }.count == 2 })
         // Expensive GPT-4 Turbo usage on the first call crosses the day limit.
-        client.send([#"{"type":"usage","call_id":"CADAY1","seq":1,"ts":"2026-11-22T18:00:30Z","service":"openai","operation":"chat_completion","model":"gpt-4-turbo","amount":"110000","unit":"output_tokens"}"#])
+        client.send([#"{"type":"usage","call_id":"CADAY1","seq":1,"ts":\#(start + 30),"service":"openai","operation":"chat_completion","model":"gpt-4-turbo","amount":"110000","unit":"output_tokens"}"#])
         #expect(client.wait { messages in
             ["CADAY1", "CADAY2"].allSatisfy { call in messages.contains { $0.contains(#""type":"budget.cutoff","call_id":"\#(call)","scope":"day""#) } }
         })
@@ -79,14 +80,16 @@ struct BudgetEnforcementTests {
         let running = try RunningServer(prepare: setBudget(BudgetSettings(monthLimit: ExactDecimal("5.00"))), configure: { $0.budgetTickSeconds = 1 })
         defer { running.server.shutdown() }
         let client = try StreamingClient(running.endpoint)
-        client.send(canonicalCallMessages("CATICK").prefix(5))
+        client.send(running.canonicalCallMessages("CATICK").prefix(5))
         #expect(client.wait { $0.contains(#"{"type":"ack","call_id":"CATICK","seq":4}"#) })
-        // Another server node commits $4.99 of this user's spend this month.
+        // Another server node commits the rest of this user's month limit, in the month of this
+        // server's clock (this call's own frames may lie in the month before, at its first seconds).
+        let month = running.clock.now.startOfMonth
         try running.database.query("""
             INSERT INTO cost_summaries (summary_type, user_id, period_start, period_end, total_cost)
-            VALUES ('user_month', $1, date_trunc('month', now(), 'UTC'), date_trunc('month', now(), 'UTC') + interval '1 month', 4.99)
-            ON CONFLICT (summary_type, user_id, call_id, period_start) DO UPDATE SET total_cost = cost_summaries.total_cost + 4.99
-            """, [budgetUser])
+            VALUES ('user_month', $1, $2, $2::timestamptz + interval '1 month', 5.00)
+            ON CONFLICT (summary_type, user_id, call_id, period_start) DO UPDATE SET total_cost = cost_summaries.total_cost + 5.00
+            """, [budgetUser, month])
         #expect(client.wait(seconds: 5) { $0.contains { $0.contains(#""type":"budget.cutoff","call_id":"CATICK","scope":"month""#) } })
     }
 }
@@ -98,7 +101,7 @@ struct BudgetPropagationTests {
         let running = try RunningServer()
         defer { running.server.shutdown() }
         let client = try StreamingClient(running.endpoint)
-        client.send(canonicalCallMessages("CALIVE").prefix(12))
+        client.send(running.canonicalCallMessages("CALIVE").prefix(12))
         #expect(client.wait { $0.contains(#"{"type":"ack","call_id":"CALIVE","seq":11}"#) })
         let changed = Date()
         try BudgetStore(connection: running.database).update(budgetUser, with: BudgetSettings(callLimit: ExactDecimal("0.02")))
@@ -147,15 +150,17 @@ struct BudgetPropagationTests {
 struct QuotaTests {
     @Test("a platform quota past its critical threshold raises one quota_critical alert, however many ticks pass")
     func quotaCritical() throws {
-        let running = try RunningServer(prepare: { database in
-            try database.query("""
-                INSERT INTO usage_quotas (service, quota_type, max_cost, period_start, period_end)
-                VALUES ('elevenlabs', 'daily', 0.25, date_trunc('day', now(), 'UTC'), date_trunc('day', now(), 'UTC') + interval '1 day')
-                """)
-        }, configure: { $0.budgetTickSeconds = 1 })
+        let running = try RunningServer(configure: { $0.budgetTickSeconds = 1 })
         defer { running.server.shutdown() }
+        // A quota in force now that covers the day of the call's usage (yesterday's, when the call
+        // had to end before midnight).
+        let start = running.callStarts()[0]
+        try running.database.query("""
+            INSERT INTO usage_quotas (service, quota_type, max_cost, period_start, period_end)
+            VALUES ('elevenlabs', 'daily', 0.25, $1, $2::timestamptz + interval '1 day')
+            """, [instant(start).startOfDay, running.clock.now.startOfDay])
         let client = try StreamingClient(running.endpoint)
-        client.send(canonicalCallMessages("CAQUOTA", startingAt: Int(Date().timeIntervalSince1970) - 300))
+        client.send(canonicalCallMessages("CAQUOTA", startingAt: start))
         #expect(client.waitForSummary())
         func alerts() -> [String] {
             (try? running.database.query("SELECT alert_type FROM cost_alerts WHERE alert_type LIKE 'quota%' ORDER BY id").map { try $0.decode("alert_type", as: String.self) }) ?? []
@@ -175,7 +180,7 @@ struct AdmissionRetryTests {
         let running = try RunningServer(prepare: setBudget(BudgetSettings(monthLimit: ExactDecimal("0.50"))))
         defer { running.server.shutdown() }
         let client = try StreamingClient(running.endpoint)
-        let start = canonicalCallMessages("CARETRY")[0]
+        let start = running.canonicalCallMessages("CARETRY")[0]
         client.send([start])
         #expect(client.wait { $0.filter { $0.contains("call.rejected") }.count == 1 })
         client.send([start])
@@ -188,7 +193,7 @@ struct AdmissionRetryTests {
         let running = try RunningServer()
         defer { running.server.shutdown() }
         let client = try StreamingClient(running.endpoint)
-        let messages = canonicalCallMessages("CAEND")
+        let messages = running.canonicalCallMessages("CAEND")
         client.send(messages[0...2] + [messages.last!] + [messages[3]])
         #expect(client.waitForSummary())
         #expect(client.messages.contains { $0.contains(#""code":"unknown_call""#) && $0.contains(#""seq":3"#) })

@@ -28,7 +28,7 @@ struct DatabaseRolesTests {
             try? running.database.runScript("DROP ROLE IF EXISTS \(ingestUser); DROP ROLE IF EXISTS \(financeUser)")
         }
         let client = try StreamingClient(running.endpoint)
-        client.send(canonicalCallMessages("CAROLE"))
+        client.send(running.canonicalCallMessages("CAROLE"))
         #expect(client.wait { $0.last?.contains(#""cost":"0.4045""#) == true })
 
         var ingestOptions = running.options

@@ -71,11 +71,11 @@ final class FakeClock: MeteringClock {
 struct FakeClockTests {
     @Test("the tick fires every 30 s of fake time: a cut-off call that keeps streaming is told again on each tick")
     func tickEveryThirtySeconds() throws {
-        let clock = FakeClock(now: .now)
+        let clock = FakeClock(now: TestTime.start)
         let running = try RunningServer(prepare: setBudget(BudgetSettings(callLimit: ExactDecimal("0.02"))), configure: { $0.clock = clock })
         defer { running.server.shutdown() }
         let client = try StreamingClient(running.endpoint)
-        let messages = canonicalCallMessages("CACLOCK")
+        let messages = running.canonicalCallMessages("CACLOCK")
         client.send(messages[0...12])
         func cutoffs() -> Int { client.messages.filter { $0.contains(#""type":"budget.cutoff""#) }.count }
         #expect(client.wait { _ in cutoffs() == 1 })
@@ -100,7 +100,7 @@ struct FakeClockTests {
 
     @Test("a stopped server's budget tick is cancelled: every shard's timer, and nothing of it left running")
     func tickStopsWithTheServer() throws {
-        let clock = FakeClock(now: .now)
+        let clock = FakeClock(now: TestTime.start)
         let running = try RunningServer(configure: { $0.clock = clock; $0.meteringShards = 2 })
         // Each shard starts its tick on its own queue.
         let deadline = Date().addingTimeInterval(5)
@@ -112,11 +112,11 @@ struct FakeClockTests {
 
     @Test("a call silent for ten minutes of fake time is closed as abandoned and summarized")
     func abandonedCall() throws {
-        let clock = FakeClock(now: .now)
+        let clock = FakeClock(now: TestTime.start)
         let running = try RunningServer(configure: { $0.clock = clock })
         defer { running.server.shutdown() }
         let client = try StreamingClient(running.endpoint)
-        client.send(canonicalCallMessages("CAQUIET").prefix(3))
+        client.send(running.canonicalCallMessages("CAQUIET").prefix(3))
         #expect(client.wait { $0.contains(#"{"type":"ack","call_id":"CAQUIET","seq":2}"#) })
         clock.advance(seconds: 570)
         usleep(200_000)

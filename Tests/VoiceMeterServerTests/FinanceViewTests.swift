@@ -14,7 +14,8 @@ struct FinanceViewTests {
         let running = try RunningServer()
         defer { running.server.shutdown() }
         let client = try StreamingClient(running.endpoint)
-        client.send(canonicalCallMessages("CAFIN1") + canonicalCallMessages("CAFIN2", startingAt: 1_795_371_000))
+        let starts = running.callStarts(2)
+        client.send(canonicalCallMessages("CAFIN1", startingAt: starts[0]) + canonicalCallMessages("CAFIN2", startingAt: starts[1]))
         #expect(client.wait(seconds: 20) { $0.filter { $0.contains("call.summary") }.count == 2 })
         let database = running.database
 
@@ -50,13 +51,14 @@ struct FinanceViewTests {
 
         // The same figures through the report queries the CLI prints.
         let finance = FinanceStore(connection: database)
-        let november = Timestamp(rfc3339: "2026-11-01T00:00:00Z")!
-        #expect(try finance.margins(from: november, to: Timestamp(rfc3339: "2026-12-01T00:00:00Z")!, userID: nil).rows.count == 2)
-        #expect(try finance.margins(from: november, to: Timestamp(rfc3339: "2026-12-01T00:00:00Z")!, userID: "someone-else").rows.isEmpty)
-        let pnl = try finance.month(november)
+        let callMonth = instant(starts[0]).startOfMonth
+        let nextMonth = callMonth.adding(seconds: 32 * 86_400).startOfMonth
+        #expect(try finance.margins(from: callMonth, to: nextMonth, userID: nil).rows.count == 2)
+        #expect(try finance.margins(from: callMonth, to: nextMonth, userID: "someone-else").rows.isEmpty)
+        let pnl = try finance.month(callMonth)
         #expect(pnl.rows.count == 1)
         #expect(pnl.rows.first?[pnl.columns.firstIndex(of: "gross_profit")!].flatMap { ExactDecimal($0) } == ExactDecimal("-17.76832")!)
-        let top = try finance.topUsers(month: november, limit: 5)
+        let top = try finance.topUsers(month: callMonth, limit: 5)
         #expect(top.rows.map { $0[0] } == [budgetUser])
         #expect(top.rows.first?[1].flatMap { ExactDecimal($0) } == ExactDecimal("0.809")!)
         #expect(try finance.callEvents("CAFIN1").rows.count == 70)
@@ -68,8 +70,10 @@ struct FinanceViewTests {
         let running = try RunningServer()
         defer { running.server.shutdown() }
         let client = try StreamingClient(running.endpoint)
+        let starts = running.callStarts(3)
         for (index, call) in ["CAS1", "CAS2", "CAS3"].enumerated() {
-            client.send([canonicalCallMessages(call, startingAt: 1_795_370_400 + index * 600)[0], canonicalCallMessages(call).last!])
+            let messages = canonicalCallMessages(call, startingAt: starts[index])
+            client.send([messages[0], messages.last!])
         }
         #expect(client.wait(seconds: 20) { $0.filter { $0.contains("call.summary") }.count == 3 })
         let shares = try running.database.query("SELECT fixed_cost_share FROM call_margins ORDER BY started_at")
@@ -84,9 +88,11 @@ struct FinanceViewTests {
         let running = try RunningServer(prepare: setBudget(BudgetSettings(dayLimit: ExactDecimal(5), monthLimit: ExactDecimal(50))))
         defer { running.server.shutdown() }
         let client = try StreamingClient(running.endpoint)
-        client.send(canonicalCallMessages("CASPEND", startingAt: Int(Date().timeIntervalSince1970) - 5))
+        let start = running.callStarts()[0]
+        client.send(canonicalCallMessages("CASPEND", startingAt: start))
         #expect(client.waitForSummary())
-        let row = try running.database.query("SELECT * FROM user_spend WHERE user_id = $1", [budgetUser]).single()
+        // As of the call's end: its day and month (today, or yesterday when it ended before midnight).
+        let row = try running.database.query("SELECT * FROM user_spend_at($2) WHERE user_id = $1", [budgetUser, instant(start + 300)]).single()
         #expect(try row.decode("spent_today", as: ExactDecimal.self) == ExactDecimal("0.4045")!)
         #expect(try row.decode("remaining_today", as: ExactDecimal.self) == ExactDecimal("4.5955")!)
         #expect(try row.decode("remaining_this_month", as: ExactDecimal.self) == ExactDecimal("49.5955")!)
@@ -118,7 +124,7 @@ struct FinanceAPITests {
         })
         defer { running.server.shutdown() }
         let client = try StreamingClient(running.endpoint)
-        client.send(canonicalCallMessages("CAAPI"))
+        client.send(running.canonicalCallMessages("CAAPI"))
         #expect(client.waitForSummary())
         let port = running.server.port
         let token = financeToken.value
@@ -128,7 +134,9 @@ struct FinanceAPITests {
         #expect(forbidden.0 == 403)
         #expect(forbidden.1.contains("finance token"))
 
-        let margins = try get(port, "/v1/finance/margins?from=2026-11-01&to=2026-12-01", token: token)
+        let callDay = instant(running.callStarts()[0]).startOfDay
+        let (from, to) = (callDay.description.prefix(10), callDay.adding(seconds: 86_400).description.prefix(10))
+        let margins = try get(port, "/v1/finance/margins?from=\(from)&to=\(to)", token: token)
         #expect(margins.0 == 200)
         let parsed = try JSONParser.parse(margins.1)
         guard case .array(let rows) = parsed else { Issue.record("not an array: \(margins.1)"); return }
@@ -136,22 +144,22 @@ struct FinanceAPITests {
         #expect(rows.first?["api_cost"] == .string("0.4045000000"))
         #expect(rows.first?["payment_fee"] == .string("0.4696600000"))
 
-        let csv = try get(port, "/v1/finance/margins?from=2026-11-01&to=2026-12-01", token: token, accept: "text/csv")
+        let csv = try get(port, "/v1/finance/margins?from=\(from)&to=\(to)", token: token, accept: "text/csv")
         #expect(csv.0 == 200)
         #expect(csv.1.hasPrefix("call_id,user_id,started_at,"))
         #expect(csv.1.contains("CAAPI,"))
 
-        let bad = try get(port, "/v1/finance/margins?from=yesterday&to=2026-12-01", token: token)
+        let bad = try get(port, "/v1/finance/margins?from=yesterday&to=\(to)", token: token)
         #expect(bad.0 == 400)
         #expect(bad.1.contains("'from' must be a day"))
-        #expect(try get(port, "/v1/finance/margins?to=2026-12-01", token: token).0 == 400)
+        #expect(try get(port, "/v1/finance/margins?to=\(to)", token: token).0 == 400)
 
         let costs = try get(port, "/v1/calls/CAAPI/costs", token: token)
         #expect(costs.0 == 200)
         #expect(costs.1.contains(#""api_cost":"0.4045000000""#))
         #expect(costs.1.contains(#""events":[{"seq":"1""#))
         #expect(try get(port, "/v1/calls/NOPE/costs", token: token).0 == 404)
-        #expect(try get(port, "/v1/finance/months", token: token).1.contains(#""month":"2026-11""#))
+        #expect(try get(port, "/v1/finance/months", token: token).1.contains(#""month":"\#(callDay.description.prefix(7))""#))
         #expect(try get(port, "/v1/users/\(budgetUser)/spend", token: token).0 == 200)
     }
 }
@@ -163,11 +171,12 @@ struct FinanceScaleTests {
         let running = try RunningServer()
         defer { running.server.shutdown() }
         let client = try StreamingClient(running.endpoint)
-        client.send(canonicalCallMessages("CASEED"))
         // 999 more calls in the same month (started and ended, no usage), from 999 users, paced
         // under the per-connection rate limit (500 messages per second).
+        let starts = running.callStarts(2, spacingSeconds: 120)
+        client.send(canonicalCallMessages("CASEED", startingAt: starts[1]))
         for index in 1...999 {
-            let start = 1_795_370_400 + 600 + index
+            let start = starts[0]
             client.send([#"{"type":"call.start","call_id":"CAFILL\#(index)","user_id":"filler-\#(index)","ts":\#(start)}"#,
                          #"{"type":"call.end","call_id":"CAFILL\#(index)","ts":\#(start + 60)}"#])
             if index % 100 == 0 { usleep(500_000) }
@@ -197,9 +206,9 @@ struct DashboardTests {
         })
         defer { running.server.shutdown() }
         let client = try StreamingClient(running.endpoint)
-        let now = Int(Date().timeIntervalSince1970)
+        let starts = running.callStarts(3, spacingSeconds: 10)
         for (index, revenue) in ["4.99", "0.30", "2.49"].enumerated() {
-            client.send(canonicalCallMessages("CADASH\(index)", startingAt: now - 30 + index * 10)
+            client.send(canonicalCallMessages("CADASH\(index)", startingAt: starts[index])
                 .map { $0.replacingOccurrences(of: #""revenue":"4.99""#, with: #""revenue":"\#(revenue)""#) })
         }
         #expect(client.wait(seconds: 20) { $0.filter { $0.contains("call.summary") }.count == 3 })
@@ -223,4 +232,9 @@ struct DashboardTests {
                                                           "http://127.0.0.1:\(running.server.port)/dashboard"])
         #expect(anonymous.output.contains("unauthorized"))
     }
+}
+
+/// The instant of whole Unix seconds.
+func instant(_ unixSeconds: Int) -> Timestamp {
+    Timestamp(microsecondsSinceEpoch: Int64(unixSeconds) * 1_000_000)
 }

@@ -25,7 +25,7 @@ struct MetricsTests {
         defer { running.server.shutdown() }
         let before = try scrape(running.server.port)
         let client = try StreamingClient(running.endpoint)
-        client.send([#"{"type":"usage","call_id":"M1","seq":"#] + canonicalCallMessages("M1"))
+        client.send([#"{"type":"usage","call_id":"M1","seq":"#] + running.canonicalCallMessages("M1"))
         #expect(client.waitForSummary())
         let after = try scrape(running.server.port)
         func grew(_ name: String, by amount: Double) -> Bool { (after[name] ?? 0) - (before[name] ?? 0) >= amount }

@@ -42,7 +42,7 @@ struct OutageTests {
         let running = try RunningServer(options: try cluster.start())
         defer { running.server.shutdown() }
         let client = try StreamingClient(running.endpoint)
-        let messages = canonicalCallMessages("CAOUT")
+        let messages = running.canonicalCallMessages("CAOUT")
         client.send(messages[0...30])
         #expect(client.wait { _ in client.highestAck(call: "CAOUT") == 30 })
 
@@ -64,7 +64,7 @@ struct OutageTests {
         let options = try TestPostgres.migratedDatabase()
         let database = try PostgresConnection(options)
         let token = try TokenStore(connection: database).create(name: "pipeline", kind: .ingest)
-        let messages = canonicalCallMessages("CAKILL")
+        let messages = canonicalCallMessages("CAKILL", startingAt: Timestamp.now.wholeUnixSeconds - 300)
 
         let first = try ServerProcess(database: options)
         let client = try StreamingClient(ClientEndpoint(host: "127.0.0.1", port: first.port, bearerToken: token))
@@ -144,7 +144,7 @@ struct BackpressureTests {
         let running = try RunningServer(options: try cluster.start(), configure: { $0.writerQueueEventsMax = 40 })
         defer { running.server.shutdown() }
         let client = try StreamingClient(running.endpoint)
-        let messages = canonicalCallMessages("CAFLOW")
+        let messages = running.canonicalCallMessages("CAFLOW")
         client.send([messages[0]])
         #expect(client.wait { $0.first?.contains("call.accepted") == true })
 
@@ -176,7 +176,7 @@ extension BackpressureTests {
         let client = try WebSocketClient { recorder.record($0, $1) }
         defer { client.shutdown() }
         let links = (0..<14).map { _ in client.connect(to: running.endpoint) }
-        let messages = canonicalCallMessages("CAOVER")
+        let messages = running.canonicalCallMessages("CAOVER")
         client.send(messages[0], on: links[0])
         #expect(recorder.wait { recorder.messages(of: links[0]).contains { $0.contains("call.accepted") } })
         func allMessages() -> [String] { links.flatMap { recorder.messages(of: $0) } }
@@ -224,7 +224,7 @@ struct GracefulShutdownTests {
         let token = try TokenStore(connection: database).create(name: "pipeline", kind: .ingest)
         let server = try ServerProcess(database: options)
         let client = try StreamingClient(ClientEndpoint(host: "127.0.0.1", port: server.port, bearerToken: token))
-        let messages = canonicalCallMessages("CATERM")
+        let messages = canonicalCallMessages("CATERM", startingAt: Timestamp.now.wholeUnixSeconds - 300)
         client.send([messages[0]])
         #expect(client.wait { $0.first?.contains("call.accepted") == true })
         client.send(messages[1...60])
@@ -259,7 +259,7 @@ struct PoisonFrameTests {
         let running = try RunningServer(prepare: { try $0.runScript("ALTER TABLE api_call_events ADD CONSTRAINT refuse_13 CHECK (seq <> 13)") })
         defer { running.server.shutdown() }
         let client = try StreamingClient(running.endpoint)
-        client.send(canonicalCallMessages("CAPOISON"))
+        client.send(running.canonicalCallMessages("CAPOISON"))
         #expect(client.waitForSummary())
         #expect(client.messages.contains { $0.contains(#""code":"internal""#) && $0.contains(#""seq":13"#) })
         #expect(client.messages.contains(#"{"type":"ack","call_id":"CAPOISON","seq":70}"#))

@@ -1,3 +1,4 @@
+import EmbeddedPostgres
 import Foundation
 import Logging
 import PostgresClient
@@ -14,6 +15,9 @@ struct RunningServer {
     let options: PostgresConnectionOptions
     let database: PostgresConnection
     let token: String
+    /// The server's clock: it reads `TestTime.start` when the server starts, unless `configure`
+    /// set another. The test stamps its messages and picks its periods with it.
+    let clock: any MeteringClock
 
     /// - Parameters:
     ///   - options: a database to use (migrated here); a fresh test database when `nil`.
@@ -27,15 +31,33 @@ struct RunningServer {
         try prepare(database)
         token = try TokenStore(connection: database).create(name: "pipeline", kind: .ingest)
         var configuration = ServerConfiguration(database: options)
+        configuration.clock = SystemMeteringClock(readingNow: TestTime.start)
         configuration.listener.port = 0
         configuration.writerFlushIntervalMilliseconds = 20
         configuration.tokenRefreshIntervalMilliseconds = 500
         configure(&configuration)
+        clock = configuration.clock
         server = try VoiceMeterServer.start(configuration: configuration, migrations: try TestPostgres.migrations(),
                                             logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
     }
 
     var endpoint: ClientEndpoint { ClientEndpoint(host: "127.0.0.1", port: server.port, bearerToken: token) }
+
+    /// Seed 002's call as messages, in the past on this server's clock and within one UTC day
+    /// (`callStarts`).
+    func canonicalCallMessages(_ callID: String, user: String = budgetUser) -> [String] {
+        VoiceMeterServerTests.canonicalCallMessages(callID, user: user, startingAt: callStarts()[0])
+    }
+
+    /// The starts (Unix seconds) of `count` five-minute calls `spacingSeconds` apart that all lie
+    /// within one UTC day (so one month) and end by now on this server's clock: the last ends now,
+    /// or, when that would put them across midnight, the second before midnight.
+    func callStarts(_ count: Int = 1, spacingSeconds: Int = 600) -> [Int] {
+        var end = clock.now.wholeUnixSeconds
+        let span = 300 + (count - 1) * spacingSeconds
+        if (end - span) / 86_400 != end / 86_400 { end = end / 86_400 * 86_400 - 1 }
+        return (0..<count).map { end - span + $0 * spacingSeconds }
+    }
 }
 
 /// A WebSocket client with one connection, recording what arrives.
@@ -76,10 +98,9 @@ final class StreamingClient {
     func highestAck(call: String) -> Int { VoiceMeterServerTests.highestAck(messages, call: call) }
 }
 
-/// Seed 002's 5-minute call as protocol messages.
-/// `startingAt` is the call's start in Unix seconds (default 2026-11-22T18:00:00Z); tests whose
-/// budgets or quotas depend on today pass the current time.
-func canonicalCallMessages(_ callID: String, user: String = "7b0f3a0e-5a7e-4a53-9a40-6a3f7d1b2c10", startingAt start: Int = 1_795_370_400) -> [String] {
+/// Seed 002's 5-minute call as protocol messages, from `startingAt` (Unix seconds): take it from
+/// the clock of the server the messages go to (`RunningServer.canonicalCallMessages`).
+func canonicalCallMessages(_ callID: String, user: String = budgetUser, startingAt start: Int) -> [String] {
     var messages = [#"{"type":"call.start","call_id":"\#(callID)","user_id":"\#(user)","persona_id":"brad","ts":\#(start),"revenue":"4.99"}"#]
     var seq = 0
     func usage(_ service: String, _ operation: String, _ model: String?, _ unit: String, _ amount: String, _ offset: Int) {
@@ -105,7 +126,7 @@ struct ServerPipelineTests {
         let running = try RunningServer()
         defer { running.server.shutdown() }
         let client = try StreamingClient(running.endpoint)
-        client.send(canonicalCallMessages("CA0001"))
+        client.send(running.canonicalCallMessages("CA0001"))
 
         #expect(client.waitForSummary())
         let messages = client.messages
@@ -125,7 +146,7 @@ struct ServerPipelineTests {
         defer { running.server.shutdown() }
         let client = try StreamingClient(running.endpoint)
         let calls = (1...6).map { (call: "SH\($0)", user: "shard-user-\($0)") }
-        let scripts = calls.map { canonicalCallMessages($0.call, user: $0.user) }
+        let scripts = calls.map { running.canonicalCallMessages($0.call, user: $0.user) }
         // Interleaved, so every commit holds events of several shards' users.
         for index in 0..<scripts[0].count { client.send(scripts.map { $0[index] }) }
 
@@ -149,7 +170,7 @@ struct ServerPipelineTests {
         // Folding every second: the rows appear without a shutdown.
         let folding = try RunningServer(configure: { $0.rollupFoldSeconds = 1 })
         let first = try StreamingClient(folding.endpoint)
-        first.send(canonicalCallMessages("CAFOLD1"))
+        first.send(folding.canonicalCallMessages("CAFOLD1"))
         #expect(first.waitForSummary())
         #expect(try periodCosts(folding.database, from: "period_rollups") == expected)
         let deadline = Date().addingTimeInterval(5)
@@ -160,7 +181,7 @@ struct ServerPipelineTests {
         // Stopping at once, whatever the sweep reached: after the stop everything is folded.
         let stopping = try RunningServer(configure: { $0.rollupFoldSeconds = 3_600 })
         let second = try StreamingClient(stopping.endpoint)
-        second.send(canonicalCallMessages("CAFOLD2"))
+        second.send(stopping.canonicalCallMessages("CAFOLD2"))
         #expect(second.waitForSummary())
         #expect(try periodCosts(stopping.database, from: "period_rollups") == expected)
         stopping.server.shutdown()
@@ -173,7 +194,7 @@ struct ServerPipelineTests {
         let running = try RunningServer()
         defer { running.server.shutdown() }
         let client = try StreamingClient(running.endpoint)
-        let messages = canonicalCallMessages("CA0002")
+        let messages = running.canonicalCallMessages("CA0002")
         client.send(messages[0...1])
         #expect(client.wait { $0.contains(#"{"type":"ack","call_id":"CA0002","seq":1}"#) })
         client.send([messages[1], messages[1].replacingOccurrences(of: #""amount":"30""#, with: #""amount":"31""#)])
@@ -187,7 +208,7 @@ struct ServerPipelineTests {
         let running = try RunningServer()
         defer { running.server.shutdown() }
         let client = try StreamingClient(running.endpoint)
-        client.send([canonicalCallMessages("CA0003")[1]])
+        client.send([running.canonicalCallMessages("CA0003")[1]])
         #expect(client.wait { $0.contains { $0.contains(#""code":"unknown_call""#) && $0.contains(#""seq":1"#) } })
         // Kept for audit, not billed.
         #expect(client.wait { _ in
@@ -212,6 +233,45 @@ struct ServerPipelineTests {
         #expect(refused)
     }
 
+    @Test("a refused upgrade is an HTTP/1.1 answer with its length and Connection: close; Python's websockets reads 401 and 403 with the body")
+    func refusalsReadableByWebsockets() throws {
+        let financeToken = Locked<String>("")
+        let running = try RunningServer(prepare: { database in
+            let secret = try TokenStore(connection: database).create(name: "finance-bi", kind: .finance)
+            financeToken.withLock { $0 = secret }
+        })
+        defer { running.server.shutdown() }
+        for (token, status) in [(nil, "401 Unauthorized"), ("vmi_not-a-token", "401 Unauthorized"), (financeToken.value, "403 Forbidden")] {
+            let socket = try RawSocket(port: running.server.port)
+            socket.sendUpgrade(token: token)
+            let (response, closed) = socket.readUntilClosed()
+            let head = response.components(separatedBy: "\r\n\r\n")[0].components(separatedBy: "\r\n")
+            let body = response.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n")
+            #expect(head.first == "HTTP/1.1 \(status)", "\(response)")
+            #expect(head.contains("Content-Length: \(body.utf8.count)"), "\(response)")
+            #expect(head.contains("Connection: close"), "\(response)")
+            #expect(closed)
+        }
+
+        // An upgrade libwebsockets itself cannot take (no key, an unknown version).
+        let malformed = try RawSocket(port: running.server.port)
+        malformed.send("GET /v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 7\r\nAuthorization: Bearer \(running.token)\r\n\r\n")
+        let (answer, _) = malformed.readUntilClosed()
+        #expect(answer.hasPrefix("HTTP/1.1 400 Bad Request\r\n"), "\(answer)")
+        #expect(answer.contains("Sec-WebSocket-Version: 13"), "\(answer)")
+
+        let python = try TestPython.interpreter(with: ["websockets>=13"])
+        let url = "ws://127.0.0.1:\(running.server.port)/v1/stream"
+        for (token, status, error) in [("vmi_revoked-or-wrong", 401, "unauthorized"), (financeToken.value, 403, "refused")] {
+            let run = try ProcessRunner.run(python, [TestPython.script("websockets_refusal.py"), url, token])
+            let seen = try JSONParser.parse(run.output.trimmingCharacters(in: .whitespacesAndNewlines))
+            #expect(seen["exception"] == .string("InvalidStatus"), "\(run.output)")
+            #expect(seen["status"] == .number("\(status)"), "\(run.output)")
+            guard case .string(let body)? = seen["body"] else { Issue.record("no body: \(run.output)"); continue }
+            #expect(try JSONParser.parse(body)["error"] == .string(error), "\(body)")
+        }
+    }
+
     @Test("/healthz and /readyz answer on the listener")
     func health() throws {
         let running = try RunningServer()
@@ -220,7 +280,8 @@ struct ServerPipelineTests {
             let socket = try RawSocket(port: running.server.port)
             socket.send("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             let (response, _) = socket.readUntilClosed()
-            #expect(response.hasPrefix("HTTP/1.1 200"), "\(path): \(response)")
+            #expect(response.hasPrefix("HTTP/1.1 200 OK\r\n"), "\(path): \(response)")
+            #expect(response.lowercased().contains("content-length: \(expected.utf8.count + 1)\r\n"), "\(path): \(response)")
             #expect(response.contains(expected))
         }
     }
