@@ -32,7 +32,13 @@ final class CallRouter: Sendable {
                 return shard
             }
         }
-        return shardByCall.withLock { $0[message.callID] } ?? 0
+        return shard(forCall: message.callID)
+    }
+
+    /// The shard of a call already started (shard 0 for an unknown call).
+    func shard(forCall callID: String) -> Int {
+        guard shardCount > 1 else { return 0 }
+        return shardByCall.withLock { $0[callID] } ?? 0
     }
 
     /// Pins a call to the shard that created its live state (a `call.start` racing the end of an

@@ -40,7 +40,9 @@ actor MeteringShard {
     /// changed and written back would copy them on every frame.
     private final class LiveCall {
         /// While `call.start` is being registered, later messages of the call wait in order.
-        enum Phase { case admitting(queued: [(ClientMessage, ConnectionID)]), active, ending }
+        /// `closing`: `call.end` arrived while frames refused transiently (`rate_limited`,
+        /// `overloaded`) were not sent again yet; their resends are taken, then the call ends.
+        enum Phase { case admitting(queued: [(ClientMessage, ConnectionID)]), active, closing(endedAt: Timestamp), ending }
         var start: CallStart
         var phase: Phase
         var owner: ConnectionID?
@@ -53,8 +55,8 @@ actor MeteringShard {
         var highestAckedSeq: Int64 = 0
         /// Accepted frames not yet committed: an ack never covers one of them.
         var inFlight: Set<Int64> = []
-        /// Frames answered `overloaded` and not yet sent again: an ack never covers one of them
-        /// either, so the sender keeps them and resends.
+        /// Frames refused transiently (`overloaded`, `rate_limited`) and not yet sent again: an
+        /// ack never covers one of them either, so the sender keeps them and resends.
         var refusedSeqs: Set<Int64> = []
         var highestCommittedSeq: Int64 = 0
         /// Everything priced for the call, committed or in flight: what its budget is checked against.
@@ -251,7 +253,10 @@ actor MeteringShard {
             } else {
                 // A reconnect resumes the call on the new connection: no second admission.
                 existing.owner = connection
-                if case .active = existing.phase { accept(start.callID) }
+                switch existing.phase {
+                case .active, .closing: accept(start.callID)
+                case .admitting, .ending: break
+                }
                 return
             }
         }
@@ -266,14 +271,15 @@ actor MeteringShard {
 
     private func registered(_ callID: String, _ outcome: Result<(CallRegistration, UserBudgetSnapshot), any Error>) {
         guard let call = calls[callID], case .admitting(let queued) = call.phase else { return }
-        func refuse(_ message: ServerMessage) {
+        /// Answers the start and the frames that waited for it: `frameError` for those, by default
+        /// transient (send call.start, then the frame again).
+        func refuse(_ message: ServerMessage, frameError: (ProtocolErrorCode, String) = (.overloaded, "call.start did not go through, so this frame was not taken; send call.start, then the frame again")) {
             calls[callID] = nil
             environment.router.forget(callID)
             if let owner = call.owner { environment.send(message, to: owner) }
             for case (.usage(let frame), let connection) in queued {
                 call.writer.noteHandled()
-                environment.send(.error(ProtocolError(.overloaded, "call.start did not go through, so this frame was not taken; send call.start, then the frame again",
-                                                      callID: callID, seq: frame.seq)), to: connection)
+                environment.send(.error(ProtocolError(frameError.0, frameError.1, callID: callID, seq: frame.seq)), to: connection)
             }
         }
         switch outcome {
@@ -282,6 +288,9 @@ actor MeteringShard {
             refuse(.error(ProtocolError(.overloaded, "the database is unavailable; send call.start again shortly", callID: callID)))
         case .success((.belongsToAnotherUser, _)):
             refuse(.callRejected(callID: callID, reason: "duplicate_call", spent: nil, limit: nil))
+        case .success((.ended, _)):
+            refuse(.callRejected(callID: callID, reason: "call_ended", spent: nil, limit: nil),
+                   frameError: (.unknownCall, "the call has ended; usage for it is not taken"))
         case .success((.registered(let registered), let snapshot)):
             let userID = call.start.userID
             let user = users[userID] ?? UserBudget(snapshot, defaults: environment.budgets.defaults, now: environment.clock.now)
@@ -313,10 +322,15 @@ actor MeteringShard {
     /// Rebuilds a resumed call's billing state, resend detection and spend from its committed events.
     private func replay(_ events: [CommittedEvent], into call: LiveCall) {
         let book = environment.prices.book
+        // The resumed ack covers the unbroken run of stored seqs from 1 only: a seq missing below
+        // the highest stored one may have been taken by the node that died and never stored, and
+        // the sender must keep it. It resends everything above this ack in order, so that seq is
+        // in flight before any new commit of the call could move the ack past it.
         for committed in events {
-            call.acceptedHashes[committed.stored.seq] = committed.payloadHash
-            call.highestAckedSeq = max(call.highestAckedSeq, committed.stored.seq)
-            call.highestCommittedSeq = call.highestAckedSeq
+            let seq = committed.stored.seq
+            if seq == call.highestAckedSeq + 1 { call.highestAckedSeq = seq }
+            call.acceptedHashes[seq] = committed.payloadHash
+            call.highestCommittedSeq = max(call.highestCommittedSeq, seq)
             if let priceID = committed.stored.priceID, let version = book.version(id: priceID) {
                 _ = call.meter.price(committed.stored.usage, with: version)
             }
@@ -344,7 +358,13 @@ actor MeteringShard {
             environment.registry.recordRejected(callID: frame.callID, seq: frame.seq, reason: "unknown_call", payloadJSON: frame.auditJSON)
             return
         }
-        if case .ending = call.phase {
+        let taken = switch call.phase {
+        case .ending: false
+        // After call.end: only the frames it waits for, and resends of frames already taken.
+        case .closing: call.refusedSeqs.contains(frame.seq) || call.acceptedHashes[frame.seq] != nil
+        case .admitting, .active: true
+        }
+        guard taken else {
             environment.send(.error(ProtocolError(.unknownCall, "the call has ended (call.end was received); usage after it is not taken",
                                                   callID: frame.callID, seq: frame.seq)), to: connection)
             return
@@ -384,6 +404,9 @@ actor MeteringShard {
         call.inFlight.insert(frame.seq)
         call.refusedSeqs.remove(frame.seq)
         if call.cutoff != nil { call.streamingAfterCutoff = true }
+        if case .closing(let endedAt) = call.phase, call.refusedSeqs.isEmpty {
+            finish(frame.callID, call: call, endedAt: endedAt, status: call.cutoff == nil ? "completed" : "cut_off")
+        }
         switch pricing {
         case .priced(let priced): charge(priced.totalCost, to: call)
         case .unpriced: environment.metrics.unpricedEvents.increment()
@@ -437,12 +460,32 @@ actor MeteringShard {
     }
 
     private func callEnded(_ end: CallEnd, _ connection: ConnectionID) {
-        guard let call = calls[end.callID], case .active = call.phase else {
+        guard let call = calls[end.callID] else {
             environment.send(.error(ProtocolError(.unknownCall, "no active call with this call_id on this server", callID: end.callID)), to: connection)
             return
         }
-        call.owner = connection
-        finish(end.callID, call: call, endedAt: end.endedAt ?? environment.clock.now, status: call.cutoff == nil ? "completed" : "cut_off")
+        switch call.phase {
+        case .active:
+            call.owner = connection
+            let endedAt = end.endedAt ?? environment.clock.now
+            // Frames refused transiently are still the sender's to resend: the call ends once they are taken.
+            guard call.refusedSeqs.isEmpty else {
+                call.phase = .closing(endedAt: endedAt)
+                return
+            }
+            finish(end.callID, call: call, endedAt: endedAt, status: call.cutoff == nil ? "completed" : "cut_off")
+        case .closing, .ending:
+            call.owner = connection  // a repeated call.end: the summary goes to the latest sender
+        case .admitting:
+            preconditionFailure("call.end of a call being admitted is queued, not handled")
+        }
+    }
+
+    /// A frame of the call refused before metering saw it (`rate_limited`): until it is sent again
+    /// and stored, no ack covers it and the call does not end without it.
+    func refusedTransiently(callID: String, seq: Int64) {
+        guard let call = calls[callID], call.acceptedHashes[seq] == nil else { return }
+        call.refusedSeqs.insert(seq)
     }
 
     private func finish(_ callID: String, call: LiveCall, endedAt: Timestamp, status: String) {
@@ -463,10 +506,14 @@ actor MeteringShard {
                 environment.send(.budgetCutoff(callID: callID, scope: cutoff.scope, spent: cutoff.spent, limit: cutoff.limit), to: owner)
             }
         }
-        for (callID, call) in calls {
-            guard case .active = call.phase, now.microsecondsSinceEpoch - call.lastMessageAt.microsecondsSinceEpoch
-                    >= environment.budgets.abandonAfterSeconds * 1_000_000 else { continue }
-            finish(callID, call: call, endedAt: call.lastMessageAt, status: "abandoned")
+        for (callID, call) in calls where now.microsecondsSinceEpoch - call.lastMessageAt.microsecondsSinceEpoch
+                >= environment.budgets.abandonAfterSeconds * 1_000_000 {
+            switch call.phase {
+            case .active: finish(callID, call: call, endedAt: call.lastMessageAt, status: "abandoned")
+            // The refused frames never came back: the call ends with what was stored.
+            case .closing(let endedAt): finish(callID, call: call, endedAt: endedAt, status: call.cutoff == nil ? "completed" : "cut_off")
+            case .admitting, .ending: break
+            }
         }
         warnOfProjectedExhaustion(at: now)
         // Platform quotas are one set for the whole platform: the first shard evaluates them.

@@ -23,6 +23,8 @@ public enum CallRegistration: Sendable {
     case registered(RegisteredCall)
     /// The call id already belongs to another user.
     case belongsToAnotherUser
+    /// The call has ended (completed, cut off and ended, or abandoned): it is never reopened.
+    case ended
 }
 
 /// The `calls` table: registration at `call.start` (idempotent: a resumed call keeps its start)
@@ -45,10 +47,13 @@ public struct CallStore {
             let retried = try connection.query("""
                 UPDATE calls SET status = 'active', updated_at = now() WHERE user_id = $1 AND call_id = $2 AND status = 'rejected'
                 """, [start.userID, start.callID])
-            let owners = try connection.query("SELECT user_id, started_at FROM calls WHERE call_id = $1 ORDER BY created_at", [start.callID])
+            let owners = try connection.query("""
+                SELECT user_id, started_at, ended_at IS NOT NULL AS ended FROM calls WHERE call_id = $1 ORDER BY created_at
+                """, [start.callID])
             guard let first = owners.first, try first.decode("user_id", as: String.self) == start.userID else {
                 return .belongsToAnotherUser
             }
+            guard try !first.decode("ended", as: Bool.self) else { return .ended }
             let events = try connection.query("""
                 SELECT seq, service, operation, model, usage_amount, usage_unit, occurred_at, price_id, total_cost, payload_hash
                 FROM api_call_events WHERE user_id = $1 AND call_id = $2 ORDER BY seq

@@ -190,6 +190,8 @@ struct ProtocolCodecTests {
         for _ in 0..<5 { guard case .deliver = connection.receiveAll([message], now: now).first else { Issue.record("burst refused"); return } }
         guard case .reply(let limited) = connection.receiveAll([message], now: now).first else { Issue.record("not limited"); return }
         #expect(limited.code == .rateLimited)
+        // It names the frame, so the sender keeps exactly that one and metering holds acks below it.
+        #expect(limited.callID == "CA0001" && limited.seq == 1)
         // 100 ms later one token has been earned.
         guard case .deliver = connection.receiveAll([message], now: now + 100_000_000).first else { Issue.record("no refill"); return }
         var last: [IngressAction] = []

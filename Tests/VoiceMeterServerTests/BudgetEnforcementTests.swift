@@ -188,6 +188,25 @@ struct AdmissionRetryTests {
         #expect(!client.messages.contains { $0.contains("call.accepted") })
     }
 
+    @Test("a call.start reusing an ended call id is answered call_ended: the call is not reopened, its usage not stored")
+    func endedCallStaysEnded() throws {
+        let running = try RunningServer()
+        defer { running.server.shutdown() }
+        let client = try StreamingClient(running.endpoint)
+        let messages = running.canonicalCallMessages("CAONCE")
+        client.send(messages.prefix(3) + [messages.last!])
+        #expect(client.waitForSummary())
+        // The user's month is exhausted since: an old call id must not be a way around admission.
+        try BudgetStore(connection: running.database).update(budgetUser, with: BudgetSettings(monthLimit: ExactDecimal("0.01")))
+        client.send([messages[0], messages[3]])
+        #expect(client.wait { $0.contains(#"{"type":"call.rejected","call_id":"CAONCE","reason":"call_ended"}"#) })
+        #expect(client.wait { $0.contains { $0.contains(#""code":"unknown_call""#) && $0.contains(#""seq":3"#) } })
+        #expect(!client.messages.contains { $0.contains(#""type":"ack","call_id":"CAONCE","seq":3"#) })
+        #expect(try running.database.query("SELECT count(*) AS n FROM api_call_events WHERE call_id = 'CAONCE'").single().decode("n", as: Int.self) == 2)
+        let call = try running.database.query("SELECT status FROM calls WHERE call_id = 'CAONCE'").single()
+        #expect(try call.decode("status", as: String.self) == "completed")
+    }
+
     @Test("usage that arrives after call.end is refused, not silently taken")
     func usageAfterEnd() throws {
         let running = try RunningServer()

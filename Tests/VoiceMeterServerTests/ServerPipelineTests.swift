@@ -203,6 +203,46 @@ struct ServerPipelineTests {
         #expect(try running.database.query("SELECT count(*) AS n FROM api_call_events").single().decode("n", as: Int.self) == 1)
     }
 
+    @Test("rate_limited names the call and seq; no ack passes a refused frame; call.end waits for its resend; the summary has every frame")
+    func rateLimitedFramesAreNeverAcknowledgedUnstored() throws {
+        let running = try RunningServer(configure: {
+            $0.listener.limits.messagesPerSecondPerConnection = 200
+            $0.listener.limits.messagesBurstPerConnection = 30
+        })
+        defer { running.server.shutdown() }
+        let client = try StreamingClient(running.endpoint)
+        let messages = running.canonicalCallMessages("CARATE")
+        func refusals() -> [String] { client.messages.filter { $0.contains(#""code":"rate_limited""#) } }
+        // The burst allowance takes call.start and about 29 frames; the rest are refused, each by name.
+        client.send(messages.dropLast())
+        #expect(client.wait { _ in refusals().count >= 30 && client.highestAck(call: "CARATE") > 0 })
+        let refused = refusals().map { refusal in
+            Int(refusal.components(separatedBy: #""seq":"#).last!.prefix { $0.isNumber }) ?? 0
+        }
+        #expect(refusals().allSatisfy { $0.contains(#""call_id":"CARATE""#) }, "\(refusals())")
+        let lowestRefused = try #require(refused.min())
+        // Every frame below the lowest refused one is stored and acknowledged; no ack passes it.
+        #expect(client.wait { _ in client.highestAck(call: "CARATE") == lowestRefused - 1 })
+        // call.end arrives before the refused frames come back: the call waits for them.
+        client.send([messages.last!])
+        let beforeResends = client.messages.count
+        for seq in refused.sorted() {
+            client.send([messages[seq]])
+            #expect(client.wait { _ in client.highestAck(call: "CARATE") >= seq || client.messages.contains { $0.contains(#""type":"call.summary""#) } })
+        }
+        #expect(client.waitForSummary())
+        #expect(client.messages.prefix(beforeResends).allSatisfy { ServerPipelineTests.ackedSeq($0).map { $0 < lowestRefused } ?? true })
+        #expect(refusals().count == refused.count, "call.end or a resend was rate limited: \(refusals().suffix(3))")
+        #expect(client.messages.last?.hasPrefix(#"{"type":"call.summary","call_id":"CARATE","cost":"0.4045""#) == true, "\(client.messages.suffix(3))")
+        #expect(try running.database.query("SELECT count(*) AS n FROM api_call_events WHERE call_id = 'CARATE'").single().decode("n", as: Int.self) == 70)
+    }
+
+    /// The seq of an ack message.
+    static func ackedSeq(_ message: String) -> Int? {
+        guard message.hasPrefix(#"{"type":"ack""#) else { return nil }
+        return Int(message.split(separator: ":").last!.dropLast())
+    }
+
     @Test("usage for a call that was never started is unknown_call")
     func unknownCall() throws {
         let running = try RunningServer()

@@ -74,7 +74,12 @@ public struct IngressSession: Sendable {
             if rateLimitedInARow >= limits.rateLimitedMessagesBeforeCloseMax {
                 return [.close(code: Self.closeCodePolicyViolation, reason: "rate limit exceeded persistently")]
             }
-            return [.reply(ProtocolError(.rateLimited, "more than \(limits.messagesPerSecondPerConnection) messages per second; this one was dropped unprocessed, send it again later"))]
+            // Decoded only to name the call and seq in the refusal: the sender must keep exactly that
+            // frame, and metering must not acknowledge past it until it is sent again and stored.
+            let message = try? ClientMessageDecoder.decode(message).get()
+            let seq: Int64? = if case .usage(let frame)? = message { frame.seq } else { nil }
+            return [.reply(ProtocolError(.rateLimited, "more than \(limits.messagesPerSecondPerConnection) messages per second; this one was dropped unprocessed, send it again later",
+                                         callID: message?.callID, seq: seq))]
         }
         rateLimitedInARow = 0
         guard !isBinary else {
