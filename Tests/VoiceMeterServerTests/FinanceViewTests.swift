@@ -117,17 +117,12 @@ struct FinanceAPITests {
 
     @Test("finance tokens read margins (JSON or CSV), call costs and months; ingest tokens get 403; bad parameters 400")
     func readAPI() throws {
-        let financeToken = Locked<String>("")
-        let running = try RunningServer(prepare: { database in
-            let secret = try TokenStore(connection: database).create(name: "finance-bi", kind: .finance)
-            financeToken.withLock { $0 = secret }
-        })
+        let (running, token) = try RunningServer.withFinanceToken()
         defer { running.server.shutdown() }
         let client = try StreamingClient(running.endpoint)
         client.send(running.canonicalCallMessages("CAAPI"))
         #expect(client.waitForSummary())
         let port = running.server.port
-        let token = financeToken.value
 
         #expect(try get(port, "/v1/finance/months", token: nil).0 == 401)
         let forbidden = try get(port, "/v1/finance/months", token: running.token)

@@ -43,6 +43,16 @@ struct RunningServer {
 
     var endpoint: ClientEndpoint { ClientEndpoint(host: "127.0.0.1", port: server.port, bearerToken: token) }
 
+    /// A running server and a finance token on its database.
+    static func withFinanceToken() throws -> (running: RunningServer, financeToken: String) {
+        let token = Locked<String>("")
+        let running = try RunningServer(prepare: { database in
+            let secret = try TokenStore(connection: database).create(name: "finance-bi", kind: .finance)
+            token.withLock { $0 = secret }
+        })
+        return (running, token.value)
+    }
+
     /// Seed 002's call as messages, in the past on this server's clock and within one UTC day
     /// (`callStarts`).
     func canonicalCallMessages(_ callID: String, user: String = budgetUser) -> [String] {
@@ -275,13 +285,9 @@ struct ServerPipelineTests {
 
     @Test("a refused upgrade is an HTTP/1.1 answer with its length and Connection: close; Python's websockets reads 401 and 403 with the body")
     func refusalsReadableByWebsockets() throws {
-        let financeToken = Locked<String>("")
-        let running = try RunningServer(prepare: { database in
-            let secret = try TokenStore(connection: database).create(name: "finance-bi", kind: .finance)
-            financeToken.withLock { $0 = secret }
-        })
+        let (running, financeToken) = try RunningServer.withFinanceToken()
         defer { running.server.shutdown() }
-        for (token, status) in [(nil, "401 Unauthorized"), ("vmi_not-a-token", "401 Unauthorized"), (financeToken.value, "403 Forbidden")] {
+        for (token, status) in [(nil, "401 Unauthorized"), ("vmi_not-a-token", "401 Unauthorized"), (financeToken, "403 Forbidden")] {
             let socket = try RawSocket(port: running.server.port)
             socket.sendUpgrade(token: token)
             let (response, closed) = socket.readUntilClosed()
@@ -302,7 +308,7 @@ struct ServerPipelineTests {
 
         let python = try TestPython.interpreter(with: ["websockets>=13"])
         let url = "ws://127.0.0.1:\(running.server.port)/v1/stream"
-        for (token, status, error) in [("vmi_revoked-or-wrong", 401, "unauthorized"), (financeToken.value, 403, "refused")] {
+        for (token, status, error) in [("vmi_revoked-or-wrong", 401, "unauthorized"), (financeToken, 403, "refused")] {
             let run = try ProcessRunner.run(python, [TestPython.script("websockets_refusal.py"), url, token])
             let seen = try JSONParser.parse(run.output.trimmingCharacters(in: .whitespacesAndNewlines))
             #expect(seen["exception"] == .string("InvalidStatus"), "\(run.output)")
