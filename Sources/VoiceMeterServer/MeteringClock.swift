@@ -32,7 +32,7 @@ public struct SystemMeteringClock: MeteringClock {
     }
 
     public var now: Timestamp {
-        offsetMicroseconds == 0 ? .now : Timestamp(microsecondsSinceEpoch: Timestamp.now.microsecondsSinceEpoch + offsetMicroseconds)
+        Timestamp(microsecondsSinceEpoch: Timestamp.now.microsecondsSinceEpoch + offsetMicroseconds)
     }
 
     public func repeating(every seconds: Int, on queue: DispatchQueue, _ handler: @escaping @Sendable () -> Void) -> any MeteringTimer {

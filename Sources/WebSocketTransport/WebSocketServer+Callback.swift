@@ -268,12 +268,7 @@ extension WebSocketServer {
     /// A refused upgrade, head and body in one write of our own (lws would write `HTTP/1.0` at
     /// this point, before it has taken the request's version); lws closes the connection after.
     private func writeRefusal(_ wsi: OpaquePointer, _ response: HTTPResponse, extraHeaders: [(name: String, value: String)]) {
-        let bytes = Array((response.head(extraHeaders: extraHeaders) + response.body).utf8)
-        var buffer = [UInt8](repeating: 0, count: LWS.pre)
-        buffer += bytes
-        _ = buffer.withUnsafeMutableBufferPointer { storage in
-            lws_write(wsi, storage.baseAddress! + LWS.pre, bytes.count, LWS_WRITE_HTTP_FINAL)
-        }
+        _ = writeFinalHTTP(wsi, Array((response.head(extraHeaders: extraHeaders) + response.body).utf8))
     }
 
     private func writeHTTPHeaders(_ wsi: OpaquePointer, _ response: HTTPResponse) -> Bool {
@@ -289,11 +284,15 @@ extension WebSocketServer {
     }
 
     private func writeHTTPBody(_ wsi: OpaquePointer, _ response: HTTPResponse) -> Bool {
-        let body = Array(response.body.utf8)
-        var buffer = [UInt8](repeating: 0, count: LWS.pre + body.count)
-        buffer.replaceSubrange(LWS.pre..<buffer.count, with: body)
+        writeFinalHTTP(wsi, Array(response.body.utf8))
+    }
+
+    /// The last bytes of an HTTP answer, behind the headroom lws_write needs.
+    private func writeFinalHTTP(_ wsi: OpaquePointer, _ bytes: [UInt8]) -> Bool {
+        var buffer = [UInt8](repeating: 0, count: LWS.pre)
+        buffer += bytes
         return buffer.withUnsafeMutableBufferPointer { storage in
-            lws_write(wsi, storage.baseAddress! + LWS.pre, body.count, LWS_WRITE_HTTP_FINAL) >= 0
+            lws_write(wsi, storage.baseAddress! + LWS.pre, bytes.count, LWS_WRITE_HTTP_FINAL) >= 0
         }
     }
 }

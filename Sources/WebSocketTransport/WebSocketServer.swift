@@ -46,7 +46,7 @@ public struct HTTPResponse: Sendable, Equatable {
     /// The status line and headers of this response as HTTP/1.1, for answers written before lws
     /// has parsed the request's version (a refused upgrade: lws would say `HTTP/1.0`, which
     /// strict clients such as Python's `websockets` do not accept). Always `Connection: close`.
-    func head(extraHeaders: [(name: String, value: String)] = []) -> String {
+    func head(extraHeaders: [(name: String, value: String)]) -> String {
         var lines = ["HTTP/1.1 \(status) \(Self.reasonPhrase(status))",
                      "Content-Type: \(contentType)",
                      "Content-Length: \(body.utf8.count)",
@@ -55,21 +55,16 @@ public struct HTTPResponse: Sendable, Equatable {
         return lines.joined(separator: "\r\n") + "\r\n\r\n"
     }
 
-    /// RFC 9110's reason phrases for the statuses this server answers with.
+    /// RFC 9110's reason phrases for the statuses an upgrade is refused with.
     static func reasonPhrase(_ status: Int) -> String {
         switch status {
-        case 200: "OK"
         case 400: "Bad Request"
         case 401: "Unauthorized"
         case 403: "Forbidden"
         case 404: "Not Found"
-        case 405: "Method Not Allowed"
-        case 406: "Not Acceptable"
-        case 413: "Content Too Large"
         case 429: "Too Many Requests"
-        case 500: "Internal Server Error"
         case 503: "Service Unavailable"
-        default: "Status \(status)"
+        default: "Refused"
         }
     }
 }
@@ -84,7 +79,8 @@ public protocol WebSocketServerDelegate: AnyObject, Sendable {
     func received(_ message: ClientMessage, from connection: ConnectionID) -> Bool
     func connectionClosed(_ connection: ConnectionID)
     /// A message was refused by the protocol layer (malformed, too large, rate limited); the
-    /// sender gets this error. For counting; the default does nothing.
+    /// sender gets this error, which names the call and seq when the message had them. The
+    /// default does nothing.
     func rejected(_ error: ProtocolError, from connection: ConnectionID)
     /// Answers a plain HTTP request by calling `reply` once, at once or later from any thread
     /// (a database query must not block the service thread).

@@ -71,7 +71,7 @@ struct SchemaTests {
             try connection.query("""
                 INSERT INTO api_call_events (call_id, seq, user_id, call_started_at, occurred_at, service, operation,
                     usage_amount, usage_unit, total_cost, payload_hash)
-                VALUES ('CA1', 1, 'u1', now(), now(), 'twilio', 'voice_outbound', 30, 'seconds', 0.014, $1)
+                VALUES ('CA1', 1, 'u1', '2026-11-22T18:00:00Z', '2026-11-22T18:00:30Z', 'twilio', 'voice_outbound', 30, 'seconds', 0.014, $1)
                 """, [PostgresBytes(Array(repeating: 7, count: 32))])
         }
         #expect(error?.sqlState == .checkViolation)
