@@ -71,6 +71,9 @@ actor MeteringShard {
         /// The ledger writer that commits the call's events (always the same one).
         let writer: LedgerWriter
 
+        /// The status the call ends with when its sender ends it.
+        var endStatus: String { cutoff == nil ? "completed" : "cut_off" }
+
         init(start: CallStart, phase: Phase, owner: ConnectionID?, lastMessageAt: Timestamp, writer: LedgerWriter) {
             self.start = start
             self.writer = writer
@@ -358,13 +361,12 @@ actor MeteringShard {
             environment.registry.recordRejected(callID: frame.callID, seq: frame.seq, reason: "unknown_call", payloadJSON: frame.auditJSON)
             return
         }
-        let taken = switch call.phase {
-        case .ending: false
-        // After call.end: only the frames it waits for, and resends of frames already taken.
-        case .closing: call.refusedSeqs.contains(frame.seq) || call.acceptedHashes[frame.seq] != nil
-        case .admitting, .active: true
-        }
-        guard taken else {
+        // After call.end only the frames it waits for are taken, and resends of frames already taken.
+        let closing: Bool
+        switch call.phase {
+        case .admitting, .active: closing = false
+        case .closing where call.refusedSeqs.contains(frame.seq) || call.acceptedHashes[frame.seq] != nil: closing = true
+        case .closing, .ending:
             environment.send(.error(ProtocolError(.unknownCall, "the call has ended (call.end was received); usage after it is not taken",
                                                   callID: frame.callID, seq: frame.seq)), to: connection)
             return
@@ -386,6 +388,11 @@ actor MeteringShard {
         if case .priced(let priced) = pricing, priced.totalCost > Self.frameCostMaximum {
             environment.send(.error(ProtocolError(.invalidAmount, "this frame would cost \(priced.totalCost) USD, above the \(Self.frameCostMaximum) USD a frame may cost; check amount and unit",
                                                   callID: frame.callID, seq: frame.seq)), to: connection)
+            // Refused for good: if it was refused transiently before, nothing waits for it any more.
+            if call.refusedSeqs.remove(frame.seq) != nil {
+                acknowledge(call)
+                if closing { endIfSettled(call) }
+            }
             return
         }
         let event = UsageEvent(
@@ -404,9 +411,7 @@ actor MeteringShard {
         call.inFlight.insert(frame.seq)
         call.refusedSeqs.remove(frame.seq)
         if call.cutoff != nil { call.streamingAfterCutoff = true }
-        if case .closing(let endedAt) = call.phase, call.refusedSeqs.isEmpty {
-            finish(frame.callID, call: call, endedAt: endedAt, status: call.cutoff == nil ? "completed" : "cut_off")
-        }
+        if closing { endIfSettled(call) }
         switch pricing {
         case .priced(let priced): charge(priced.totalCost, to: call)
         case .unpriced: environment.metrics.unpricedEvents.increment()
@@ -467,13 +472,9 @@ actor MeteringShard {
         switch call.phase {
         case .active:
             call.owner = connection
-            let endedAt = end.endedAt ?? environment.clock.now
             // Frames refused transiently are still the sender's to resend: the call ends once they are taken.
-            guard call.refusedSeqs.isEmpty else {
-                call.phase = .closing(endedAt: endedAt)
-                return
-            }
-            finish(end.callID, call: call, endedAt: endedAt, status: call.cutoff == nil ? "completed" : "cut_off")
+            call.phase = .closing(endedAt: end.endedAt ?? environment.clock.now)
+            endIfSettled(call)
         case .closing, .ending:
             call.owner = connection  // a repeated call.end: the summary goes to the latest sender
         case .admitting:
@@ -486,6 +487,12 @@ actor MeteringShard {
     func refusedTransiently(callID: String, seq: Int64) {
         guard let call = calls[callID], call.acceptedHashes[seq] == nil else { return }
         call.refusedSeqs.insert(seq)
+    }
+
+    /// Ends a closing call once no frame refused transiently is still expected.
+    private func endIfSettled(_ call: LiveCall) {
+        guard case .closing(let endedAt) = call.phase, call.refusedSeqs.isEmpty else { return }
+        finish(call.start.callID, call: call, endedAt: endedAt, status: call.endStatus)
     }
 
     private func finish(_ callID: String, call: LiveCall, endedAt: Timestamp, status: String) {
@@ -511,7 +518,7 @@ actor MeteringShard {
             switch call.phase {
             case .active: finish(callID, call: call, endedAt: call.lastMessageAt, status: "abandoned")
             // The refused frames never came back: the call ends with what was stored.
-            case .closing(let endedAt): finish(callID, call: call, endedAt: endedAt, status: call.cutoff == nil ? "completed" : "cut_off")
+            case .closing(let endedAt): finish(callID, call: call, endedAt: endedAt, status: call.endStatus)
             case .admitting, .ending: break
             }
         }

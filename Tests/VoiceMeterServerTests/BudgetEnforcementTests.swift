@@ -55,7 +55,7 @@ struct BudgetEnforcementTests {
         #expect(client.wait { _ in
             (try? running.database.query("SELECT status FROM calls WHERE call_id = 'CANO'").single().decode("status", as: String.self)) == "rejected"
         })
-        #expect(try running.database.query("SELECT count(*) AS n FROM api_call_events").single().decode("n", as: Int.self) == 0)
+        #expect(try running.storedEvents() == 0)
     }
 
     @Test("a day limit cuts off all of a user's calls at once")
@@ -202,7 +202,7 @@ struct AdmissionRetryTests {
         #expect(client.wait { $0.contains(#"{"type":"call.rejected","call_id":"CAONCE","reason":"call_ended"}"#) })
         #expect(client.wait { $0.contains { $0.contains(#""code":"unknown_call""#) && $0.contains(#""seq":3"#) } })
         #expect(!client.messages.contains { $0.contains(#""type":"ack","call_id":"CAONCE","seq":3"#) })
-        #expect(try running.database.query("SELECT count(*) AS n FROM api_call_events WHERE call_id = 'CAONCE'").single().decode("n", as: Int.self) == 2)
+        #expect(try running.storedEvents(call: "CAONCE") == 2)
         let call = try running.database.query("SELECT status FROM calls WHERE call_id = 'CAONCE'").single()
         #expect(try call.decode("status", as: String.self) == "completed")
     }

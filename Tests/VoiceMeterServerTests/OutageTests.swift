@@ -11,10 +11,13 @@ import WebSocketTransport
 
 /// The highest seq acknowledged for a call in a client's messages.
 func highestAck(_ messages: [String], call: String) -> Int {
-    messages.compactMap { message -> Int? in
-        guard message.hasPrefix(#"{"type":"ack","call_id":"\#(call)","seq":"#) else { return nil }
-        return Int(message.split(separator: ":").last!.dropLast())
-    }.max() ?? 0
+    messages.compactMap { ackedSeq($0, call: call) }.max() ?? 0
+}
+
+/// The seq of an ack message (of `call`, when given).
+func ackedSeq(_ message: String, call: String? = nil) -> Int? {
+    guard message.hasPrefix(call.map { #"{"type":"ack","call_id":"\#($0)","seq":"# } ?? #"{"type":"ack""#) else { return nil }
+    return Int(message.split(separator: ":").last!.dropLast())
 }
 
 /// Checks the invariants after an incident: every seq once, the ledger and the call's rollup at

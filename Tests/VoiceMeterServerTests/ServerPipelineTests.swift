@@ -43,6 +43,11 @@ struct RunningServer {
 
     var endpoint: ClientEndpoint { ClientEndpoint(host: "127.0.0.1", port: server.port, bearerToken: token) }
 
+    /// Events stored, of one call or of all.
+    func storedEvents(call: String? = nil) throws -> Int {
+        try database.query("SELECT count(*) AS n FROM api_call_events WHERE $1::text IS NULL OR call_id = $1", [call]).single().decode("n")
+    }
+
     /// A running server and a finance token on its database.
     static func withFinanceToken() throws -> (running: RunningServer, financeToken: String) {
         let token = Locked<String>("")
@@ -210,7 +215,7 @@ struct ServerPipelineTests {
         client.send([messages[1], messages[1].replacingOccurrences(of: #""amount":"30""#, with: #""amount":"31""#)])
         #expect(client.wait { $0.filter { $0 == #"{"type":"ack","call_id":"CA0002","seq":1}"# }.count == 2 })
         #expect(client.wait { $0.contains { $0.contains(#""code":"seq_conflict""#) } })
-        #expect(try running.database.query("SELECT count(*) AS n FROM api_call_events").single().decode("n", as: Int.self) == 1)
+        #expect(try running.storedEvents() == 1)
     }
 
     @Test("rate_limited names the call and seq; no ack passes a refused frame; call.end waits for its resend; the summary has every frame")
@@ -241,16 +246,33 @@ struct ServerPipelineTests {
             #expect(client.wait { _ in client.highestAck(call: "CARATE") >= seq || client.messages.contains { $0.contains(#""type":"call.summary""#) } })
         }
         #expect(client.waitForSummary())
-        #expect(client.messages.prefix(beforeResends).allSatisfy { ServerPipelineTests.ackedSeq($0).map { $0 < lowestRefused } ?? true })
+        #expect(client.messages.prefix(beforeResends).allSatisfy { ackedSeq($0).map { $0 < lowestRefused } ?? true })
         #expect(refusals().count == refused.count, "call.end or a resend was rate limited: \(refusals().suffix(3))")
         #expect(client.messages.last?.hasPrefix(#"{"type":"call.summary","call_id":"CARATE","cost":"0.4045""#) == true, "\(client.messages.suffix(3))")
-        #expect(try running.database.query("SELECT count(*) AS n FROM api_call_events WHERE call_id = 'CARATE'").single().decode("n", as: Int.self) == 70)
+        #expect(try running.storedEvents(call: "CARATE") == 70)
     }
 
-    /// The seq of an ack message.
-    static func ackedSeq(_ message: String) -> Int? {
-        guard message.hasPrefix(#"{"type":"ack""#) else { return nil }
-        return Int(message.split(separator: ":").last!.dropLast())
+    @Test("a frame refused as rate_limited, then for good (invalid_amount) when resent, is no longer waited for: the ended call is summarized")
+    func permanentRefusalAfterRateLimit() throws {
+        let running = try RunningServer(configure: {
+            $0.listener.limits.messagesPerSecondPerConnection = 100
+            $0.listener.limits.messagesBurstPerConnection = 2
+        })
+        defer { running.server.shutdown() }
+        let client = try StreamingClient(running.endpoint)
+        let messages = running.canonicalCallMessages("CAPERM")
+        // Seq 2 as 10^11 GPT-4 Turbo output tokens: $3,000,000, above what one frame may cost.
+        let costly = messages[2].replacingOccurrences(
+            of: #""service":"twilio","operation":"voice_outbound","amount":"30","unit":"seconds""#,
+            with: #""service":"openai","operation":"chat_completion","amount":"100000000000","unit":"output_tokens","model":"gpt-4-turbo""#)
+        client.send([messages[0], messages[1], costly])
+        #expect(client.wait { $0.contains { $0.contains(#""code":"rate_limited""#) && $0.contains(#""seq":2"#) } })
+        #expect(client.wait { _ in client.highestAck(call: "CAPERM") == 1 })
+        client.send([messages.last!, costly])
+        #expect(client.wait { $0.contains { $0.contains(#""code":"invalid_amount""#) && $0.contains(#""seq":2"#) } })
+        #expect(client.waitForSummary())
+        #expect(client.messages.filter { $0.contains(#""code":"rate_limited""#) }.count == 1, "call.end or the resend was rate limited")
+        #expect(try running.storedEvents(call: "CAPERM") == 1)
     }
 
     @Test("usage for a call that was never started is unknown_call")
@@ -264,7 +286,7 @@ struct ServerPipelineTests {
         #expect(client.wait { _ in
             (try? running.database.query("SELECT count(*) AS n FROM rejected_frames WHERE call_id = 'CA0003' AND seq = 1").single().decode("n", as: Int.self)) == 1
         })
-        #expect(try running.database.query("SELECT count(*) AS n FROM api_call_events").single().decode("n", as: Int.self) == 0)
+        #expect(try running.storedEvents() == 0)
     }
 
     @Test("a created token authenticates; once revoked it is refused with 401 within seconds")
