@@ -43,6 +43,15 @@ struct RunningServer {
 
     var endpoint: ClientEndpoint { ClientEndpoint(host: "127.0.0.1", port: server.port, bearerToken: token) }
 
+    /// A running server whose connections may send `messagesPerSecond` messages a second after a
+    /// burst of `burst`.
+    static func rateLimited(messagesPerSecond: Int, burst: Int) throws -> RunningServer {
+        try RunningServer(configure: {
+            $0.listener.limits.messagesPerSecondPerConnection = messagesPerSecond
+            $0.listener.limits.messagesBurstPerConnection = burst
+        })
+    }
+
     /// Events stored, of one call or of all.
     func storedEvents(call: String? = nil) throws -> Int {
         try database.query("SELECT count(*) AS n FROM api_call_events WHERE $1::text IS NULL OR call_id = $1", [call]).single().decode("n")
@@ -220,10 +229,7 @@ struct ServerPipelineTests {
 
     @Test("rate_limited names the call and seq; no ack passes a refused frame; call.end waits for its resend; the summary has every frame")
     func rateLimitedFramesAreNeverAcknowledgedUnstored() throws {
-        let running = try RunningServer(configure: {
-            $0.listener.limits.messagesPerSecondPerConnection = 200
-            $0.listener.limits.messagesBurstPerConnection = 30
-        })
+        let running = try RunningServer.rateLimited(messagesPerSecond: 200, burst: 30)
         defer { running.server.shutdown() }
         let client = try StreamingClient(running.endpoint)
         let messages = running.canonicalCallMessages("CARATE")
@@ -254,10 +260,7 @@ struct ServerPipelineTests {
 
     @Test("a frame refused as rate_limited, then for good (invalid_amount) when resent, is no longer waited for: the ended call is summarized")
     func permanentRefusalAfterRateLimit() throws {
-        let running = try RunningServer(configure: {
-            $0.listener.limits.messagesPerSecondPerConnection = 100
-            $0.listener.limits.messagesBurstPerConnection = 2
-        })
+        let running = try RunningServer.rateLimited(messagesPerSecond: 100, burst: 2)
         defer { running.server.shutdown() }
         let client = try StreamingClient(running.endpoint)
         let messages = running.canonicalCallMessages("CAPERM")
