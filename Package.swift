@@ -3,6 +3,7 @@
 //
 // Module map (pure logic inside, I/O at the edges):
 //   VoiceMeterDomain      pure domain: exact money, pricing, budgets, call ledger, protocol codec (no I/O)
+//   MeteringCore          pure metering state machine: admission, acks, budgets, call lifecycle (no I/O)
 //   PostgresClient        libpq behind small Swift types (one owner per connection)
 //   VoiceMeterCrypto      OpenSSL: SHA-256, random tokens, constant-time compare
 //   EmbeddedPostgres      a private PostgreSQL cluster started with initdb/pg_ctl
@@ -59,6 +60,7 @@ let package = Package(
 
         // MARK: Pure domain logic (no I/O)
         .target(name: "VoiceMeterDomain"),
+        .target(name: "MeteringCore", dependencies: ["VoiceMeterDomain"]),
 
         // MARK: Edges
         .target(
@@ -99,6 +101,7 @@ let package = Package(
         .target(
             name: "VoiceMeterServer",
             dependencies: [
+                "MeteringCore",
                 "VoiceMeterDomain",
                 "VoiceMeterStore",
                 "VoiceMeterCrypto",
@@ -187,6 +190,10 @@ let package = Package(
         .testTarget(
             name: "VoiceMeterDomainTests",
             dependencies: ["VoiceMeterDomain"]
+        ),
+        .testTarget(
+            name: "MeteringCoreTests",
+            dependencies: ["MeteringCore", "VoiceMeterDomain"]
         ),
         .testTarget(
             name: "PostgresClientTests",

@@ -2,6 +2,7 @@ import Logging
 import PostgresClient
 import VoiceMeterClient
 import VoiceMeterServer
+import VoiceMeterDomain
 import VoiceMeterStore
 
 /// A metering server started in this process on a free loopback port, with an ingest token of its

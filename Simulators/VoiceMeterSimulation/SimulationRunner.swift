@@ -78,7 +78,6 @@ public final class SimulationRunner: Sendable {
     public func run(progress: (SimulationProgress) -> Void = { _ in }) throws -> SimulationResult {
         let client = try VoiceMeterClient()
         let started = clock.now
-        let simulatedStart = Timestamp.now
         let streams = openStreams.withLock { openStreams in
             openStreams = (0..<options.connectionCount).map { index in
                 client.openStream(to: endpoint) { [self] event in handle(event, stream: index) }
@@ -90,7 +89,7 @@ public final class SimulationRunner: Sendable {
         while true {
             let now = clock.now
             let done = state.withLock { state -> Bool in
-                launchCalls(&state, streams, simulated: simulatedTime(now, since: started, from: simulatedStart))
+                launchCalls(&state, streams)
                 while let due = state.schedule.min, due.at <= now {
                     state.schedule.removeMin()
                     step(due.call, &state, streams, now: now)
@@ -121,12 +120,13 @@ public final class SimulationRunner: Sendable {
 
     // MARK: Driving calls (the run loop's thread)
 
-    private func launchCalls(_ state: inout RunState, _ streams: [VoiceMeterStream], simulated now: Timestamp) {
+    private func launchCalls(_ state: inout RunState, _ streams: [VoiceMeterStream]) {
         while state.live < options.concurrency, state.launched < options.calls {
             let index = state.launched
             state.launched += 1
             state.live += 1
             var call = state.calls[index]
+            let now = startStamp(of: call.script)
             call.startedAt = now
             call.phase = .admitting(since: clock.now)
             state.calls[index] = call
@@ -288,8 +288,12 @@ public final class SimulationRunner: Sendable {
         .microseconds(Int64(Double(milliseconds) * 1_000 / options.speed))
     }
 
-    private func simulatedTime(_ now: ContinuousClock.Instant, since start: ContinuousClock.Instant, from origin: Timestamp) -> Timestamp {
-        origin.adding(milliseconds: simulatedMilliseconds(now - start))
+    /// The stamp of a call starting now, relative to the present: a call replayed faster than
+    /// real time starts in the past, so that its last frame is stamped when it is sent (the server
+    /// refuses stamps more than a minute ahead of its clock, and starts more than 15 minutes old).
+    private func startStamp(of script: CallScript) -> Timestamp {
+        let compressed = script.durationMilliseconds - Int64(Double(script.durationMilliseconds) / options.speed)
+        return Timestamp.now.adding(milliseconds: -max(compressed, 0))
     }
 
     private func snapshot(elapsed: Duration) -> SimulationProgress {

@@ -6,19 +6,11 @@ import Synchronization
 import VoiceMeterDomain
 import VoiceMeterStore
 
-/// The end of a call, written in the same transaction as the events before it.
-public struct CallEnding: Sendable {
-    public var userID: String
-    public var callID: String
-    public var endedAt: Timestamp
-    public var status: String
-}
-
 /// What one committed batch did, for the metering side to acknowledge.
 public struct CommittedBatch: Sendable {
     public var events: [UsageEvent]
     public var result: EventCommitResult
-    public var endings: [CallEnding]
+    public var endings: [EndedCall]
     /// The writer's queue was at or below its low watermark after this commit: paused sockets may resume.
     public var queueBelowLowWatermark: Bool
 
@@ -35,9 +27,9 @@ public struct CommittedBatch: Sendable {
             parts[index].events.append(event)
             used[index] = true
         }
-        for ending in endings {
-            let index = shardOfUser(ending.userID)
-            parts[index].endings.append(ending)
+        for ended in endings {
+            let index = shardOfUser(ended.ending.userID)
+            parts[index].endings.append(ended)
             used[index] = true
         }
         return parts.indices.filter { used[$0] }.map { ($0, parts[$0]) }
@@ -239,11 +231,10 @@ public final class LedgerWriter: Sendable {
     }
 
     private func commit(_ batch: Batch, on connection: PostgresConnection) throws -> CommittedBatch {
+        var ended: [EndedCall] = []
         let result = try EventStore(connection: connection).commit(batch.events) { connection in
-            for ending in batch.endings {
-                try CallStore.end(userID: ending.userID, callID: ending.callID, endedAt: ending.endedAt, status: ending.status, on: connection)
-            }
+            ended = try batch.endings.map { try CallStore.end($0, on: connection) }
         }
-        return CommittedBatch(events: batch.events, result: result, endings: batch.endings, queueBelowLowWatermark: isBelowLowWatermark)
+        return CommittedBatch(events: batch.events, result: result, endings: ended, queueBelowLowWatermark: isBelowLowWatermark)
     }
 }

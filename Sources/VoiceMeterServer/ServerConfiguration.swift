@@ -38,6 +38,10 @@ public struct ServerConfiguration: Sendable {
     public var rollupFoldSeconds = 5
     /// A call with no message for this long is closed as abandoned and summarized.
     public var abandonCallAfterSeconds = 600
+    /// How far before the server's clock a new call's `call.start` `ts` may lie.
+    public var callStartPastSeconds = 900
+    /// How far a client's `ts` may run ahead of the server's clock (and a frame's before its call's start).
+    public var clockSkewSeconds = 60
     /// Metering's wall clock and tick timer; tests inject a fake one.
     public var clock: any MeteringClock = SystemMeteringClock()
     /// Metering shards (actors on their own queues); a user's calls always share one. Half the

@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import Logging
+import MeteringCore
 import PostgresClient
 import Synchronization
 import VoiceMeterDomain
@@ -67,9 +68,11 @@ public final class VoiceMeterServer: Sendable {
         let services = MeteringServices(
             prices: try PriceBookWatcher(options: configuration.database, logger: logger), writers: writers,
             registry: CallRegistry(options: configuration.database), router: router, ingress: ingressReference,
-            budgets: BudgetConfiguration(defaults: configuration.defaultBudget, defaultCallCostEstimate: configuration.defaultCallCostEstimate,
-                                         tickSeconds: configuration.budgetTickSeconds,
-                                         abandonAfterSeconds: Int64(configuration.abandonCallAfterSeconds)),
+            metering: MeteringSettings(defaults: configuration.defaultBudget, defaultCallCostEstimate: configuration.defaultCallCostEstimate,
+                                       tickSeconds: configuration.budgetTickSeconds,
+                                       abandonAfterSeconds: Int64(configuration.abandonCallAfterSeconds),
+                                       callStartPastSeconds: Int64(configuration.callStartPastSeconds),
+                                       clockSkewSeconds: Int64(configuration.clockSkewSeconds)),
             clock: configuration.clock
         )
         self.services = services
@@ -81,7 +84,7 @@ public final class VoiceMeterServer: Sendable {
                                                             metrics: services.metrics))
         shardsReference.bind(shards)
         budgetSettings = TableWatcher(options: configuration.database, channel: "user_budget_settings", logger: logger) { _ in
-            for shard in shards { shard.perform { $0.refreshUsers() } }
+            for shard in shards { shard.perform { $0.budgetSettingsChanged() } }
         }
         ingressReference.bind(ingress)
         rollups = RollupFolder(options: configuration.database, foldSeconds: configuration.rollupFoldSeconds, logger: logger)
@@ -117,17 +120,17 @@ final class MeteringServices: MeteringEnvironment {
     let registry: CallRegistry
     let router: CallRouter
     private let ingress: LateBound<WebSocketServer>
-    let budgets: BudgetConfiguration
+    let metering: MeteringSettings
 
     init(prices: PriceBookWatcher, writers: LedgerWriters, registry: CallRegistry, router: CallRouter,
-         ingress: LateBound<WebSocketServer>, budgets: BudgetConfiguration, clock: any MeteringClock) {
+         ingress: LateBound<WebSocketServer>, metering: MeteringSettings, clock: any MeteringClock) {
         self.clock = clock
         self.prices = prices
         self.writers = writers
         self.registry = registry
         self.router = router
         self.ingress = ingress
-        self.budgets = budgets
+        self.metering = metering
     }
 
     let clock: any MeteringClock

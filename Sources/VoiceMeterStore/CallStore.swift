@@ -1,32 +1,6 @@
 import PostgresClient
 import VoiceMeterDomain
 
-/// A call as the database knows it when a `call.start` arrives.
-public struct RegisteredCall: Sendable {
-    public var userID: String
-    /// Whether this `call.start` created the call (`false`: a resumed call, admitted before).
-    public var isNew: Bool
-    /// The start fixed at first registration (it is part of every event's key).
-    public var startedAt: Timestamp
-    /// Events already committed for the call (a resumed call), oldest `seq` first.
-    public var committedEvents: [CommittedEvent]
-}
-
-/// A committed event, enough to rebuild a call's billing state and recognise resends.
-public struct CommittedEvent: Sendable {
-    public var stored: StoredUsageEvent
-    public var totalCost: ExactDecimal?
-    public var payloadHash: PayloadHash
-}
-
-public enum CallRegistration: Sendable {
-    case registered(RegisteredCall)
-    /// The call id already belongs to another user.
-    case belongsToAnotherUser
-    /// The call has ended (completed, cut off and ended, or abandoned): it is never reopened.
-    case ended
-}
-
 /// The `calls` table: registration at `call.start` (idempotent: a resumed call keeps its start)
 /// and the end of a call.
 public struct CallStore {
@@ -43,10 +17,12 @@ public struct CallStore {
                 INSERT INTO calls (user_id, call_id, persona_id, started_at, revenue, currency, payment_method)
                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (user_id, call_id) DO NOTHING
                 """, [start.userID, start.callID, start.personaID, startedAt, start.revenue, start.currency, start.paymentMethod])
-            // A call refused at admission was never admitted: its next call.start is checked again.
+            // A call refused at admission was never admitted: its next call.start is checked again
+            // (with the start it now gives: it has no events).
             let retried = try connection.query("""
-                UPDATE calls SET status = 'active', updated_at = now() WHERE user_id = $1 AND call_id = $2 AND status = 'rejected'
-                """, [start.userID, start.callID])
+                UPDATE calls SET status = 'active', started_at = $3, updated_at = now()
+                WHERE user_id = $1 AND call_id = $2 AND status = 'rejected'
+                """, [start.userID, start.callID, startedAt])
             let owners = try connection.query("""
                 SELECT user_id, started_at, ended_at IS NOT NULL AS ended FROM calls WHERE call_id = $1 ORDER BY created_at
                 """, [start.callID])
@@ -54,6 +30,13 @@ public struct CallStore {
                 return .belongsToAnotherUser
             }
             guard try !first.decode("ended", as: Bool.self) else { return .ended }
+            // Every registration after the first is a resume: it supersedes the copies before it.
+            let generation = try connection.query("""
+                UPDATE calls SET registrations = registrations + $3 WHERE user_id = $1 AND call_id = $2 RETURNING registrations
+                """, [start.userID, start.callID, inserted.affectedRows == 1 ? Int64(0) : Int64(1)])
+            let refused = try connection.query("""
+                SELECT DISTINCT seq FROM rejected_frames WHERE call_id = $1 AND seq IS NOT NULL AND reason <> 'unknown_call' ORDER BY seq
+                """, [start.callID])
             let events = try connection.query("""
                 SELECT seq, service, operation, model, usage_amount, usage_unit, occurred_at, price_id, total_cost, payload_hash
                 FROM api_call_events WHERE user_id = $1 AND call_id = $2 ORDER BY seq
@@ -75,21 +58,36 @@ public struct CallStore {
                         totalCost: try row.decodeIfPresent("total_cost"),
                         payloadHash: try row.decode("payload_hash", as: PayloadHash.self)
                     )
-                }
+                },
+                refusedSeqs: try refused.map { try $0.decode("seq") },
+                generation: try generation.first?.decode("registrations") ?? 1
             ))
         }
     }
 
-    /// Marks a call ended (once: a node's stale copy of a call that ended elsewhere cannot
-    /// overwrite it) and writes its `cost_summaries` row from its events, inside the writer's
-    /// transaction after the call's last events.
-    public static func end(userID: String, callID: String, endedAt: Timestamp, status: String, on connection: PostgresConnection) throws {
+    /// Ends a call and writes its `cost_summaries` row from its events, inside the writer's
+    /// transaction after the call's last events, and returns the call's stored cost per service.
+    ///
+    /// An ending applies once: a call that ended stays ended, except that the sender's own end
+    /// corrects an `abandoned` mark. A conditional ending (`onlyIfGeneration`, from a copy that
+    /// lost its connection) applies only if no later registration resumed the call.
+    public static func end(_ ending: CallEnding, on connection: PostgresConnection) throws -> EndedCall {
         // Repricing locks the same row first: the call's figures below are read after it commits.
-        try connection.query("SELECT 1 FROM calls WHERE user_id = $1 AND call_id = $2 FOR UPDATE", [userID, callID])
-        try connection.query("""
+        try connection.query("SELECT 1 FROM calls WHERE user_id = $1 AND call_id = $2 FOR UPDATE", [ending.userID, ending.callID])
+        let updated = try connection.query("""
             UPDATE calls SET ended_at = GREATEST($3::timestamptz, started_at), status = $4, updated_at = now()
-            WHERE user_id = $1 AND call_id = $2 AND ended_at IS NULL
-            """, [userID, callID, endedAt, status])
-        try connection.query(Rollups.summarizeCallScript, [userID, callID])
+            WHERE user_id = $1 AND call_id = $2
+              AND (ended_at IS NULL OR (status = 'abandoned' AND $4 <> 'abandoned' AND $5::bigint IS NULL))
+              AND ($5::bigint IS NULL OR registrations = $5)
+            """, [ending.userID, ending.callID, ending.endedAt, ending.status, ending.onlyIfGeneration])
+        let applied = updated.affectedRows == 1
+        guard applied || ending.onlyIfGeneration == nil else { return EndedCall(ending: ending, applied: false, costByService: []) }
+        try connection.query(Rollups.summarizeCallScript, [ending.userID, ending.callID])
+        let costs = try connection.query("""
+            SELECT service, sum(total_cost) AS cost FROM api_call_events
+            WHERE user_id = $1 AND call_id = $2 AND total_cost IS NOT NULL GROUP BY service ORDER BY service
+            """, [ending.userID, ending.callID])
+        return EndedCall(ending: ending, applied: applied,
+                         costByService: try costs.map { ServiceCost(service: try $0.decode("service"), cost: try $0.decode("cost")) })
     }
 }

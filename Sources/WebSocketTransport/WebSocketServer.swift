@@ -8,6 +8,10 @@ import VoiceMeterDomain
 public struct ConnectionID: Hashable, Sendable, CustomStringConvertible {
     public let rawValue: Int
     public var description: String { "conn-\(rawValue)" }
+
+    public init(rawValue: Int) {
+        self.rawValue = rawValue
+    }
 }
 
 /// What the server knows of a WebSocket upgrade request when deciding whether to accept it.

@@ -54,6 +54,10 @@ struct Serve: ParsableCommand {
     var rollupFoldSeconds: String?
     @Option(name: .customLong("abandon-after-seconds"), help: ArgumentHelp("Close a silent call as abandoned after this long.", valueName: "s"))
     var abandonAfterSeconds: String?
+    @Option(name: .customLong("call-start-past-seconds"), help: ArgumentHelp("A new call's call.start ts may lie this far before the server's clock.", valueName: "s"))
+    var callStartPastSeconds: String?
+    @Option(name: .customLong("clock-skew-seconds"), help: ArgumentHelp("A ts may lie this far after the server's clock (a frame's this far before its call's start).", valueName: "s"))
+    var clockSkewSeconds: String?
     @Option(name: .customLong("default-call-limit"), help: ArgumentHelp("USD per call for users without budget settings.", valueName: "usd")) var defaultCallLimit: String?
     @Option(name: .customLong("default-day-limit"), help: ArgumentHelp("USD per UTC day for users without settings.", valueName: "usd")) var defaultDayLimit: String?
     @Option(name: .customLong("default-month-limit"), help: ArgumentHelp("USD per UTC month for users without settings.", valueName: "usd")) var defaultMonthLimit: String?
@@ -69,7 +73,8 @@ struct Serve: ParsableCommand {
         let given: [(String, String?)] = [
             ("database-url", databaseURL), ("listen", listen), ("tls-cert", tlsCertificate), ("tls-key", tlsKey), ("allowed-origin", allowedOrigins),
             ("writer-connections", writerConnections), ("batch-events", batchEvents), ("flush-ms", flushMilliseconds), ("queue-events", queueEvents),
-            ("metering-shards", meteringShards), ("budget-tick-seconds", budgetTickSeconds), ("rollup-fold-seconds", rollupFoldSeconds), ("abandon-after-seconds", abandonAfterSeconds), ("default-call-limit", defaultCallLimit),
+            ("metering-shards", meteringShards), ("budget-tick-seconds", budgetTickSeconds), ("rollup-fold-seconds", rollupFoldSeconds), ("abandon-after-seconds", abandonAfterSeconds),
+            ("call-start-past-seconds", callStartPastSeconds), ("clock-skew-seconds", clockSkewSeconds), ("default-call-limit", defaultCallLimit),
             ("default-day-limit", defaultDayLimit), ("default-month-limit", defaultMonthLimit), ("idle-timeout-seconds", idleTimeoutSeconds),
             ("connections-max", connectionsMax), ("connections-per-peer-max", connectionsPerPeerMax), ("messages-per-second", messagesPerSecond),
             ("log-format", logFormat), ("log-level", logLevel),

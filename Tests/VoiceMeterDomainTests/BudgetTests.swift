@@ -44,14 +44,33 @@ struct BudgetTests {
         #expect(meter.check(spent: d("5"), policy: lowerLimit) == [.warning(scope: .call, spent: d("5"), limit: d("5.5"), percent: d("90.9"), threshold: 90)])
     }
 
+    @Test("a raised limit fires again when it is reached")
+    func raisedLimitFiresAgain() {
+        var meter = BudgetMeter(scope: .month)
+        #expect(meter.check(spent: d("101"), policy: policy).count == 2)
+        let raised = policy.overridden(callLimit: nil, dayLimit: nil, monthLimit: d("200"), warnPercent: nil, autoCutoff: nil)
+        #expect(meter.check(spent: d("101"), policy: raised).isEmpty)
+        #expect(meter.check(spent: d("201"), policy: raised) == [
+            .warning(scope: .month, spent: d("201"), limit: d("200"), percent: d("100.5"), threshold: 95),
+            .limitReached(scope: .month, spent: d("201"), limit: d("200")),
+        ])
+    }
+
     /// The threshold rules worked out from scratch on every check (what `BudgetMeter` must match).
     private struct ReferenceMeter {
         let scope: BudgetScope
         var warned: Set<Int> = []
         var limitReached = false
+        var limitSeen: ExactDecimal?
 
         mutating func check(spent: ExactDecimal, policy: BudgetPolicy) -> [BudgetSignal] {
             guard let limit = policy.limit(for: scope) else { return [] }
+            // A new limit is a new budget: its thresholds and its limit fire again.
+            if limit != limitSeen {
+                warned = []
+                limitReached = false
+                limitSeen = limit
+            }
             guard limit > .zero else {
                 guard spent > .zero, !limitReached else { return [] }
                 limitReached = true

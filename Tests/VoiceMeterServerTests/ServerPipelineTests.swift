@@ -35,6 +35,8 @@ struct RunningServer {
         configuration.listener.port = 0
         configuration.writerFlushIntervalMilliseconds = 20
         configuration.tokenRefreshIntervalMilliseconds = 500
+        // Tests replay calls from earlier in the UTC day (`callStarts`); the window's own tests set it back.
+        configuration.callStartPastSeconds = 2 * 86_400
         configure(&configuration)
         clock = configuration.clock
         server = try VoiceMeterServer.start(configuration: configuration, migrations: try TestPostgres.migrations(),

@@ -52,7 +52,7 @@ struct EventStoreTests {
 
     /// Ends a call as the ledger writer does: in a commit, after its events.
     private func end(_ call: String, user: String) throws {
-        _ = try events.commit([]) { try CallStore.end(userID: user, callID: call, endedAt: start, status: "completed", on: $0) }
+        _ = try events.commit([]) { _ = try CallStore.end(CallEnding(userID: user, callID: call, endedAt: start, status: "completed"), on: $0) }
     }
 
     @Test("payload hashes are SHA-256 (as PostgreSQL computes it) and go through bytea and back exactly")

@@ -80,12 +80,15 @@ public enum BudgetSignal: Sendable, Hashable {
     case limitReached(scope: BudgetScope, spent: ExactDecimal, limit: ExactDecimal)
 }
 
-/// Threshold bookkeeping for one scope of one budget: each warning fires once, the limit once.
-/// Equal when scope and what has fired are equal (the cached quiet bar is not compared).
+/// Threshold bookkeeping for one scope of one budget: each warning fires once, the limit once,
+/// per limit: a changed limit starts the meter over, so a raised limit fires again when it is
+/// reached. Equal when scope and what has fired are equal (the cached quiet bar is not compared).
 public struct BudgetMeter: Sendable, Hashable {
     public let scope: BudgetScope
     public private(set) var warned: Set<Int> = []
     public private(set) var limitReached = false
+    /// The limit the fired thresholds belong to.
+    private var firedFor: ExactDecimal?
     /// The spend below which nothing new can be crossed, and the limit and warning percents it
     /// was worked out for: most frames are checked with one comparison.
     private var quiet: (limit: ExactDecimal, percents: [Int], below: ExactDecimal)?
@@ -97,6 +100,12 @@ public struct BudgetMeter: Sendable, Hashable {
     /// The new signals for `spent` under `policy` (none when nothing new was crossed).
     public mutating func check(spent: ExactDecimal, policy: BudgetPolicy) -> [BudgetSignal] {
         guard let limit = policy.limit(for: scope) else { return [] }
+        if firedFor != limit {
+            warned = []
+            limitReached = false
+            firedFor = limit
+            quiet = nil
+        }
         // A zero limit allows nothing: any spend reaches it.
         guard limit > .zero else {
             guard spent > .zero, !limitReached else { return [] }

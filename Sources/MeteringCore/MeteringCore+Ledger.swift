@@ -1,0 +1,91 @@
+import VoiceMeterDomain
+
+extension MeteringCore {
+    // MARK: Commits
+
+    mutating func committed(_ commit: LedgerCommit, _ actions: inout [MeteringAction]) {
+        // Each touched call is acknowledged once, after its events (the last one's index kept).
+        var touched: [String] = []
+        var lastTouched: String?
+        for event in commit.events {
+            let key = event.key
+            let conflicted = !commit.conflicts.isEmpty && commit.conflicts.contains(key)
+            let cost: ExactDecimal? = if case .priced(let priced) = event.pricing { priced.totalCost } else { nil }
+            if let cost, let userIndex = users.index(forKey: event.userID) {
+                users.values[userIndex].day.settle(cost, at: event.usage.occurredAt, stored: !conflicted)
+                users.values[userIndex].month.settle(cost, at: event.usage.occurredAt, stored: !conflicted)
+            }
+            guard let index = calls.index(forKey: key.callID) else { continue }
+            calls.values[index].framesInFlight -= 1
+            // Stored now, or stored with other content by another node (that seq is taken): settled either way.
+            calls.values[index].settled.settle(key.seq)
+            if conflicted {
+                // Not this frame: its spend comes off the call, and its resend is a conflict again.
+                calls.values[index].acceptedHashes[key.seq] = nil
+                if let cost { calls.values[index].spent -= cost }
+                if let owner = calls.values[index].owner {
+                    actions.append(.send(.error(ProtocolError(.seqConflict, "seq \(key.seq) is stored with different content",
+                                                              callID: key.callID, seq: key.seq)), to: owner))
+                }
+            }
+            if lastTouched != key.callID {
+                lastTouched = key.callID
+                touched.append(key.callID)
+            }
+        }
+        for callID in touched { acknowledge(callID, &actions) }
+        for ended in commit.endings { summarize(ended, &actions) }
+    }
+
+    /// Sends the cumulative ack: the unbroken run of settled seqs, when it moved.
+    mutating func acknowledge(_ callID: String, _ actions: inout [MeteringAction]) {
+        guard let index = calls.index(forKey: callID) else { return }
+        let ack = calls.values[index].settled.through
+        guard ack > calls.values[index].highestAckedSeq else { return }
+        calls.values[index].highestAckedSeq = ack
+        if let owner = calls.values[index].owner { actions.append(.send(.ack(callID: callID, seq: ack), to: owner)) }
+    }
+
+    /// The ledger refused an event outright (a data error): tell the sender, forget the frame.
+    mutating func refusedByLedger(_ event: UsageEvent, _ reason: String, _ actions: inout [MeteringAction]) {
+        let cost: ExactDecimal? = if case .priced(let priced) = event.pricing { priced.totalCost } else { nil }
+        if let cost, let userIndex = users.index(forKey: event.userID) {
+            users.values[userIndex].day.settle(cost, at: event.usage.occurredAt, stored: false)
+            users.values[userIndex].month.settle(cost, at: event.usage.occurredAt, stored: false)
+        }
+        guard let index = calls.index(forKey: event.key.callID) else { return }
+        calls.values[index].framesInFlight -= 1
+        calls.values[index].acceptedHashes[event.key.seq] = nil
+        if let cost { calls.values[index].spent -= cost }
+        calls.values[index].settled.settle(event.key.seq)
+        let frame = UsageFrame(callID: event.key.callID, seq: event.key.seq, usage: event.usage, externalID: event.externalID,
+                               metadataJSON: event.metadataJSON)
+        actions.append(.recordRejectedFrame(frame, reason: .ledgerRefused))
+        if let owner = calls.values[index].owner {
+            actions.append(.send(.error(ProtocolError(.internal, "the ledger could not store this frame; it was not counted",
+                                                      callID: event.key.callID, seq: event.key.seq)), to: owner))
+        }
+        acknowledge(event.key.callID, &actions)
+    }
+
+    /// A call's ending is stored: its summary (the ledger's figures) goes to its connection.
+    private mutating func summarize(_ ended: EndedCall, _ actions: inout [MeteringAction]) {
+        let callID = ended.ending.callID
+        guard let call = calls[callID], case .ending = call.phase else { return }
+        forget(callID, &actions)
+        // A stale copy's ending that did not apply: the call lives on elsewhere; nothing is said.
+        guard ended.applied || ended.ending.onlyIfGeneration == nil, let owner = call.owner else { return }
+        let cost = ended.costByService.reduce(ExactDecimal.zero) { $0 + $1.cost }
+        var fee: ExactDecimal?
+        var margin: ExactDecimal?
+        if let revenue = call.start.revenue {
+            if let payment = prices.price(service: "stripe", operation: "payment", model: call.start.paymentMethod,
+                                          unit: .transactions, at: call.startedAt) {
+                fee = PaymentFee.fee(forCharge: revenue, version: payment)
+            }
+            margin = try? revenue.subtracting(cost).subtracting(fee ?? .zero)
+        }
+        actions.append(.send(.callSummary(callID: callID, cost: cost, byService: ended.costByService.map { (service: $0.service, cost: $0.cost) },
+                                          revenue: call.start.revenue, paymentFee: fee, margin: margin), to: owner))
+    }
+}

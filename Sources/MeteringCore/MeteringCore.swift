@@ -1,0 +1,401 @@
+import VoiceMeterDomain
+
+/// Metering's limits and timings (the server's settings).
+public struct MeteringSettings: Sendable {
+    /// Limits for users without a settings row (seed 002: $10 per call, $100 per month).
+    public var defaults: BudgetPolicy
+    /// What a call is expected to cost at admission when the user has no history (seed 002: $0.90).
+    public var defaultCallCostEstimate: ExactDecimal
+    /// How often committed spend is refreshed and cutoffs re-sent (seed 002: every 30 s).
+    public var tickSeconds: Int
+    /// A call with no message for this long is closed as abandoned.
+    public var abandonAfterSeconds: Int64
+    /// How far before the server's clock a new call's `call.start` `ts` may lie, in seconds.
+    public var callStartPastSeconds: Int64
+    /// How far the client's clock may run ahead of the server's, in seconds: a `call.start` or
+    /// frame `ts` after the server's clock plus this, or a frame `ts` before its call's start
+    /// minus this, is refused `invalid_timestamp`.
+    public var clockSkewSeconds: Int64
+    /// Whether this core evaluates the platform's quotas on its tick (one core of the server does).
+    public var evaluatesPlatformQuotas: Bool
+
+    public init(defaults: BudgetPolicy, defaultCallCostEstimate: ExactDecimal, tickSeconds: Int, abandonAfterSeconds: Int64,
+                callStartPastSeconds: Int64 = 900, clockSkewSeconds: Int64 = 60, evaluatesPlatformQuotas: Bool = true) {
+        self.defaults = defaults
+        self.defaultCallCostEstimate = defaultCallCostEstimate
+        self.tickSeconds = tickSeconds
+        self.abandonAfterSeconds = abandonAfterSeconds
+        self.callStartPastSeconds = callStartPastSeconds
+        self.clockSkewSeconds = clockSkewSeconds
+        self.evaluatesPlatformQuotas = evaluatesPlatformQuotas
+    }
+
+    /// No single frame may cost more (a unit mistake, not usage); the ledger's columns hold far more.
+    public static let frameCostMaximum = ExactDecimal(1_000_000)
+}
+
+/// Every decision metering makes, with no I/O, no clock and no threads: admission at
+/// `call.start`, pricing, dedup and budget checks on every frame, warnings and cutoffs,
+/// acknowledgements after commit, call ends and summaries, and the tick. Driven as
+/// `handle(input) -> [action]`; the shard performs the actions, the simulation fakes them.
+///
+/// The rules it keeps (docs/protocol.md):
+/// - an ack for seq n means every seq ≤ n of the call is stored or was refused for good with an
+///   error naming it; a frame refused transiently is never covered until it is sent again and stored;
+/// - a call ends only when all its seqs are settled, and an ended call stays ended;
+/// - limits are live: a changed limit re-evaluates warnings and cutoffs of the user's live calls,
+///   and a cutoff is part of the call wherever it resumes;
+/// - the client's clock is bounded by the server's, and budget periods and prices follow a
+///   frame's (bounded) `ts`;
+/// - only a copy of a call that still has its connection ends it unconditionally.
+public struct MeteringCore: Sendable {
+    public let settings: MeteringSettings
+    var calls: [String: LiveCall] = [:]
+    var users: [String: UserBudget] = [:]
+    /// The frame whose `submit` awaits its `submitted` answer.
+    private var staged: StagedFrame?
+    /// Messages that waited for their call's admission, handled in order, one submit at a time.
+    private var backlog: [MeteringInput] = []
+    /// The instant and prices of the input being handled.
+    var now = Timestamp(microsecondsSinceEpoch: 0)
+    var prices = PriceBook.empty
+
+    private struct StagedFrame: Sendable {
+        var frame: UsageFrame
+        var hash: PayloadHash
+        var quote: CallBillingMeter.Quote
+        var connection: ClientConnection
+        var closing: Bool
+    }
+
+    public init(settings: MeteringSettings) {
+        self.settings = settings
+    }
+
+    /// Handles `input` at `now` with `prices` in force, appending what to do to `actions` (kept
+    /// by the caller so its capacity is reused from frame to frame).
+    public mutating func handle(_ input: MeteringInput, at now: Timestamp, prices: PriceBook, into actions: inout [MeteringAction]) {
+        self.now = now
+        self.prices = prices
+        precondition(staged == nil || { if case .submitted = input { true } else { false } }(),
+                     "a submit action is answered with submitted(accepted:) before any other input")
+        handle(input, into: &actions)
+        while staged == nil, !backlog.isEmpty { handle(backlog.removeFirst(), into: &actions) }
+    }
+
+    /// Handles `input` at `now` with `prices` in force and returns what to do.
+    public mutating func handle(_ input: MeteringInput, at now: Timestamp, prices: PriceBook) -> [MeteringAction] {
+        var actions: [MeteringAction] = []
+        handle(input, at: now, prices: prices, into: &actions)
+        return actions
+    }
+
+    /// Live calls (for gauges and tests).
+    public var liveCallCount: Int { calls.count }
+
+    private mutating func handle(_ input: MeteringInput, into actions: inout [MeteringAction]) {
+        switch input {
+        case .callStart(let start, let connection): callStarted(start, connection, &actions)
+        case .usage(let frame, let hash, let connection): usage(frame, hash, connection, input, &actions)
+        case .callEnd(let end, let connection): callEnded(end, connection, input, &actions)
+        case .submitted(let accepted): submitted(accepted, &actions)
+        case .refusedTransiently(let callID, let seq):
+            guard let index = calls.index(forKey: callID) else { return }
+            if calls.values[index].acceptedHashes[seq] == nil, seq > calls.values[index].settled.through {
+                calls.values[index].refusedSeqs.insert(seq)
+            }
+        case .connectionClosed(let connection):
+            for index in calls.indices where calls.values[index].owner == connection { calls.values[index].owner = nil }
+        case .registered(let callID, let registration, let snapshot): registered(callID, registration, snapshot, &actions)
+        case .registrationFailed(let callID, let reason): registrationFailed(callID, reason, &actions)
+        case .committed(let commit): committed(commit, &actions)
+        case .refusedByLedger(let event, let reason): refusedByLedger(event, reason, &actions)
+        case .budgetsRefreshed(let snapshots, let asOf): budgetsRefreshed(snapshots, asOf: asOf, &actions)
+        case .budgetSettingsChanged:
+            guard !users.isEmpty else { return }
+            actions.append(.refreshBudgets(userIDs: users.keys.sorted(), asOf: now, paced: false))
+        case .tick: tick(&actions)
+        }
+    }
+
+    // MARK: call.start and admission
+
+    private mutating func callStarted(_ start: CallStart, _ connection: ClientConnection, _ actions: inout [MeteringAction]) {
+        if let index = calls.index(forKey: start.callID) {
+            let existing = calls.values[index]
+            guard existing.start.userID == start.userID else {
+                actions.append(.send(.callRejected(callID: start.callID, reason: "duplicate_call", spent: nil, limit: nil), to: connection))
+                return
+            }
+            // The call left this node (its connection closed) with nothing on its way: it may have
+            // continued on another node since, so this copy may be stale. Forget it and resume from
+            // the ledger like any other node would.
+            if existing.owner == nil, case .active = existing.phase, existing.framesInFlight == 0 {
+                forget(start.callID, &actions)
+            } else {
+                // A reconnect resumes the call on the new connection: no second admission.
+                calls.values[index].owner = connection
+                calls.values[index].lastMessageAt = now
+                switch existing.phase {
+                case .active, .closing: accept(start.callID, &actions)
+                case .admitting, .ending: break  // the answer (or the summary) goes to the new connection
+                }
+                return
+            }
+        }
+        let startedAt = start.startedAt ?? now
+        calls[start.callID] = LiveCall(start: start, phase: .admitting(queued: []), owner: connection, startedAt: startedAt, lastMessageAt: now)
+        actions.append(.pinRoute(callID: start.callID))
+        actions.append(.register(start, startedAt: startedAt, budgetsAsOf: now))
+    }
+
+    private mutating func registrationFailed(_ callID: String, _ reason: String, _ actions: inout [MeteringAction]) {
+        guard let call = calls[callID], call.isAdmitting else { return }
+        actions.append(.log(MeteringLog(level: .warning, message: "call registration failed", callID: callID, userID: call.start.userID,
+                                        connection: call.owner, details: [("error", reason)])))
+        refuseAdmission(callID, .error(ProtocolError(.overloaded, "the database is unavailable; send call.start again shortly", callID: callID)),
+                        frames: (.overloaded, "call.start did not go through, so this frame was not taken; send call.start, then the frame again"),
+                        &actions)
+    }
+
+    /// Answers a refused `call.start` and every message that waited for it, and forgets the call.
+    private mutating func refuseAdmission(_ callID: String, _ answer: ServerMessage, frames: (ProtocolErrorCode, String),
+                                          _ actions: inout [MeteringAction]) {
+        guard let call = calls.removeValue(forKey: callID), case .admitting(let queued) = call.phase else { return }
+        actions.append(.forgetRoute(callID: callID))
+        if let owner = call.owner { actions.append(.send(answer, to: owner)) }
+        for case .usage(let frame, _, let connection) in queued {
+            actions.append(.frameHandled(callID: callID))
+            actions.append(.send(.error(ProtocolError(frames.0, frames.1, callID: callID, seq: frame.seq)), to: connection))
+        }
+    }
+
+    private mutating func registered(_ callID: String, _ registration: CallRegistration, _ snapshot: UserBudgetSnapshot,
+                                     _ actions: inout [MeteringAction]) {
+        guard let index = calls.index(forKey: callID), case .admitting(let queued) = calls.values[index].phase else { return }
+        let notTaken = "the call was not admitted, so usage for it is not taken"
+        let registered: RegisteredCall
+        switch registration {
+        case .belongsToAnotherUser:
+            refuseAdmission(callID, .callRejected(callID: callID, reason: "duplicate_call", spent: nil, limit: nil),
+                            frames: (.unknownCall, notTaken), &actions)
+            return
+        case .ended:
+            refuseAdmission(callID, .callRejected(callID: callID, reason: "call_ended", spent: nil, limit: nil),
+                            frames: (.unknownCall, "the call has ended; usage for it is not taken"), &actions)
+            return
+        case .registered(let call): registered = call
+        }
+        let start = calls.values[index].start
+        var user = users[start.userID] ?? UserBudget(snapshot, defaults: settings.defaults, asOf: now)
+        user.catchUp(to: now)
+        if registered.isNew {
+            if let window = startWindowViolation(registered.startedAt) {
+                actions.append(.markCall(userID: start.userID, callID: callID, status: "rejected", cutoffReason: nil))
+                refuseAdmission(callID, .error(ProtocolError(.invalidTimestamp, window, callID: callID)), frames: (.unknownCall, notTaken), &actions)
+                return
+            }
+            if let refusal = Admission.check(policy: user.policy, daySpent: user.day.spent, monthSpent: user.month.spent,
+                                             estimatedCallCost: snapshot.averageCallCost ?? settings.defaultCallCostEstimate) {
+                actions.append(.markCall(userID: start.userID, callID: callID, status: "rejected", cutoffReason: nil))
+                actions.append(.log(MeteringLog(level: .info, message: "call refused", callID: callID, userID: start.userID,
+                                                connection: calls.values[index].owner, details: [("reason", refusal.refusal.rawValue)])))
+                refuseAdmission(callID, .callRejected(callID: callID, reason: refusal.refusal.rawValue, spent: refusal.spent, limit: refusal.limit),
+                                frames: (.unknownCall, notTaken), &actions)
+                return
+            }
+        }
+        calls.values[index].startedAt = registered.startedAt
+        calls.values[index].generation = registered.generation
+        calls.values[index].phase = .active
+        replay(registered, into: &calls.values[index])
+        actions.append(.log(MeteringLog(level: .debug, message: registered.isNew ? "call admitted" : "call resumed", callID: callID,
+                                        userID: start.userID, connection: calls.values[index].owner, details: [])))
+        user.calls.insert(callID)
+        users[start.userID] = user
+        accept(callID, &actions)
+        // A cutoff is part of the call wherever it resumes: its own spend, or its user's period.
+        enforceReachedLimits(on: callID, &actions)
+        backlog += queued
+    }
+
+    /// Rebuilds a resumed call's billing state, resend detection and spend from the ledger.
+    private func replay(_ registered: RegisteredCall, into call: inout LiveCall) {
+        for committed in registered.committedEvents {
+            let seq = committed.stored.seq
+            call.settled.settle(seq)
+            call.acceptedHashes[seq] = committed.payloadHash
+            if let priceID = committed.stored.priceID, let version = prices.version(id: priceID) {
+                _ = call.meter.price(committed.stored.usage, with: version)
+            }
+            if let cost = committed.totalCost { call.spent += cost }
+        }
+        for seq in registered.refusedSeqs { call.settled.settle(seq) }
+        // The resumed ack covers the unbroken run of settled seqs from 1 only: a seq missing below
+        // the highest stored one may have been taken by a node that died before storing it.
+        call.highestAckedSeq = call.settled.through
+    }
+
+    private func accept(_ callID: String, _ actions: inout [MeteringAction]) {
+        guard let call = calls[callID], let owner = call.owner, let user = users[call.start.userID] else { return }
+        actions.append(.send(.callAccepted(callID: callID, callLimit: user.policy.callLimit ?? .zero, monthSpent: user.month.spent,
+                                           monthLimit: user.policy.monthLimit ?? .zero), to: owner))
+        if call.highestAckedSeq > 0 { actions.append(.send(.ack(callID: callID, seq: call.highestAckedSeq), to: owner)) }
+        if let cutoff = call.cutoff {
+            actions.append(.send(.budgetCutoff(callID: callID, scope: cutoff.scope, spent: cutoff.spent, limit: cutoff.limit), to: owner))
+        }
+    }
+
+    /// `nil` when a new call's start lies in the window around the server's clock, else the error text.
+    private func startWindowViolation(_ startedAt: Timestamp) -> String? {
+        let earliest = now.adding(seconds: -settings.callStartPastSeconds)
+        let latest = now.adding(seconds: settings.clockSkewSeconds)
+        guard startedAt < earliest || startedAt > latest else { return nil }
+        return "call.start ts \(startedAt) is outside \(earliest) … \(latest) (the server's clock minus \(settings.callStartPastSeconds) s to plus \(settings.clockSkewSeconds) s); send the call's real start"
+    }
+
+    // MARK: Usage frames
+
+    private mutating func usage(_ frame: UsageFrame, _ hash: PayloadHash, _ connection: ClientConnection, _ input: MeteringInput,
+                                _ actions: inout [MeteringAction]) {
+        guard let index = calls.index(forKey: frame.callID) else {
+            actions.append(.frameHandled(callID: frame.callID))
+            actions.append(.send(.error(ProtocolError(.unknownCall, "no call.start was seen for this call_id on this server; send call.start first",
+                                                      callID: frame.callID, seq: frame.seq)), to: connection))
+            actions.append(.recordRejectedFrame(frame, reason: .unknownCall))
+            return
+        }
+        if case .admitting(var queued) = calls.values[index].phase {
+            queued.append(input)
+            calls.values[index].phase = .admitting(queued: queued)
+            return
+        }
+        actions.append(.frameHandled(callID: frame.callID))
+        calls.values[index].lastMessageAt = now
+        // After call.end only the frames it waits for are taken, and resends of frames already taken.
+        let closing: Bool
+        switch calls.values[index].phase {
+        case .admitting, .active: closing = false
+        case .closing where calls.values[index].refusedSeqs.contains(frame.seq) || calls.values[index].acceptedHashes[frame.seq] != nil:
+            closing = true
+        case .closing, .ending:
+            actions.append(.send(.error(ProtocolError(.unknownCall, "the call has ended (call.end was received); usage after it is not taken",
+                                                      callID: frame.callID, seq: frame.seq)), to: connection))
+            return
+        }
+        calls.values[index].owner = connection
+        if let seen = calls.values[index].acceptedHashes[frame.seq] {
+            if seen != hash {
+                actions.append(.send(.error(ProtocolError(.seqConflict, "seq \(frame.seq) was already used for different content",
+                                                          callID: frame.callID, seq: frame.seq)), to: connection))
+            } else if frame.seq <= calls.values[index].highestAckedSeq {
+                actions.append(.send(.ack(callID: frame.callID, seq: calls.values[index].highestAckedSeq), to: connection))
+            }
+            return
+        }
+        let earliest = calls.values[index].startedAt.adding(seconds: -settings.clockSkewSeconds)
+        let latest = now.adding(seconds: settings.clockSkewSeconds)
+        if frame.usage.occurredAt < earliest || frame.usage.occurredAt > latest {
+            refuseForGood(frame, .invalidTimestamp,
+                          "ts \(frame.usage.occurredAt) is outside \(earliest) … \(latest) (the call's start minus \(settings.clockSkewSeconds) s to the server's clock plus \(settings.clockSkewSeconds) s)",
+                          at: index, closing: closing, connection, &actions)
+            return
+        }
+        let quote = calls.values[index].meter.quote(frame.usage, book: prices)
+        if case .priced(let priced) = quote.outcome, priced.totalCost > MeteringSettings.frameCostMaximum {
+            refuseForGood(frame, .invalidAmount,
+                          "this frame would cost \(priced.totalCost) USD, above the \(MeteringSettings.frameCostMaximum) USD a frame may cost; check amount and unit",
+                          at: index, closing: closing, connection, &actions)
+            return
+        }
+        let call = calls.values[index]
+        staged = StagedFrame(frame: frame, hash: hash, quote: quote, connection: connection, closing: closing)
+        actions.append(.submit(UsageEvent(
+            key: EventKey(callID: frame.callID, seq: frame.seq), userID: call.start.userID, callStartedAt: call.startedAt,
+            personaID: call.start.personaID, usage: frame.usage, pricing: quote.outcome,
+            metadataJSON: frame.metadataJSON, externalID: frame.externalID, payloadHash: hash
+        )))
+    }
+
+    /// Refuses a frame for good (the sender must not resend it): its seq is settled.
+    private mutating func refuseForGood(_ frame: UsageFrame, _ reason: RejectedFrameReason, _ message: String, at index: Dictionary<String, LiveCall>.Index,
+                                        closing: Bool, _ connection: ClientConnection, _ actions: inout [MeteringAction]) {
+        let code: ProtocolErrorCode = reason == .invalidTimestamp ? .invalidTimestamp : .invalidAmount
+        actions.append(.send(.error(ProtocolError(code, message, callID: frame.callID, seq: frame.seq)), to: connection))
+        actions.append(.recordRejectedFrame(frame, reason: reason))
+        calls.values[index].refusedSeqs.remove(frame.seq)
+        calls.values[index].settled.settle(frame.seq)
+        acknowledge(frame.callID, &actions)
+        if closing { endIfSettled(frame.callID, &actions) }
+    }
+
+    private mutating func submitted(_ accepted: Bool, _ actions: inout [MeteringAction]) {
+        guard let staged else { preconditionFailure("submitted(accepted:) answers a submit action") }
+        self.staged = nil
+        let frame = staged.frame
+        guard let index = calls.index(forKey: frame.callID) else { return }
+        guard accepted else {
+            calls.values[index].refusedSeqs.insert(frame.seq)
+            actions.append(.send(.error(ProtocolError(.overloaded, "the ledger is behind; this frame was not taken, send it again shortly",
+                                                      callID: frame.callID, seq: frame.seq)), to: staged.connection))
+            return
+        }
+        calls.values[index].meter.advance(with: staged.quote)
+        calls.values[index].acceptedHashes[frame.seq] = staged.hash
+        calls.values[index].framesInFlight += 1
+        calls.values[index].refusedSeqs.remove(frame.seq)
+        if calls.values[index].cutoff != nil { calls.values[index].streamingAfterCutoff = true }
+        switch staged.quote.outcome {
+        case .priced(let priced): charge(priced.totalCost, at: frame.usage.occurredAt, toCallAt: index, &actions)
+        case .unpriced: actions.append(.count(.unpricedEvent))
+        }
+        if staged.closing { endIfSettled(frame.callID, &actions) }
+    }
+
+    // MARK: call.end
+
+    private mutating func callEnded(_ end: CallEnd, _ connection: ClientConnection, _ input: MeteringInput, _ actions: inout [MeteringAction]) {
+        guard let index = calls.index(forKey: end.callID) else {
+            actions.append(.send(.error(ProtocolError(.unknownCall, "no active call with this call_id on this server", callID: end.callID)), to: connection))
+            return
+        }
+        calls.values[index].lastMessageAt = now
+        switch calls.values[index].phase {
+        case .admitting(var queued):
+            queued.append(input)
+            calls.values[index].phase = .admitting(queued: queued)
+        case .active:
+            calls.values[index].owner = connection
+            // Frames refused transiently are still the sender's to resend: the call ends once they are taken.
+            calls.values[index].phase = .closing(endedAt: end.endedAt ?? now)
+            endIfSettled(end.callID, &actions)
+        case .closing, .ending:
+            calls.values[index].owner = connection  // a repeated call.end: the summary goes to the latest sender
+        }
+    }
+
+    /// Ends a closing call once no frame refused transiently is still expected.
+    private mutating func endIfSettled(_ callID: String, _ actions: inout [MeteringAction]) {
+        guard let call = calls[callID], case .closing(let endedAt) = call.phase, call.refusedSeqs.isEmpty else { return }
+        finish(callID, endedAt: endedAt, status: call.endStatus, &actions)
+    }
+
+    /// Hands the call's ending to the ledger. A copy without its connection ends the call only if
+    /// no later registration resumed it elsewhere.
+    mutating func finish(_ callID: String, endedAt: Timestamp, status: String, conditional: Bool = false, _ actions: inout [MeteringAction]) {
+        guard let index = calls.index(forKey: callID) else { return }
+        calls.values[index].phase = .ending
+        let call = calls.values[index]
+        actions.append(.submitEnding(CallEnding(userID: call.start.userID, callID: callID, endedAt: endedAt, status: status,
+                                                onlyIfGeneration: conditional ? call.generation : nil)))
+    }
+
+    /// Drops the call from this core (its route too).
+    mutating func forget(_ callID: String, _ actions: inout [MeteringAction]) {
+        guard let call = calls.removeValue(forKey: callID) else { return }
+        actions.append(.forgetRoute(callID: callID))
+        let userID = call.start.userID
+        users[userID]?.calls.remove(callID)
+        if users[userID]?.calls.isEmpty == true { users[userID] = nil }
+    }
+}

@@ -1,0 +1,106 @@
+import VoiceMeterDomain
+
+/// A client connection as metering knows it: the transport's connection number.
+public struct ClientConnection: Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: Int
+
+    public init(_ rawValue: Int) {
+        self.rawValue = rawValue
+    }
+
+    public var description: String { "conn-\(rawValue)" }
+}
+
+/// Everything that can happen to metering. The core reads no clock: each input comes with the
+/// instant it is handled at.
+public enum MeteringInput: Sendable {
+    case callStart(CallStart, from: ClientConnection)
+    /// A usage frame with the hash of its canonical content (`UsageFrame.canonicalContent`).
+    case usage(UsageFrame, hash: PayloadHash, from: ClientConnection)
+    case callEnd(CallEnd, from: ClientConnection)
+    /// The ledger writer's answer to the `submit` action just performed: `false` when its queue was full.
+    case submitted(accepted: Bool)
+    /// A frame of the call was refused before metering saw it (`rate_limited`, naming call and seq).
+    case refusedTransiently(callID: String, seq: Int64)
+    case connectionClosed(ClientConnection)
+    /// The answer to a `register` action.
+    case registered(callID: String, CallRegistration, UserBudgetSnapshot)
+    /// A `register` action failed (the database is away).
+    case registrationFailed(callID: String, reason: String)
+    /// The ledger committed these events and call endings.
+    case committed(LedgerCommit)
+    /// The ledger refused one event outright (a data error): it was not stored.
+    case refusedByLedger(UsageEvent, reason: String)
+    /// The answer to `refreshBudgets`: settings and committed spend of these users as of `asOf`.
+    case budgetsRefreshed([String: UserBudgetSnapshot], asOf: Timestamp)
+    /// `user_budget_settings` changed: reload every user with live calls now.
+    case budgetSettingsChanged
+    /// The budget tick (every `tickSeconds`).
+    case tick
+}
+
+/// What one ledger commit did, as metering needs it.
+public struct LedgerCommit: Sendable {
+    public var events: [UsageEvent]
+    /// Keys already stored with different content (another node wrote that seq): not stored now.
+    public var conflicts: Set<EventKey>
+    public var endings: [EndedCall]
+
+    public init(events: [UsageEvent], conflicts: Set<EventKey> = [], endings: [EndedCall] = []) {
+        self.events = events
+        self.conflicts = conflicts
+        self.endings = endings
+    }
+}
+
+/// What metering asks its environment to do, in order.
+public enum MeteringAction: Sendable {
+    case send(ServerMessage, to: ClientConnection)
+    /// Queue the event with the call's ledger writer, then answer with `submitted(accepted:)` at once.
+    case submit(UsageEvent)
+    /// Queue the call's ending with its ledger writer (behind the call's events).
+    case submitEnding(CallEnding)
+    /// Register the call and read its user's budget as of `budgetsAsOf`; answered with
+    /// `registered` or `registrationFailed`.
+    case register(CallStart, startedAt: Timestamp, budgetsAsOf: Timestamp)
+    /// Reload these users' settings and committed spend as of `asOf` (`paced`: may be spread over
+    /// the first seconds of the tick); answered with `budgetsRefreshed`.
+    case refreshBudgets(userIDs: [String], asOf: Timestamp, paced: Bool)
+    case recordAlert(CostAlert)
+    case markCall(userID: String, callID: String, status: String, cutoffReason: String?)
+    /// Keep a refused frame for audit (`rejected_frames`) with the reason.
+    case recordRejectedFrame(UsageFrame, reason: RejectedFrameReason)
+    case evaluateQuotas(asOf: Timestamp)
+    /// The call's later messages go to this metering core (until `forgetRoute`).
+    case pinRoute(callID: String)
+    case forgetRoute(callID: String)
+    /// Metering is done with one usage frame of the call (flow control counts frames on their way).
+    case frameHandled(callID: String)
+    case count(MeteringCounter)
+    case log(MeteringLog)
+}
+
+/// Why a frame was kept in `rejected_frames`. All but `unknownCall` are refusals for good: a
+/// resumed call counts those seqs as settled.
+public enum RejectedFrameReason: String, Sendable, CaseIterable {
+    case unknownCall = "unknown_call"
+    case invalidAmount = "invalid_amount"
+    case invalidTimestamp = "invalid_timestamp"
+    case ledgerRefused = "ledger_refused"
+}
+
+public enum MeteringCounter: Sendable, Hashable {
+    case unpricedEvent
+    case budgetCutoff
+}
+
+/// A log line about a call.
+public struct MeteringLog: Sendable {
+    public enum Level: Sendable { case debug, info, warning }
+    public var level: Level
+    public var message: String
+    public var callID: String
+    public var userID: String
+    public var connection: ClientConnection?
+    public var details: [(String, String)]
+}

@@ -1,0 +1,144 @@
+import MeteringCore
+import Testing
+import VoiceMeterDomain
+
+/// The defects, each as the sequence that showed it, at the core.
+@Suite struct MeteringCoreTests {
+    @Test func anAckNeverPassesAFrameRefusedTransiently() {
+        var harness = CoreHarness()
+        harness.startCall()
+        harness.send(1)
+        harness.feed(.refusedTransiently(callID: "C1", seq: 2))  // rate_limited at the socket
+        harness.send(3)
+        #expect(harness.commit().acks == [1])
+        harness.send(2)
+        #expect(harness.commit().acks == [3])
+    }
+
+    @Test func anAckNeverPassesASeqNotSeenYet() {
+        // Frames resent out of order on a new connection: 3 is stored before 2 arrives.
+        var harness = CoreHarness()
+        harness.startCall()
+        harness.send(1)
+        harness.send(3)
+        #expect(harness.commit().acks == [1])
+        harness.send(2)
+        #expect(harness.commit().acks == [3])
+    }
+
+    @Test func aResumedCallAcksTheUnbrokenRunOnlyAndWaitsForTheGap() {
+        var harness = CoreHarness()
+        let accepted = harness.startCall(isNew: false, committed: [1, 2, 4])
+        #expect(accepted.acks == [2])
+        harness.send(5)
+        #expect(harness.commit().acks == [])
+        harness.send(3)
+        #expect(harness.commit().acks == [5])
+    }
+
+    @Test func callEndWaitsForAFrameAnsweredOverloaded() {
+        var harness = CoreHarness()
+        harness.startCall()
+        harness.send(1)
+        harness.writerHasRoom = false
+        #expect(harness.send(2).errors.map(\.code) == [.overloaded])
+        harness.writerHasRoom = true
+        #expect(harness.feed(.callEnd(CallEnd(callID: "C1", endedAt: nil), from: harness.connection)).endings.isEmpty)
+        let resent = harness.send(2)
+        #expect(resent.submitted == [EventKey(callID: "C1", seq: 2)])
+        #expect(resent.endings.map(\.status) == ["completed"])
+    }
+
+    @Test func aRaisedLimitCutsOffAgainAndLiftsTheOldCutoff() {
+        var harness = CoreHarness()
+        let user = UserBudgetSnapshot(settings: BudgetSettings(monthLimit: ExactDecimal("0.20")!), daySpent: .zero, monthSpent: .zero)
+        harness.startCall(snapshot: user)
+        harness.send(1)
+        #expect(harness.send(2).cutoffs == [.month])
+        let raised = UserBudgetSnapshot(settings: BudgetSettings(monthLimit: ExactDecimal("0.50")!), daySpent: .zero, monthSpent: .zero)
+        let lifted = harness.feed(.budgetsRefreshed(["u1": raised], asOf: harness.now))
+        #expect(lifted.marks == ["active"])
+        harness.send(3)
+        #expect(harness.feed(.tick).cutoffs == [], "a lifted cutoff is not re-sent")
+        harness.send(4)
+        #expect(harness.send(5).cutoffs == [.month], "the raised limit cuts off when it is reached")
+    }
+
+    @Test func aReconnectToTheSameNodeKeepsTheMonthCutoff() {
+        var harness = CoreHarness()
+        let user = UserBudgetSnapshot(settings: BudgetSettings(monthLimit: ExactDecimal("0.10")!), daySpent: .zero, monthSpent: .zero)
+        harness.startCall(snapshot: user)
+        #expect(harness.send(1).cutoffs == [.month])
+        harness.commit()
+        harness.feed(.connectionClosed(harness.connection))
+        let stored = UserBudgetSnapshot(settings: user.settings, daySpent: ExactDecimal("0.10")!, monthSpent: ExactDecimal("0.10")!)
+        let resumed = harness.startCall(isNew: false, committed: [1], snapshot: stored, on: ClientConnection(2))
+        #expect(resumed.cutoffs == [.month])
+    }
+
+    @Test func anEndedCallIsNeverReopened() {
+        var harness = CoreHarness()
+        harness.feed(.callStart(CallStart(callID: "C1", userID: "u1"), from: harness.connection))
+        harness.send(1)
+        let answer = harness.feed(.registered(callID: "C1", .ended, UserBudgetSnapshot(settings: BudgetSettings(), daySpent: .zero, monthSpent: .zero)))
+        #expect(answer.rejections == ["call_ended"])
+        #expect(answer.errors.map(\.code) == [.unknownCall], "the queued frame is refused for good, not as overloaded")
+        #expect(harness.send(2).errors.map(\.code) == [.unknownCall])
+    }
+
+    @Test func onlyACopyWithItsConnectionAbandonsACallOutright() {
+        var harness = CoreHarness(abandonAfterSeconds: 60)
+        harness.generation = 3
+        harness.startCall()
+        harness.startCall("C2")
+        harness.feed(.connectionClosed(harness.connection))
+        harness.startCall("C3", on: ClientConnection(2))
+        harness.advance(seconds: 61)
+        let endings = harness.feed(.tick).endings
+        #expect(endings.first { $0.callID == "C1" }?.onlyIfGeneration == 3, "a copy without its connection may be stale")
+        #expect(endings.first { $0.callID == "C3" }?.onlyIfGeneration == nil)
+        #expect(endings.first { $0.callID == "C3" }?.status == "abandoned")
+    }
+
+    @Test func aConflictFoundAtCommitTakesTheFrameOutOfTheCallsSpend() {
+        var harness = CoreHarness(policy: BudgetPolicy(callLimit: ExactDecimal("1.00")!, dayLimit: nil, monthLimit: nil))
+        harness.startCall()
+        harness.send(1, requests: 8)
+        #expect(harness.commit(conflicting: [1]).errors.map(\.code) == [.seqConflict])
+        #expect(harness.send(2, requests: 8).cutoffs == [], "only $0.80 of the call is stored")
+    }
+
+    @Test func timestampsAreBoundedByTheServersClock() {
+        var harness = CoreHarness()
+        harness.startCall()
+        let nextMonth = harness.now.adding(seconds: 40 * 86_400)
+        let refused = harness.send(1, ts: nextMonth)
+        #expect(refused.errors.map(\.code) == [.invalidTimestamp])
+        #expect(refused.errors.first?.seq == 1)
+        #expect(harness.send(2, ts: harness.now.adding(seconds: -120)).errors.map(\.code) == [.invalidTimestamp], "before the call's start")
+        harness.send(3, ts: harness.now.adding(seconds: 30))
+        #expect(harness.commit().acks == [3], "refused for good: the ack passes them")
+
+        var old = CoreHarness()
+        old.feed(.callStart(CallStart(callID: "C9", userID: "u1", startedAt: old.now.adding(seconds: -3_600)), from: old.connection))
+        let answer = old.feed(.registered(callID: "C9", .registered(RegisteredCall(userID: "u1", isNew: true, startedAt: old.now.adding(seconds: -3_600),
+                                                                                  committedEvents: [])),
+                                          UserBudgetSnapshot(settings: BudgetSettings(), daySpent: .zero, monthSpent: .zero)))
+        #expect(answer.errors.map(\.code) == [.invalidTimestamp])
+        #expect(answer.marks == ["rejected"])
+    }
+
+    @Test func aFrameStampedInTheNextDayCountsThere() {
+        var harness = CoreHarness(policy: BudgetPolicy(callLimit: nil, dayLimit: ExactDecimal("0.30")!, monthLimit: nil))
+        harness.now = CoreHarness.start.startOfDay.adding(seconds: 86_400 - 10)
+        harness.startCall(snapshot: UserBudgetSnapshot(settings: BudgetSettings(), daySpent: ExactDecimal("0.25")!, monthSpent: .zero))
+        harness.advance(seconds: 5)
+        // Stamped 30 s into tomorrow (the client's clock runs ahead, within the skew): tomorrow's budget.
+        #expect(harness.send(1, ts: harness.now.adding(seconds: 35)).cutoffs == [])
+        #expect(harness.send(2).cutoffs == [.day], "today's: 0.25 + 0.10")
+        harness.advance(seconds: 10)
+        harness.startCall("C2")
+        #expect(harness.send(1, call: "C2").cutoffs == [], "tomorrow: 0.10 carried + 0.10")
+        #expect(harness.send(2, call: "C2").cutoffs == [.day], "tomorrow: 0.30")
+    }
+}
