@@ -12,6 +12,7 @@
 //   VoiceMeterServer      the metering server: ingress, metering shards, ledger writers, finance API
 //   VoiceMeterClient      the protocol's client for Swift pipelines (reconnect, resend, events)
 //   VoiceMeterSimulation  simulated calls, scenarios, reports and verification (Simulators/)
+//   MeteringSimulation    deterministic simulation of metering cores over a simulated ledger (Simulators/)
 //   voicemeter            the command-line tool and composition root
 //   C*                    system libraries and one C shim for macros Swift cannot import
 import PackageDescription
@@ -152,9 +153,15 @@ let package = Package(
             ],
             path: "Simulators/VoiceMeterSimulation"
         ),
+        .target(
+            name: "MeteringSimulation",
+            dependencies: ["MeteringCore", "VoiceMeterDomain"],
+            path: "Simulators/MeteringSimulation"
+        ),
         .executableTarget(
             name: "voicemeter-sim",
             dependencies: [
+                "MeteringSimulation",
                 "VoiceMeterSimulation",
                 "VoiceMeterClient",
                 "VoiceMeterDomain",
@@ -193,7 +200,7 @@ let package = Package(
         ),
         .testTarget(
             name: "MeteringCoreTests",
-            dependencies: ["MeteringCore", "VoiceMeterDomain"]
+            dependencies: ["MeteringCore", "MeteringSimulation", "VoiceMeterDomain"]
         ),
         .testTarget(
             name: "PostgresClientTests",

@@ -11,6 +11,16 @@ import VoiceMeterSimulation
 struct VoiceMeterSim: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "voicemeter-sim",
+        abstract: "Play voice-AI calls against a real server (play, the default), or explore the metering core by deterministic simulation (simulate).",
+        subcommands: [Play.self, Simulate.self],
+        defaultSubcommand: Play.self
+    )
+}
+
+/// Plays calls against a real server and database.
+struct Play: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "play",
         abstract: "Replay 5-minute voice-AI calls against a VoiceMeter server and check every call against the database.",
         discussion: """
             Each call is shaped like seed 002's 5-minute call: Twilio seconds every 30 s, Deepgram \

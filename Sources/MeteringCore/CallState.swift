@@ -48,8 +48,8 @@ struct LiveCall: Sendable {
     var acceptedHashes = AcceptedHashes()
     var settled = SettledSeqs()
     var highestAckedSeq: Int64 = 0
-    /// Accepted frames not stored yet.
-    var framesInFlight = 0
+    /// Frames refused for good, by seq: a resend gets the same answer, never a second look.
+    var refusedForGood: [Int64: RejectedFrameReason] = [:]
     /// Frames refused transiently (`overloaded`, `rate_limited`) and not sent again yet.
     var refusedSeqs: Set<Int64> = []
     /// Everything priced for the call, stored or on its way: what its limit is checked against.

@@ -17,8 +17,16 @@ extension MeteringCore {
         let daySignals = users.values[userIndex].day.meter.check(spent: users.values[userIndex].day.spent, policy: policy)
         let monthSignals = users.values[userIndex].month.meter.check(spent: users.values[userIndex].month.spent, policy: policy)
         // Nearly every frame crosses nothing: no signal arrays joined.
-        guard !callSignals.isEmpty || !daySignals.isEmpty || !monthSignals.isEmpty else { return }
-        for signal in callSignals + daySignals + monthSignals { act(on: signal, userID: userID, callID: callID, &actions) }
+        if !callSignals.isEmpty || !daySignals.isEmpty || !monthSignals.isEmpty {
+            for signal in callSignals + daySignals + monthSignals { act(on: signal, userID: userID, callID: callID, &actions) }
+        }
+        // A limit whose meter fired before (before spend fell back, or before a call joined) holds
+        // for every call it covers: checked only while such a limit stands.
+        if calls.values[index].cutoff == nil && calls.values[index].budget.limitReached { enforceReachedLimits(on: callID, &actions) }
+        if users.values[userIndex].day.meter.limitReached || users.values[userIndex].month.meter.limitReached {
+            let uncut = users.values[userIndex].calls.filter { calls[$0]?.cutoff == nil }
+            for id in uncut.sorted() { enforceReachedLimits(on: id, &actions) }
+        }
     }
 
     private mutating func act(on signal: BudgetSignal, userID: String, callID: String, _ actions: inout [MeteringAction]) {
@@ -59,7 +67,8 @@ extension MeteringCore {
     /// Cuts off a call that joins (or resumes) while its own limit or its user's day or month
     /// limit is already reached: a cutoff does not depend on where the call was when it was decided.
     mutating func enforceReachedLimits(on callID: String, _ actions: inout [MeteringAction]) {
-        guard let call = calls[callID], call.cutoff == nil, let user = users[call.start.userID], user.policy.autoCutoff else { return }
+        guard let call = calls[callID], call.cutoff == nil, !call.isAdmitting, let user = users[call.start.userID], user.policy.autoCutoff
+        else { return }
         for scope in BudgetScope.allCases {
             guard let limit = user.policy.limit(for: scope) else { continue }
             let spent = scope == .call ? call.spent : user.spent(in: scope)
@@ -75,39 +84,45 @@ extension MeteringCore {
     /// Every `tickSeconds`: re-send cutoffs to calls still streaming, close abandoned calls,
     /// project burn rates, evaluate platform quotas, and refresh users' committed spend.
     mutating func tick(_ actions: inout [MeteringAction]) {
-        for index in calls.indices where calls.values[index].streamingAfterCutoff {
+        // In call id order: the same inputs give the same actions.
+        let byID = calls.keys.sorted()
+        for callID in byID {
+            guard let index = calls.index(forKey: callID), calls.values[index].streamingAfterCutoff else { continue }
             calls.values[index].streamingAfterCutoff = false
             if let owner = calls.values[index].owner, let cutoff = calls.values[index].cutoff {
-                actions.append(.send(.budgetCutoff(callID: calls.keys[index], scope: cutoff.scope, spent: cutoff.spent, limit: cutoff.limit), to: owner))
+                actions.append(.send(.budgetCutoff(callID: callID, scope: cutoff.scope, spent: cutoff.spent, limit: cutoff.limit), to: owner))
             }
         }
         let silentSince = now.adding(seconds: -settings.abandonAfterSeconds)
-        for (callID, call) in calls.sorted(by: { $0.key < $1.key }) where call.lastMessageAt <= silentSince {
+        for callID in byID {
+            guard let call = calls[callID], call.lastMessageAt <= silentSince else { continue }
             switch call.phase {
             // Only a copy that still has its connection ends the call outright; a copy whose
             // connection closed may be stale (the call moved on), so its ending is conditional.
             case .active: finish(callID, endedAt: call.lastMessageAt, status: "abandoned", conditional: call.owner == nil, &actions)
-            // The refused frames never came back: the call ends with what was stored.
-            case .closing(let endedAt): finish(callID, endedAt: endedAt, status: call.endStatus, &actions)
+            // The refused frames never came back: the call ends with what was stored (unless it
+            // moved on: the copy has lost its connection, and the sender may have resent them elsewhere).
+            case .closing(let endedAt): finish(callID, endedAt: endedAt, status: call.endStatus, conditional: call.owner == nil, &actions)
             case .admitting, .ending: break
             }
         }
-        warnOfProjectedExhaustion(&actions)
+        warnOfProjectedExhaustion(byID, &actions)
         if settings.evaluatesPlatformQuotas { actions.append(.evaluateQuotas(asOf: now)) }
         if !users.isEmpty { actions.append(.refreshBudgets(userIDs: users.keys.sorted(), asOf: now, paced: true)) }
     }
 
     /// Beyond the seed: a call whose per-call limit will be exhausted before the next tick at its
     /// current burn rate is warned once, with the projected time.
-    private mutating func warnOfProjectedExhaustion(_ actions: inout [MeteringAction]) {
-        for index in calls.indices where calls.values[index].cutoff == nil && !calls.values[index].projectionWarned {
+    private mutating func warnOfProjectedExhaustion(_ callIDs: [String], _ actions: inout [MeteringAction]) {
+        for callID in callIDs {
+            guard let index = calls.index(forKey: callID), calls.values[index].cutoff == nil, !calls.values[index].projectionWarned else { continue }
             let call = calls.values[index]
             guard case .active = call.phase, let limit = users[call.start.userID]?.policy.callLimit,
                   let at = BurnProjection.exhaustsWithin(horizonSeconds: Int64(settings.tickSeconds), spent: call.spent,
                                                          limit: limit, since: call.startedAt, now: now)
             else { continue }
             calls.values[index].projectionWarned = true
-            actions.append(.recordAlert(CostAlert(type: "projected_exhaustion", scope: "call", userID: call.start.userID, callID: calls.keys[index],
+            actions.append(.recordAlert(CostAlert(type: "projected_exhaustion", scope: "call", userID: call.start.userID, callID: callID,
                                                   spent: call.spent, limit: limit, percent: nil,
                                                   message: "at its burn rate the call reaches its \(limit) USD limit at \(at)")))
         }
@@ -119,11 +134,15 @@ extension MeteringCore {
     mutating func budgetsRefreshed(_ snapshots: [String: UserBudgetSnapshot], asOf: Timestamp, _ actions: inout [MeteringAction]) {
         for (userID, snapshot) in snapshots.sorted(by: { $0.key < $1.key }) {
             guard let userIndex = users.index(forKey: userID) else { continue }
-            users.values[userIndex].policy = snapshot.settings.policy(over: settings.defaults)
+            let policy = snapshot.settings.policy(over: settings.defaults)
+            let policyChanged = policy != users.values[userIndex].policy
+            users.values[userIndex].policy = policy
             users.values[userIndex].day.refresh(committed: snapshot.daySpent, asOf: asOf)
             users.values[userIndex].month.refresh(committed: snapshot.monthSpent, asOf: asOf)
             let user = users.values[userIndex]
-            for callID in user.calls.sorted() { liftUnjustifiedCutoff(callID, user: user, &actions) }
+            if policyChanged {
+                for callID in user.calls.sorted() { liftUnjustifiedCutoff(callID, user: user, &actions) }
+            }
             // New settings may put a running call over its own limit too.
             for callID in user.calls.sorted() {
                 guard let index = calls.index(forKey: callID), !calls.values[index].isAdmitting else { continue }
@@ -132,13 +151,17 @@ extension MeteringCore {
             }
             let daySignals = users.values[userIndex].day.meter.check(spent: user.day.spent, policy: user.policy)
             let monthSignals = users.values[userIndex].month.meter.check(spent: user.month.spent, policy: user.policy)
-            guard let anyCall = user.calls.sorted().first(where: { calls[$0]?.isAdmitting == false }) else { continue }
-            for signal in daySignals + monthSignals { act(on: signal, userID: userID, callID: anyCall, &actions) }
+            if let anyCall = user.calls.sorted().first(where: { calls[$0]?.isAdmitting == false }) {
+                for signal in daySignals + monthSignals { act(on: signal, userID: userID, callID: anyCall, &actions) }
+            }
+            // A limit reached before (auto-cutoff turned on, a meter that fired for another call) holds for every call.
+            for callID in user.calls.sorted() { enforceReachedLimits(on: callID, &actions) }
         }
     }
 
-    /// A cutoff whose limit was raised or cleared (or auto-cutoff turned off) no longer holds:
-    /// it is not re-sent, and the call ends `completed` unless it is cut off again.
+    /// After a settings change, a cutoff whose limit was raised or cleared (or auto-cutoff turned
+    /// off) no longer holds: it is not re-sent, and the call ends `completed` unless it is cut
+    /// off again. (Spend that falls below the limit, a frame refused after all, lifts nothing.)
     private mutating func liftUnjustifiedCutoff(_ callID: String, user: UserBudget, _ actions: inout [MeteringAction]) {
         guard let index = calls.index(forKey: callID), let cutoff = calls.values[index].cutoff else { return }
         let spent = cutoff.scope == .call ? calls.values[index].spent : user.spent(in: cutoff.scope)
@@ -149,5 +172,39 @@ extension MeteringCore {
         actions.append(.log(MeteringLog(level: .info, message: "cutoff lifted: the limit changed", callID: callID, userID: call.start.userID,
                                         connection: call.owner, details: [("scope", cutoff.scope.rawValue)])))
         actions.append(.markCall(userID: call.start.userID, callID: callID, status: "active", cutoffReason: nil))
+    }
+}
+
+/// One live call as the core sees it: what the simulation's invariants and tests read.
+public struct CallAudit: Sendable {
+    public var callID: String
+    public var userID: String
+    /// `admitting`, `active`, `closing` or `ending`.
+    public var phase: String
+    public var policy: BudgetPolicy
+    /// The call's spend and its user's spend in the current day and month, as this core knows them.
+    public var spent: (call: ExactDecimal, day: ExactDecimal, month: ExactDecimal)
+    public var cutoff: BudgetScope?
+    public var highestAckedSeq: Int64
+}
+
+extension MeteringCore {
+    /// The live calls, by call id.
+    public func audit() -> [CallAudit] {
+        calls.sorted { $0.key < $1.key }.map { callID, call in
+            guard let user = users[call.start.userID] else {
+                return CallAudit(callID: callID, userID: call.start.userID, phase: "admitting", policy: settings.defaults,
+                                 spent: (call.spent, .zero, .zero), cutoff: nil, highestAckedSeq: call.highestAckedSeq)
+            }
+            let phase = switch call.phase {
+            case .admitting: "admitting"
+            case .active: "active"
+            case .closing: "closing"
+            case .ending: "ending"
+            }
+            return CallAudit(callID: callID, userID: call.start.userID, phase: phase, policy: user.policy,
+                             spent: (call.spent, user.day.spent, user.month.spent), cutoff: call.cutoff?.scope,
+                             highestAckedSeq: call.highestAckedSeq)
+        }
     }
 }

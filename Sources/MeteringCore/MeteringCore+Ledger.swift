@@ -16,10 +16,11 @@ extension MeteringCore {
                 users.values[userIndex].month.settle(cost, at: event.usage.occurredAt, stored: !conflicted)
             }
             guard let index = calls.index(forKey: key.callID) else { continue }
-            calls.values[index].framesInFlight -= 1
+            // A copy that replaced the one that submitted the frame (a resume) did not take it.
+            let taken = calls.values[index].acceptedHashes[key.seq] == event.payloadHash
             // Stored now, or stored with other content by another node (that seq is taken): settled either way.
             calls.values[index].settled.settle(key.seq)
-            if conflicted {
+            if conflicted && taken {
                 // Not this frame: its spend comes off the call, and its resend is a conflict again.
                 calls.values[index].acceptedHashes[key.seq] = nil
                 if let cost { calls.values[index].spent -= cost }
@@ -39,7 +40,7 @@ extension MeteringCore {
 
     /// Sends the cumulative ack: the unbroken run of settled seqs, when it moved.
     mutating func acknowledge(_ callID: String, _ actions: inout [MeteringAction]) {
-        guard let index = calls.index(forKey: callID) else { return }
+        guard let index = calls.index(forKey: callID), !calls.values[index].isAdmitting else { return }
         let ack = calls.values[index].settled.through
         guard ack > calls.values[index].highestAckedSeq else { return }
         calls.values[index].highestAckedSeq = ack
@@ -53,14 +54,14 @@ extension MeteringCore {
             users.values[userIndex].day.settle(cost, at: event.usage.occurredAt, stored: false)
             users.values[userIndex].month.settle(cost, at: event.usage.occurredAt, stored: false)
         }
-        guard let index = calls.index(forKey: event.key.callID) else { return }
-        calls.values[index].framesInFlight -= 1
+        guard let index = calls.index(forKey: event.key.callID), calls.values[index].acceptedHashes[event.key.seq] == event.payloadHash else { return }
         calls.values[index].acceptedHashes[event.key.seq] = nil
         if let cost { calls.values[index].spent -= cost }
         calls.values[index].settled.settle(event.key.seq)
         let frame = UsageFrame(callID: event.key.callID, seq: event.key.seq, usage: event.usage, externalID: event.externalID,
                                metadataJSON: event.metadataJSON)
         actions.append(.recordRejectedFrame(frame, reason: .ledgerRefused))
+        calls.values[index].refusedForGood[event.key.seq] = .ledgerRefused
         if let owner = calls.values[index].owner {
             actions.append(.send(.error(ProtocolError(.internal, "the ledger could not store this frame; it was not counted",
                                                       callID: event.key.callID, seq: event.key.seq)), to: owner))

@@ -104,8 +104,7 @@ public struct MeteringCore: Sendable {
             if calls.values[index].acceptedHashes[seq] == nil, seq > calls.values[index].settled.through {
                 calls.values[index].refusedSeqs.insert(seq)
             }
-        case .connectionClosed(let connection):
-            for index in calls.indices where calls.values[index].owner == connection { calls.values[index].owner = nil }
+        case .connectionClosed(let connection): connectionClosed(connection, &actions)
         case .registered(let callID, let registration, let snapshot): registered(callID, registration, snapshot, &actions)
         case .registrationFailed(let callID, let reason): registrationFailed(callID, reason, &actions)
         case .committed(let commit): committed(commit, &actions)
@@ -127,26 +126,41 @@ public struct MeteringCore: Sendable {
                 actions.append(.send(.callRejected(callID: start.callID, reason: "duplicate_call", spent: nil, limit: nil), to: connection))
                 return
             }
-            // The call left this node (its connection closed) with nothing on its way: it may have
-            // continued on another node since, so this copy may be stale. Forget it and resume from
-            // the ledger like any other node would.
-            if existing.owner == nil, case .active = existing.phase, existing.framesInFlight == 0 {
-                forget(start.callID, &actions)
-            } else {
-                // A reconnect resumes the call on the new connection: no second admission.
+            switch existing.phase {
+            case .admitting, .ending:
+                // The answer to the start (or the summary) goes to the new connection.
                 calls.values[index].owner = connection
                 calls.values[index].lastMessageAt = now
-                switch existing.phase {
-                case .active, .closing: accept(start.callID, &actions)
-                case .admitting, .ending: break  // the answer (or the summary) goes to the new connection
-                }
                 return
+            case .active, .closing:
+                // A reconnect resumes from the ledger, like on any other node: the call may have
+                // moved on since this copy last saw it (its acks, spend and cutoff with it).
+                forget(start.callID, &actions)
             }
         }
         let startedAt = start.startedAt ?? now
         calls[start.callID] = LiveCall(start: start, phase: .admitting(queued: []), owner: connection, startedAt: startedAt, lastMessageAt: now)
         actions.append(.pinRoute(callID: start.callID))
         actions.append(.register(start, startedAt: startedAt, budgetsAsOf: now))
+    }
+
+    /// The connection's calls lose their sender. Messages it sent that wait for an admission are
+    /// dropped: none was answered, so the sender resends them on its next connection.
+    private mutating func connectionClosed(_ connection: ClientConnection, _ actions: inout [MeteringAction]) {
+        for callID in calls.keys.sorted() {
+            guard let index = calls.index(forKey: callID) else { continue }
+            if calls.values[index].owner == connection { calls.values[index].owner = nil }
+            guard case .admitting(let queued) = calls.values[index].phase else { continue }
+            var kept: [MeteringInput] = []
+            for input in queued {
+                switch input {
+                case .usage(_, _, connection): actions.append(.frameHandled(callID: callID))
+                case .callEnd(_, connection): break
+                default: kept.append(input)
+                }
+            }
+            calls.values[index].phase = .admitting(queued: kept)
+        }
     }
 
     private mutating func registrationFailed(_ callID: String, _ reason: String, _ actions: inout [MeteringAction]) {
@@ -185,6 +199,12 @@ public struct MeteringCore: Sendable {
                             frames: (.unknownCall, "the call has ended; usage for it is not taken"), &actions)
             return
         case .registered(let call): registered = call
+        }
+        // The connection that started it closed while it was registered, and nothing else is
+        // waiting: nobody is served by this copy (the sender resumes wherever it reconnects).
+        if calls.values[index].owner == nil && queued.isEmpty {
+            forget(callID, &actions)
+            return
         }
         let start = calls.values[index].start
         var user = users[start.userID] ?? UserBudget(snapshot, defaults: settings.defaults, asOf: now)
@@ -230,7 +250,10 @@ public struct MeteringCore: Sendable {
             }
             if let cost = committed.totalCost { call.spent += cost }
         }
-        for seq in registered.refusedSeqs { call.settled.settle(seq) }
+        for (seq, reason) in registered.refusedFrames {
+            call.settled.settle(seq)
+            call.refusedForGood[seq] = RejectedFrameReason(rawValue: reason) ?? .ledgerRefused
+        }
         // The resumed ack covers the unbroken run of settled seqs from 1 only: a seq missing below
         // the highest stored one may have been taken by a node that died before storing it.
         call.highestAckedSeq = call.settled.through
@@ -293,6 +316,11 @@ public struct MeteringCore: Sendable {
             }
             return
         }
+        if let reason = calls.values[index].refusedForGood[frame.seq] {
+            actions.append(.send(.error(ProtocolError(reason.errorCode, "seq \(frame.seq) was refused for good before (\(reason.rawValue)); it is not taken",
+                                                      callID: frame.callID, seq: frame.seq)), to: connection))
+            return
+        }
         let earliest = calls.values[index].startedAt.adding(seconds: -settings.clockSkewSeconds)
         let latest = now.adding(seconds: settings.clockSkewSeconds)
         if frame.usage.occurredAt < earliest || frame.usage.occurredAt > latest {
@@ -320,9 +348,9 @@ public struct MeteringCore: Sendable {
     /// Refuses a frame for good (the sender must not resend it): its seq is settled.
     private mutating func refuseForGood(_ frame: UsageFrame, _ reason: RejectedFrameReason, _ message: String, at index: Dictionary<String, LiveCall>.Index,
                                         closing: Bool, _ connection: ClientConnection, _ actions: inout [MeteringAction]) {
-        let code: ProtocolErrorCode = reason == .invalidTimestamp ? .invalidTimestamp : .invalidAmount
-        actions.append(.send(.error(ProtocolError(code, message, callID: frame.callID, seq: frame.seq)), to: connection))
+        actions.append(.send(.error(ProtocolError(reason.errorCode, message, callID: frame.callID, seq: frame.seq)), to: connection))
         actions.append(.recordRejectedFrame(frame, reason: reason))
+        calls.values[index].refusedForGood[frame.seq] = reason
         calls.values[index].refusedSeqs.remove(frame.seq)
         calls.values[index].settled.settle(frame.seq)
         acknowledge(frame.callID, &actions)
@@ -342,7 +370,6 @@ public struct MeteringCore: Sendable {
         }
         calls.values[index].meter.advance(with: staged.quote)
         calls.values[index].acceptedHashes[frame.seq] = staged.hash
-        calls.values[index].framesInFlight += 1
         calls.values[index].refusedSeqs.remove(frame.seq)
         if calls.values[index].cutoff != nil { calls.values[index].streamingAfterCutoff = true }
         switch staged.quote.outcome {

@@ -87,6 +87,16 @@ public enum RejectedFrameReason: String, Sendable, CaseIterable {
     case invalidAmount = "invalid_amount"
     case invalidTimestamp = "invalid_timestamp"
     case ledgerRefused = "ledger_refused"
+
+    /// The error code the sender was answered with.
+    public var errorCode: ProtocolErrorCode {
+        switch self {
+        case .unknownCall: .unknownCall
+        case .invalidAmount: .invalidAmount
+        case .invalidTimestamp: .invalidTimestamp
+        case .ledgerRefused: .internal
+        }
+    }
 }
 
 public enum MeteringCounter: Sendable, Hashable {

@@ -133,12 +133,12 @@ public struct BudgetStore {
                              [callID, seq, reason, payloadJSON])
     }
 
-    /// Marks a call refused at admission or cut off.
+    /// Marks a live call refused at admission, cut off, or active again (a lifted cutoff); an ended call keeps its status.
     public func markCall(userID: String, callID: String, status: String, cutoffReason: String?) throws {
         try connection.query("""
             UPDATE calls SET status = $3, cutoff_reason = coalesce($4, cutoff_reason),
                              cutoff_at = CASE WHEN $4::text IS NULL THEN cutoff_at ELSE now() END, updated_at = now()
-            WHERE user_id = $1 AND call_id = $2
+            WHERE user_id = $1 AND call_id = $2 AND ended_at IS NULL
             """, [userID, callID, status, cutoffReason])
     }
 }

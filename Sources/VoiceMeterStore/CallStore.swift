@@ -35,7 +35,8 @@ public struct CallStore {
                 UPDATE calls SET registrations = registrations + $3 WHERE user_id = $1 AND call_id = $2 RETURNING registrations
                 """, [start.userID, start.callID, inserted.affectedRows == 1 ? Int64(0) : Int64(1)])
             let refused = try connection.query("""
-                SELECT DISTINCT seq FROM rejected_frames WHERE call_id = $1 AND seq IS NOT NULL AND reason <> 'unknown_call' ORDER BY seq
+                SELECT DISTINCT ON (seq) seq, reason FROM rejected_frames
+                WHERE call_id = $1 AND seq IS NOT NULL AND reason <> 'unknown_call' ORDER BY seq, id
                 """, [start.callID])
             let events = try connection.query("""
                 SELECT seq, service, operation, model, usage_amount, usage_unit, occurred_at, price_id, total_cost, payload_hash
@@ -59,7 +60,8 @@ public struct CallStore {
                         payloadHash: try row.decode("payload_hash", as: PayloadHash.self)
                     )
                 },
-                refusedSeqs: try refused.map { try $0.decode("seq") },
+                refusedFrames: Dictionary(try refused.map { (try $0.decode("seq", as: Int64.self), try $0.decode("reason", as: String.self)) },
+                                          uniquingKeysWith: { first, _ in first }),
                 generation: try generation.first?.decode("registrations") ?? 1
             ))
         }

@@ -7,19 +7,20 @@ public struct RegisteredCall: Sendable {
     public var startedAt: Timestamp
     /// Events already committed for the call (a resumed call), oldest `seq` first.
     public var committedEvents: [CommittedEvent]
-    /// Seqs of the call refused for good (the sender was told not to resend them).
-    public var refusedSeqs: [Int64]
+    /// Frames of the call refused for good, by seq, with the reason kept (`rejected_frames.reason`):
+    /// the sender was told not to resend them.
+    public var refusedFrames: [Int64: String]
     /// How many times the call was registered: an ending written by a copy of the call that lost
     /// its connection applies only while no later registration resumed the call elsewhere.
     public var generation: Int64
 
-    public init(userID: String, isNew: Bool, startedAt: Timestamp, committedEvents: [CommittedEvent], refusedSeqs: [Int64] = [],
+    public init(userID: String, isNew: Bool, startedAt: Timestamp, committedEvents: [CommittedEvent], refusedFrames: [Int64: String] = [:],
                 generation: Int64 = 1) {
         self.userID = userID
         self.isNew = isNew
         self.startedAt = startedAt
         self.committedEvents = committedEvents
-        self.refusedSeqs = refusedSeqs
+        self.refusedFrames = refusedFrames
         self.generation = generation
     }
 }

@@ -1,0 +1,566 @@
+import MeteringCore
+import VoiceMeterDomain
+
+/// What one simulated run is made of.
+public struct CoreSimulationOptions: Sendable {
+    public var seed: UInt64
+    /// Random steps before the run settles (no more faults) and is checked to the end.
+    public var steps: Int
+    public var nodes = 3
+    public var calls = 10
+    public var users = 3
+
+    public init(seed: UInt64, steps: Int) {
+        self.seed = seed
+        self.steps = steps
+    }
+}
+
+/// An invariant that failed: where, and how to see it again.
+public struct InvariantViolation: Error, Sendable, CustomStringConvertible {
+    public var seed: UInt64
+    public var step: Int
+    public var invariant: String
+    public var detail: String
+    public var steps: Int
+
+    public var description: String {
+        "seed \(seed), step \(step): \(invariant): \(detail)\n  replay: voicemeter-sim simulate --seed \(seed) --steps \(steps) --trace"
+    }
+}
+
+/// What a run did, for the report.
+public struct CoreSimulationStats: Sendable {
+    public var framesStored = 0
+    public var callsSummarized = 0
+    public var callsRejected = 0
+    public var cutoffs = 0
+    public var overloaded = 0
+    public var rateLimited = 0
+    public var reconnects = 0
+    public var crashes = 0
+    public var limitChanges = 0
+    public var conflictsAtCommit = 0
+
+    public init() {}
+
+    /// Adds another run's counts.
+    public mutating func add(_ other: CoreSimulationStats) {
+        framesStored += other.framesStored
+        callsSummarized += other.callsSummarized
+        callsRejected += other.callsRejected
+        cutoffs += other.cutoffs
+        overloaded += other.overloaded
+        rateLimited += other.rateLimited
+        reconnects += other.reconnects
+        crashes += other.crashes
+        limitChanges += other.limitChanges
+        conflictsAtCommit += other.conflictsAtCommit
+    }
+}
+
+/// Nodes running `MeteringCore` over one simulated ledger, driven by one seeded schedule of
+/// client messages, deliveries, commits, faults and time: the same seed is the same run.
+/// Invariants are checked after every step; the first violation stops the run.
+public struct CoreSimulation {
+    public let options: CoreSimulationOptions
+    private var random: SplitMix
+    private var now: Timestamp
+    private var ledger = SimulatedLedger()
+    private var nodes: [Node] = []
+    private var clients: [Client] = []
+    private var connections: [Int: Connection] = [:]
+    private var nextConnection = 1
+    private var step = 0
+    private var settling = false
+    private let prices: PriceBook
+    private let settings: MeteringSettings
+    public private(set) var stats = CoreSimulationStats()
+    /// One line per step when tracing.
+    public var trace: ((String) -> Void)?
+
+    private static let writerQueueEvents = 6
+    private static let abandonAfterSeconds: Int64 = 120
+
+    struct Node {
+        var core: MeteringCore
+        var writerQueue: [WriterItem] = []
+        var registrations: [(start: CallStart, startedAt: Timestamp, asOf: Timestamp)] = []
+        var refreshes: [(users: [String], asOf: Timestamp)] = []
+        var nextTick: Timestamp
+    }
+
+    enum WriterItem {
+        case event(UsageEvent)
+        case ending(CallEnding)
+    }
+
+    struct Connection {
+        var node: Int
+        var client: Int
+        var toServer: [MeteringInput] = []
+        var toClient: [ServerMessage] = []
+    }
+
+    struct Frame {
+        var usage: MeteredUsage
+        var variant: Int64
+    }
+
+    struct Client {
+        enum State { case idle, starting, active, done }
+        var callID: String
+        var userID: String
+        var startedAt: Timestamp?
+        var state = State.idle
+        var connection: Int?
+        var frames: [Int64: Frame] = [:]
+        var nextSeq: Int64 = 1
+        var unacked: Set<Int64> = []
+        var highestAck: Int64 = 0
+        var endSent = false
+        var cutOff = false
+        var summary: ExactDecimal?
+    }
+
+    public init(_ options: CoreSimulationOptions) {
+        self.options = options
+        random = SplitMix(seed: options.seed)
+        // Ten minutes before a new month (and day) in UTC: rollovers happen inside most runs.
+        now = Timestamp(rfc3339: "2027-01-31T23:50:00Z")!
+        prices = PriceBook([PriceVersion(id: 1, key: PriceKey(service: "llm", operation: "op", unit: .requests),
+                                         rule: .perUnit(unitPrice: ExactDecimal("0.10")!), effectiveFrom: Timestamp(microsecondsSinceEpoch: 0))])
+        settings = MeteringSettings(defaults: BudgetPolicy(callLimit: ExactDecimal("2.00")!, dayLimit: nil, monthLimit: ExactDecimal("4.00")!),
+                                    defaultCallCostEstimate: ExactDecimal("0.10")!, tickSeconds: 30,
+                                    abandonAfterSeconds: Self.abandonAfterSeconds)
+        nodes = (0..<options.nodes).map { _ in Node(core: MeteringCore(settings: settings), nextTick: now.adding(seconds: 30)) }
+        clients = (0..<options.calls).map { index in
+            Client(callID: "C\(index % (options.calls - 1) + 1)", userID: "u\(index % options.users + 1)")
+        }
+    }
+
+    /// Runs the schedule, then lets it settle; returns the first violation, if any.
+    public mutating func run() -> InvariantViolation? {
+        do {
+            while step < options.steps {
+                step += 1
+                try takeStep()
+            }
+            settling = true
+            for _ in 0..<(options.steps + 4_000) {
+                step += 1
+                try takeStep()
+                if clients.allSatisfy({ $0.state == .done || $0.state == .idle }) && nodes.allSatisfy({ $0.writerQueue.isEmpty }) { break }
+            }
+            try checkAtRest()
+            stats.framesStored = ledger.events.count
+            return nil
+        } catch let violation as InvariantViolation {
+            return violation
+        } catch {
+            preconditionFailure("only invariants throw")
+        }
+    }
+
+    // MARK: The schedule
+
+    private mutating func takeStep() throws {
+        now = now.adding(milliseconds: Int64(random.below(400)))
+        let roll = random.below(1_000)
+        switch roll {
+        case 0..<60: startCall()
+        case 60..<240: sendFrame()
+        case 240..<290: resendUnacknowledged()
+        case 290..<295: sendConflictingFrame()
+        case 295..<330: endCall()
+        case 330..<560: try deliverToServer()
+        case 560..<760: try deliverToClient()
+        case 760..<860: try flushWriter()
+        case 860..<880: try refuseInLedger()
+        case 880..<930: try completeRegistration()
+        case 930..<950: try completeRefresh()
+        case 950..<965: dropConnection()
+        case 965..<985: try reconnect()
+        case 985..<988: crashNode()
+        case 988..<994: try changeLimits()
+        default: now = now.adding(seconds: Int64(random.below(45)))
+        }
+        try runTicks()
+        try checkInvariants()
+    }
+
+    private var faultsAllowed: Bool { !settling }
+
+    private mutating func startCall() {
+        // A call id is reused (the last client's is the first's) only once the call it named is over.
+        let live = Set(clients.filter { $0.state == .starting || $0.state == .active }.map(\.callID))
+        guard let index = clients.indices.filter({ clients[$0].state == .idle && !live.contains(clients[$0].callID) }).randomElement(using: &random)
+        else { return }
+        clients[index].startedAt = now
+        clients[index].state = .starting
+        openConnection(for: index)
+    }
+
+    /// Opens a connection to a random node and sends the call's start, its unacknowledged frames in seq order, and its end if it was sent.
+    private mutating func openConnection(for index: Int) {
+        let id = nextConnection
+        nextConnection += 1
+        var connection = Connection(node: random.below(nodes.count), client: index)
+        let client = clients[index]
+        connection.toServer.append(.callStart(CallStart(callID: client.callID, userID: client.userID, startedAt: client.startedAt),
+                                              from: ClientConnection(id)))
+        for seq in client.unacked.sorted() { connection.toServer.append(usage(of: index, seq: seq, connection: id)) }
+        if client.endSent { connection.toServer.append(.callEnd(CallEnd(callID: client.callID, endedAt: nil), from: ClientConnection(id))) }
+        connections[id] = connection
+        clients[index].connection = id
+    }
+
+    private func usage(of index: Int, seq: Int64, connection: Int) -> MeteringInput {
+        let client = clients[index]
+        let frame = client.frames[seq]!
+        return .usage(UsageFrame(callID: client.callID, seq: seq, usage: frame.usage),
+                      hash: Self.hash(client.callID, seq, frame.variant), from: ClientConnection(connection))
+    }
+
+    private mutating func sendFrame() {
+        guard let index = clients.indices.filter({ [.starting, .active].contains(clients[$0].state) && !clients[$0].endSent
+                                                   && clients[$0].connection != nil }).randomElement(using: &random)
+        else { return }
+        let seq = clients[index].nextSeq
+        clients[index].nextSeq += 1
+        // Now and then the pipeline's clock is off by more than the server allows.
+        let skew: Int64 = faultsAllowed && random.below(40) == 0 ? 90 : Int64(random.below(20)) - 10
+        let service = seq % 5 == 0 ? "unpriced" : "llm"
+        clients[index].frames[seq] = Frame(usage: MeteredUsage(service: service, operation: "op", unit: .requests,
+                                                               amount: ExactDecimal(1 + Int(seq % 3)), occurredAt: now.adding(seconds: skew)),
+                                           variant: 0)
+        clients[index].unacked.insert(seq)
+        let connection = clients[index].connection!
+        let message = usage(of: index, seq: seq, connection: connection)
+        connections[connection]?.toServer.append(message)
+    }
+
+    private mutating func resendUnacknowledged() {
+        guard let index = clients.indices.filter({ clients[$0].connection != nil && !clients[$0].unacked.isEmpty && clients[$0].state != .done })
+            .randomElement(using: &random), let seq = clients[index].unacked.sorted().randomElement(using: &random)
+        else { return }
+        let connection = clients[index].connection!
+        let message = usage(of: index, seq: seq, connection: connection)
+        connections[connection]?.toServer.append(message)
+    }
+
+    /// A pipeline bug: the same seq sent again with other content.
+    private mutating func sendConflictingFrame() {
+        guard faultsAllowed, let index = clients.indices.filter({ clients[$0].connection != nil && !clients[$0].frames.isEmpty && clients[$0].state != .done })
+            .randomElement(using: &random), let seq = clients[index].frames.keys.sorted().randomElement(using: &random)
+        else { return }
+        var frame = clients[index].frames[seq]!
+        frame.variant += 1
+        frame.usage.amount = (try? frame.usage.amount.adding(ExactDecimal(1))) ?? frame.usage.amount
+        let client = clients[index]
+        connections[client.connection!]?.toServer.append(.usage(UsageFrame(callID: client.callID, seq: seq, usage: frame.usage),
+                                                                hash: Self.hash(client.callID, seq, frame.variant),
+                                                                from: ClientConnection(client.connection!)))
+    }
+
+    private mutating func endCall() {
+        let candidates = clients.indices.filter { index in
+            let client = clients[index]
+            return client.state == .active && !client.endSent && client.connection != nil
+                && (client.cutOff || client.nextSeq > 6 || settling)
+        }
+        guard let index = candidates.randomElement(using: &random) else { return }
+        clients[index].endSent = true
+        let connection = clients[index].connection!
+        connections[connection]?.toServer.append(.callEnd(CallEnd(callID: clients[index].callID, endedAt: nil), from: ClientConnection(connection)))
+    }
+
+    private mutating func deliverToServer() throws {
+        guard let id = connections.keys.sorted().filter({ !connections[$0]!.toServer.isEmpty }).randomElement(using: &random) else { return }
+        let input = connections[id]!.toServer.removeFirst()
+        let node = connections[id]!.node
+        // The transport's rate limit: refused before metering, named, answered by the socket.
+        if faultsAllowed, case .usage(let frame, _, _) = input, random.below(12) == 0 {
+            stats.rateLimited += 1
+            connections[id]!.toClient.append(.error(ProtocolError(.rateLimited, "rate limited", callID: frame.callID, seq: frame.seq)))
+            try feed(node, .refusedTransiently(callID: frame.callID, seq: frame.seq))
+            return
+        }
+        try feed(node, input)
+    }
+
+    private mutating func deliverToClient() throws {
+        guard let id = connections.keys.sorted().filter({ !connections[$0]!.toClient.isEmpty }).randomElement(using: &random) else { return }
+        let message = connections[id]!.toClient.removeFirst()
+        try receive(message, client: connections[id]!.client)
+    }
+
+    private mutating func flushWriter() throws {
+        guard let index = nodes.indices.filter({ !nodes[$0].writerQueue.isEmpty }).randomElement(using: &random) else { return }
+        let count = min(nodes[index].writerQueue.count, 1 + random.below(4))
+        let items = Array(nodes[index].writerQueue.prefix(count))
+        var events: [UsageEvent] = []
+        var endings: [CallEnding] = []
+        for item in items {
+            switch item {
+            case .event(let event): events.append(event)
+            case .ending(let ending): endings.append(ending)
+            }
+        }
+        let commit = ledger.commit(events, endings: endings)
+        stats.conflictsAtCommit += commit.conflicts.count
+        // A commit whose reply was lost: stored, and retried by the writer.
+        if faultsAllowed, random.below(10) == 0 { return }
+        nodes[index].writerQueue.removeFirst(count)
+        try feed(index, .committed(commit))
+    }
+
+    /// The database refuses an event outright (a data error): it is not stored.
+    private mutating func refuseInLedger() throws {
+        guard faultsAllowed, let index = nodes.indices.filter({ nodes[$0].writerQueue.contains { if case .event = $0 { true } else { false } } })
+            .randomElement(using: &random), let position = nodes[index].writerQueue.firstIndex(where: { if case .event = $0 { true } else { false } }),
+            case .event(let event) = nodes[index].writerQueue.remove(at: position)
+        else { return }
+        try feed(index, .refusedByLedger(event, reason: "simulated data error"))
+    }
+
+    private mutating func completeRegistration() throws {
+        guard let index = nodes.indices.filter({ !nodes[$0].registrations.isEmpty }).randomElement(using: &random) else { return }
+        let pending = nodes[index].registrations.removeFirst()
+        if faultsAllowed, random.below(10) == 0 {
+            try feed(index, .registrationFailed(callID: pending.start.callID, reason: "simulated outage"))
+            return
+        }
+        let (registration, snapshot) = ledger.register(pending.start, startedAt: pending.startedAt, asOf: pending.asOf)
+        try feed(index, .registered(callID: pending.start.callID, registration, snapshot))
+    }
+
+    private mutating func completeRefresh() throws {
+        guard let index = nodes.indices.filter({ !nodes[$0].refreshes.isEmpty }).randomElement(using: &random) else { return }
+        let pending = nodes[index].refreshes.removeFirst()
+        var snapshots: [String: UserBudgetSnapshot] = [:]
+        for user in pending.users { snapshots[user] = ledger.snapshot(user, asOf: pending.asOf) }
+        try feed(index, .budgetsRefreshed(snapshots, asOf: pending.asOf))
+    }
+
+    private mutating func dropConnection() {
+        guard faultsAllowed, let id = connections.keys.sorted().randomElement(using: &random) else { return }
+        close(id)
+    }
+
+    private mutating func close(_ id: Int) {
+        guard let connection = connections.removeValue(forKey: id) else { return }
+        if clients[connection.client].connection == id { clients[connection.client].connection = nil }
+        try? feed(connection.node, .connectionClosed(ClientConnection(id)))
+    }
+
+    private mutating func reconnect() throws {
+        guard let index = clients.indices.filter({ [.starting, .active].contains(clients[$0].state) && clients[$0].connection == nil })
+            .randomElement(using: &random)
+        else { return }
+        stats.reconnects += 1
+        openConnection(for: index)
+    }
+
+    /// A node dies and restarts empty: its writer queue, pending work and connections are gone.
+    private mutating func crashNode() {
+        guard faultsAllowed else { return }
+        let index = random.below(nodes.count)
+        trace?("step \(step) node \(index) crashes")
+        stats.crashes += 1
+        for id in connections.keys.sorted().filter({ connections[$0]!.node == index }) {
+            if let client = connections.removeValue(forKey: id)?.client, clients[client].connection == id { clients[client].connection = nil }
+        }
+        nodes[index] = Node(core: MeteringCore(settings: settings), nextTick: now.adding(seconds: 30))
+    }
+
+    private mutating func changeLimits() throws {
+        guard faultsAllowed else { return }
+        let user = "u\(random.below(options.users) + 1)"
+        let money = [nil, "0.50", "1.00", "1.50", "3.00", "6.00"].map { $0.flatMap { ExactDecimal($0) } }
+        ledger.settings[user] = BudgetSettings(callLimit: money[random.below(money.count)], dayLimit: money[random.below(money.count)],
+                                               monthLimit: money[random.below(money.count)], autoCutoff: random.below(5) != 0)
+        stats.limitChanges += 1
+        for index in nodes.indices { try feed(index, .budgetSettingsChanged) }
+    }
+
+    private mutating func runTicks() throws {
+        for index in nodes.indices where nodes[index].nextTick <= now {
+            nodes[index].nextTick = now.adding(seconds: 30)
+            try feed(index, .tick)
+        }
+    }
+
+    // MARK: The node's actions
+
+    /// Feeds one input to a node's core and performs what it returns, as the shard would.
+    private mutating func feed(_ index: Int, _ input: MeteringInput) throws {
+        trace?("step \(step) node \(index) ← \(Self.describe(input))")
+        var actions = nodes[index].core.handle(input, at: now, prices: prices)
+        var next = 0
+        while next < actions.count {
+            let action = actions[next]
+            next += 1
+            switch action {
+            case .send(let message, let connection):
+                trace?("  → \(connection): \(message.json)")
+                if case .budgetCutoff = message { stats.cutoffs += 1 }
+                if connections[connection.rawValue]?.node == index { connections[connection.rawValue]!.toClient.append(message) }
+            case .submit(let event):
+                let queued = nodes[index].writerQueue.count { if case .event = $0 { true } else { false } }
+                let accepted = queued < Self.writerQueueEvents
+                if accepted { nodes[index].writerQueue.append(.event(event)) } else { stats.overloaded += 1 }
+                actions += nodes[index].core.handle(.submitted(accepted: accepted), at: now, prices: prices)
+            case .submitEnding(let ending): nodes[index].writerQueue.append(.ending(ending))
+            case .register(let start, let startedAt, let asOf): nodes[index].registrations.append((start, startedAt, asOf))
+            case .refreshBudgets(let users, let asOf, _): nodes[index].refreshes.append((users, asOf))
+            case .markCall(_, let callID, let status, _): ledger.mark(callID, status: status)
+            case .recordRejectedFrame(let frame, let reason):
+                if reason != .unknownCall, ledger.refused[frame.callID]?[frame.seq] == nil { ledger.refused[frame.callID, default: [:]][frame.seq] = reason.rawValue }
+            case .recordAlert, .evaluateQuotas, .pinRoute, .forgetRoute, .frameHandled, .count, .log: break
+            }
+        }
+    }
+
+    // MARK: The pipeline's side
+
+    private mutating func receive(_ message: ServerMessage, client index: Int) throws {
+        switch message {
+        case .callAccepted:
+            if clients[index].state == .starting { clients[index].state = .active }
+        case .callRejected:
+            clients[index].state = .done
+            stats.callsRejected += 1
+            if let id = clients[index].connection { close(id) }
+        case .ack(let callID, let seq):
+            try checkAcknowledged(callID, through: seq)
+            if seq < clients[index].highestAck {
+                throw violation("acks never decrease", "\(callID): ack \(seq) after ack \(clients[index].highestAck)")
+            }
+            clients[index].highestAck = seq
+            clients[index].unacked = clients[index].unacked.filter { $0 > seq }
+        case .error(let error):
+            guard let seq = error.seq else {
+                // call.start did not go through (the database was away): send it again.
+                if error.code == .overloaded { sendCallStartAgain(index) }
+                return
+            }
+            switch error.code {
+            case .overloaded, .rateLimited: break  // kept and sent again
+            case .unknownCall:
+                // Before call.end: the server does not know the call here (its start failed): start it again.
+                if clients[index].endSent { clients[index].unacked.remove(seq) } else { sendCallStartAgain(index) }
+            default: clients[index].unacked.remove(seq)  // refused for good
+            }
+        case .budgetCutoff: clients[index].cutOff = true
+        case .budgetWarning: break
+        case .callSummary(let callID, let cost, _, _, _, _):
+            let stored = ledger.cost(of: callID)
+            guard cost == stored else { throw violation("a summary equals its call's events", "\(callID): summary \(cost), ledger \(stored)") }
+            clients[index].summary = cost
+            clients[index].state = .done
+            stats.callsSummarized += 1
+            if let id = clients[index].connection { close(id) }
+        }
+    }
+
+    private mutating func sendCallStartAgain(_ index: Int) {
+        guard let id = clients[index].connection, clients[index].state != .done else { return }
+        let client = clients[index]
+        connections[id]?.toServer.append(.callStart(CallStart(callID: client.callID, userID: client.userID, startedAt: client.startedAt),
+                                                    from: ClientConnection(id)))
+    }
+
+    // MARK: Invariants
+
+    private func violation(_ invariant: String, _ detail: String) -> InvariantViolation {
+        InvariantViolation(seed: options.seed, step: step, invariant: invariant, detail: detail, steps: options.steps)
+    }
+
+    /// An ack for n: every seq ≤ n of the call is stored, or was refused for good.
+    private func checkAcknowledged(_ callID: String, through seq: Int64) throws {
+        guard seq >= 1 else { return }
+        for covered in 1...seq where ledger.events[EventKey(callID: callID, seq: covered)] == nil && ledger.refused[callID]?[covered] == nil {
+            throw violation("no acknowledged frame is missing from the ledger", "\(callID): ack \(seq) covers seq \(covered), which is not stored")
+        }
+    }
+
+    private func checkInvariants() throws {
+        if let key = ledger.eventsOfRejectedCalls.first {
+            throw violation("no admission is bypassed", "\(key) was stored for a call refused at admission")
+        }
+        if let (key, _) = ledger.events.first(where: { $0.value.afterEnd }) {
+            throw violation("an ended call stays ended", "\(key) was stored after its call ended (\(String(describing: ledger.calls[key.callID])))")
+        }
+        for (index, node) in nodes.enumerated() {
+            for call in node.core.audit() where (call.phase == "active" || call.phase == "closing") && call.policy.autoCutoff && call.cutoff == nil {
+                for (scope, spent) in [(BudgetScope.call, call.spent.call), (.day, call.spent.day), (.month, call.spent.month)] {
+                    guard let limit = call.policy.limit(for: scope), limit > .zero ? spent >= limit : spent > .zero else { continue }
+                    throw violation("a call over a limit with auto-cutoff is cut off",
+                                    "node \(index): \(call.callID) of \(call.userID) has \(scope.rawValue) spend \(spent) at its \(limit) limit and no cutoff")
+                }
+            }
+        }
+    }
+
+    /// After the run settles: every summary still equals its call's events (nothing was stored after it).
+    private func checkAtRest() throws {
+        for client in clients {
+            guard let summary = client.summary else { continue }
+            let stored = ledger.cost(of: client.callID)
+            guard summary == stored else { throw violation("a summary equals its call's events", "\(client.callID): summary \(summary), ledger \(stored) at rest") }
+        }
+    }
+
+    // MARK: Helpers
+
+    static func hash(_ callID: String, _ seq: Int64, _ variant: Int64) -> PayloadHash {
+        var mixer = SplitMix(seed: UInt64(bitPattern: seq &* 1_000_003 &+ variant))
+        for byte in callID.utf8 { mixer = SplitMix(seed: mixer.next() ^ UInt64(byte)) }
+        let words = (mixer.next(), mixer.next())
+        return PayloadHash { buffer in
+            buffer.storeBytes(of: words.0, toByteOffset: 0, as: UInt64.self)
+            buffer.storeBytes(of: words.1, toByteOffset: 8, as: UInt64.self)
+        }
+    }
+
+    static func describe(_ input: MeteringInput) -> String {
+        switch input {
+        case .callStart(let start, let connection): "call.start \(start.callID) user \(start.userID) on \(connection)"
+        case .usage(let frame, _, let connection): "usage \(frame.callID)#\(frame.seq) on \(connection)"
+        case .callEnd(let end, let connection): "call.end \(end.callID) on \(connection)"
+        case .submitted(let accepted): "submitted \(accepted)"
+        case .refusedTransiently(let callID, let seq): "rate_limited \(callID)#\(seq)"
+        case .connectionClosed(let connection): "closed \(connection)"
+        case .registered(let callID, let registration, _):
+            switch registration {
+            case .registered(let call): "registered \(callID): new \(call.isNew), stored \(call.committedEvents.map(\.stored.seq)), refused \(call.refusedFrames.keys.sorted()), generation \(call.generation)"
+            case .belongsToAnotherUser: "registered \(callID): another user's"
+            case .ended: "registered \(callID): ended"
+            }
+        case .registrationFailed(let callID, _): "registration failed \(callID)"
+        case .committed(let commit): "committed \(commit.events.map(\.key)) conflicts \(commit.conflicts.sorted()) endings \(commit.endings.map { "\($0.ending.callID) \($0.ending.status) applied \($0.applied)" })"
+        case .refusedByLedger(let event, _): "ledger refused \(event.key)"
+        case .budgetsRefreshed(let snapshots, _): "refreshed \(snapshots.keys.sorted())"
+        case .budgetSettingsChanged: "settings changed"
+        case .tick: "tick"
+        }
+    }
+}
+
+/// SplitMix64: a small, fast generator whose whole state is one seed.
+struct SplitMix: RandomNumberGenerator {
+    private var state: UInt64
+
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    mutating func below(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
+}
