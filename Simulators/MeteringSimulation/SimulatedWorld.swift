@@ -7,12 +7,14 @@ public struct CoreSimulationOptions: Sendable {
     /// Random steps before the run settles (no more faults) and is checked to the end.
     public var steps: Int
     public var nodes = 3
-    public var calls = 10
+    public var calls: Int
     public var users = 3
 
+    /// About one call per hundred steps (at least ten): a longer run plays more calls.
     public init(seed: UInt64, steps: Int) {
         self.seed = seed
         self.steps = steps
+        calls = max(10, steps / 100)
     }
 }
 
@@ -70,6 +72,9 @@ public struct CoreSimulation {
     private var nodes: [Node] = []
     private var clients: [Client] = []
     private var connections: [Int: Connection] = [:]
+    /// Calls a tick ended (abandoned, or closed while frames refused transiently never came back):
+    /// their late frames are refused as documented.
+    private var endedBySilence: Set<String> = []
     private var nextConnection = 1
     private var step = 0
     private var settling = false
@@ -121,6 +126,8 @@ public struct CoreSimulation {
         var endSent = false
         var cutOff = false
         var summary: ExactDecimal?
+        /// The connection the call was last accepted on.
+        var acceptedOn: Int?
     }
 
     public init(_ options: CoreSimulationOptions) {
@@ -171,12 +178,11 @@ public struct CoreSimulation {
         case 0..<60: startCall()
         case 60..<240: sendFrame()
         case 240..<290: resendUnacknowledged()
-        case 290..<295: sendConflictingFrame()
+        case 290..<296: sendConflictingFrame()
         case 295..<330: endCall()
         case 330..<560: try deliverToServer()
         case 560..<760: try deliverToClient()
-        case 760..<860: try flushWriter()
-        case 860..<880: try refuseInLedger()
+        case 760..<880: try flushWriter()
         case 880..<930: try completeRegistration()
         case 930..<950: try completeRefresh()
         case 950..<965: dropConnection()
@@ -252,7 +258,9 @@ public struct CoreSimulation {
     /// A pipeline bug: the same seq sent again with other content.
     private mutating func sendConflictingFrame() {
         guard faultsAllowed, let index = clients.indices.filter({ clients[$0].connection != nil && !clients[$0].frames.isEmpty && clients[$0].state != .done })
-            .randomElement(using: &random), let seq = clients[index].frames.keys.sorted().randomElement(using: &random)
+            .randomElement(using: &random),
+            // Mostly a frame not acknowledged yet: it may still be on its way on another node.
+            let seq = (clients[index].unacked.isEmpty ? Array(clients[index].frames.keys) : Array(clients[index].unacked)).sorted().randomElement(using: &random)
         else { return }
         var frame = clients[index].frames[seq]!
         frame.variant += 1
@@ -266,7 +274,7 @@ public struct CoreSimulation {
     private mutating func endCall() {
         let candidates = clients.indices.filter { index in
             let client = clients[index]
-            return client.state == .active && !client.endSent && client.connection != nil
+            return client.state == .active && !client.endSent && client.connection != nil && client.acceptedOn == client.connection
                 && (client.cutOff || client.nextSeq > 6 || settling)
         }
         guard let index = candidates.randomElement(using: &random) else { return }
@@ -301,11 +309,20 @@ public struct CoreSimulation {
         let items = Array(nodes[index].writerQueue.prefix(count))
         var events: [UsageEvent] = []
         var endings: [CallEnding] = []
+        var refused: [UsageEvent] = []
         for item in items {
             switch item {
+            // A data error belongs to the content: every writer that tries it is refused.
+            case .event(let event) where Self.isBadData(event.payloadHash): refused.append(event)
             case .event(let event): events.append(event)
             case .ending(let ending): endings.append(ending)
             }
+        }
+        for event in refused { try feed(index, .refusedByLedger(event, reason: "simulated data error")) }
+        // Another node stored one of these seqs first, with other content (a pipeline that sent both).
+        if faultsAllowed, random.below(40) == 0, var other = events.first, ledger.events[other.key] == nil {
+            other.payloadHash = Self.hash(other.key.callID, other.key.seq, 99)
+            _ = ledger.commit([other], endings: [])
         }
         let commit = ledger.commit(events, endings: endings)
         stats.conflictsAtCommit += commit.conflicts.count
@@ -313,15 +330,6 @@ public struct CoreSimulation {
         if faultsAllowed, random.below(10) == 0 { return }
         nodes[index].writerQueue.removeFirst(count)
         try feed(index, .committed(commit))
-    }
-
-    /// The database refuses an event outright (a data error): it is not stored.
-    private mutating func refuseInLedger() throws {
-        guard faultsAllowed, let index = nodes.indices.filter({ nodes[$0].writerQueue.contains { if case .event = $0 { true } else { false } } })
-            .randomElement(using: &random), let position = nodes[index].writerQueue.firstIndex(where: { if case .event = $0 { true } else { false } }),
-            case .event(let event) = nodes[index].writerQueue.remove(at: position)
-        else { return }
-        try feed(index, .refusedByLedger(event, reason: "simulated data error"))
     }
 
     private mutating func completeRegistration() throws {
@@ -411,7 +419,9 @@ public struct CoreSimulation {
                 let accepted = queued < Self.writerQueueEvents
                 if accepted { nodes[index].writerQueue.append(.event(event)) } else { stats.overloaded += 1 }
                 actions += nodes[index].core.handle(.submitted(accepted: accepted), at: now, prices: prices)
-            case .submitEnding(let ending): nodes[index].writerQueue.append(.ending(ending))
+            case .submitEnding(let ending):
+                nodes[index].writerQueue.append(.ending(ending))
+                if case .tick = input { endedBySilence.insert(ending.callID) }
             case .register(let start, let startedAt, let asOf): nodes[index].registrations.append((start, startedAt, asOf))
             case .refreshBudgets(let users, let asOf, _): nodes[index].refreshes.append((users, asOf))
             case .markCall(_, let callID, let status, _): ledger.mark(callID, status: status)
@@ -428,6 +438,18 @@ public struct CoreSimulation {
         switch message {
         case .callAccepted:
             if clients[index].state == .starting { clients[index].state = .active }
+            clients[index].acceptedOn = clients[index].connection
+            // Frames refused while the call was not started here are sent again, in seq order,
+            // and then the end, if it was sent.
+            if let id = clients[index].connection {
+                for seq in clients[index].unacked.sorted() {
+                    let message = usage(of: index, seq: seq, connection: id)
+                    connections[id]?.toServer.append(message)
+                }
+                if clients[index].endSent {
+                    connections[id]?.toServer.append(.callEnd(CallEnd(callID: clients[index].callID, endedAt: nil), from: ClientConnection(id)))
+                }
+            }
         case .callRejected:
             clients[index].state = .done
             stats.callsRejected += 1
@@ -448,8 +470,18 @@ public struct CoreSimulation {
             switch error.code {
             case .overloaded, .rateLimited: break  // kept and sent again
             case .unknownCall:
-                // Before call.end: the server does not know the call here (its start failed): start it again.
-                if clients[index].endSent { clients[index].unacked.remove(seq) } else { sendCallStartAgain(index) }
+                // The call was not started on this connection (its start failed): start it again.
+                // Accepted here and ended, the call is over.
+                if clients[index].endSent && clients[index].acceptedOn == clients[index].connection {
+                    // Every frame is sent before call.end: the call ended without one it waited for.
+                    if clients[index].unacked.contains(seq), ledger.events[EventKey(callID: clients[index].callID, seq: seq)] == nil,
+                       !endedBySilence.contains(clients[index].callID) {
+                        throw violation("a call ends only when its frames are settled", "\(clients[index].callID): seq \(seq), sent before call.end, was refused after it and is not stored")
+                    }
+                    clients[index].unacked.remove(seq)
+                } else {
+                    sendCallStartAgain(index)
+                }
             default: clients[index].unacked.remove(seq)  // refused for good
             }
         case .budgetCutoff: clients[index].cutOff = true
@@ -522,6 +554,11 @@ public struct CoreSimulation {
             buffer.storeBytes(of: words.0, toByteOffset: 0, as: UInt64.self)
             buffer.storeBytes(of: words.1, toByteOffset: 8, as: UInt64.self)
         }
+    }
+
+    /// About one frame in 40 is data the database refuses (decided by its content, like a real data error).
+    static func isBadData(_ hash: PayloadHash) -> Bool {
+        hash.withUnsafeBytes { $0[0] } % 40 == 0
     }
 
     static func describe(_ input: MeteringInput) -> String {

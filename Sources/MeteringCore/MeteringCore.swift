@@ -132,6 +132,11 @@ public struct MeteringCore: Sendable {
                 calls.values[index].owner = connection
                 calls.values[index].lastMessageAt = now
                 return
+            case .active where existing.owner == connection, .closing where existing.owner == connection:
+                // call.start again on the connection that carries the call: answered again.
+                calls.values[index].lastMessageAt = now
+                accept(start.callID, &actions)
+                return
             case .active, .closing:
                 // A reconnect resumes from the ledger, like on any other node: the call may have
                 // moved on since this copy last saw it (its acks, spend and cutoff with it).
@@ -301,8 +306,10 @@ public struct MeteringCore: Sendable {
         case .admitting, .active: closing = false
         case .closing where calls.values[index].refusedSeqs.contains(frame.seq) || calls.values[index].acceptedHashes[frame.seq] != nil:
             closing = true
+        // A resend of a frame taken before the end (it may still be on its way): answered as a resend.
+        case .ending where calls.values[index].acceptedHashes[frame.seq] != nil: closing = false
         case .closing, .ending:
-            actions.append(.send(.error(ProtocolError(.unknownCall, "the call has ended (call.end was received); usage after it is not taken",
+            actions.append(.send(.error(ProtocolError(.unknownCall, "the call has ended (call.end, or silence for the abandon timeout); usage after it is not taken",
                                                       callID: frame.callID, seq: frame.seq)), to: connection))
             return
         }

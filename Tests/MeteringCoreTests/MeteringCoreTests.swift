@@ -1,4 +1,5 @@
 import MeteringCore
+import MeteringSimulation
 import Testing
 import VoiceMeterDomain
 
@@ -140,5 +141,83 @@ import VoiceMeterDomain
         harness.startCall("C2")
         #expect(harness.send(1, call: "C2").cutoffs == [], "tomorrow: 0.10 carried + 0.10")
         #expect(harness.send(2, call: "C2").cutoffs == [.day], "tomorrow: 0.30")
+    }
+}
+
+/// Defects the simulation found, each as the sequence it printed, at the core.
+@Suite struct SimulationFoundTests {
+    @Test func aReconnectResumesFromTheLedgerEvenWhereACopyIsLeft() {
+        var harness = CoreHarness()
+        harness.startCall()
+        harness.send(1)
+        harness.feed(.connectionClosed(harness.connection))
+        // Meanwhile the call may have gone on elsewhere: this copy's acks and spend are not trusted.
+        let again = harness.feed(.callStart(CallStart(callID: "C1", userID: "u1", startedAt: harness.now), from: ClientConnection(2)))
+        #expect(again.contains { if case .register = $0 { true } else { false } })
+        #expect(again.sent.isEmpty, "nothing is answered before the ledger is read")
+    }
+
+    @Test func callStartAgainOnTheSameConnectionIsAnsweredWithoutRegistering() {
+        var harness = CoreHarness()
+        harness.startCall()
+        let again = harness.feed(.callStart(CallStart(callID: "C1", userID: "u1", startedAt: harness.now), from: harness.connection))
+        #expect(!again.contains { if case .register = $0 { true } else { false } })
+        #expect(again.sent.count == 1)
+    }
+
+    @Test func aResendOfAFrameTakenBeforeTheEndIsNotRefused() {
+        var harness = CoreHarness()
+        harness.startCall()
+        harness.writerHasRoom = false
+        harness.send(1)
+        harness.writerHasRoom = true
+        harness.feed(.callEnd(CallEnd(callID: "C1", endedAt: nil), from: harness.connection))
+        #expect(harness.send(1).endings.count == 1, "the resend is taken and the call ends")
+        #expect(harness.send(1).errors.isEmpty, "a resend while the ending is stored is a resend, not usage after the end")
+    }
+
+    @Test func aFrameRefusedForGoodIsRefusedTheSameWayWhenResent() {
+        var harness = CoreHarness()
+        harness.startCall()
+        let ahead = harness.now.adding(seconds: 90)
+        #expect(harness.send(1, ts: ahead).errors.map(\.code) == [.invalidTimestamp])
+        harness.advance(seconds: 60)  // the stamp is within the window now
+        let resent = harness.send(1, ts: ahead)
+        #expect(resent.errors.map(\.code) == [.invalidTimestamp])
+        #expect(resent.submitted.isEmpty)
+    }
+
+    @Test func framesQueuedBehindAnAdmissionLeaveWithTheirConnection() {
+        var harness = CoreHarness()
+        harness.feed(.callStart(CallStart(callID: "C1", userID: "u1", startedAt: harness.now), from: harness.connection))
+        harness.send(1)
+        harness.feed(.connectionClosed(harness.connection))
+        let registered = harness.feed(.registered(callID: "C1", .registered(RegisteredCall(userID: "u1", isNew: true, startedAt: harness.now,
+                                                                                          committedEvents: [])),
+                                                  UserBudgetSnapshot(settings: BudgetSettings(), daySpent: .zero, monthSpent: .zero)))
+        #expect(registered.submitted.isEmpty)
+        #expect(harness.core.liveCallCount == 0, "nobody is served by the copy: it is dropped")
+    }
+
+    @Test func aStandingMonthLimitCutsOffACallThatJoinedBelowIt() {
+        var harness = CoreHarness()
+        let user = UserBudgetSnapshot(settings: BudgetSettings(monthLimit: ExactDecimal("0.30")!), daySpent: .zero, monthSpent: .zero)
+        harness.startCall(snapshot: user)
+        harness.send(1, requests: 3)  // the month limit fires
+        harness.feed(.refusedByLedger(harness.inFlight.removeFirst(), reason: "data error"))  // and its spend falls back
+        harness.startCall("C2", snapshot: user)
+        harness.send(1, call: "C2", requests: 3)
+        #expect(harness.core.audit().first { $0.callID == "C2" }?.cutoff == .month)
+    }
+}
+
+@Suite struct SimulationTests {
+    @Test("every invariant holds over 40 seeded schedules on three nodes", arguments: [UInt64(1), 2, 3, 4])
+    func seeds(batch: UInt64) {
+        for seed in (batch * 10)..<(batch * 10 + 10) {
+            var simulation = CoreSimulation(CoreSimulationOptions(seed: seed, steps: 600))
+            let violation = simulation.run()
+            #expect(violation == nil, "\(violation.map(String.init(describing:)) ?? "")")
+        }
     }
 }
