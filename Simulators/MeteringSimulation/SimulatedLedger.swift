@@ -33,7 +33,8 @@ struct SimulatedLedger {
     /// `CallStore.register` and `BudgetStore.snapshot`.
     mutating func register(_ start: CallStart, startedAt: Timestamp, asOf: Timestamp) -> (CallRegistration, UserBudgetSnapshot) {
         var isNew = false
-        if calls[start.callID] == nil {
+        let inserted = calls[start.callID] == nil
+        if inserted {
             calls[start.callID] = Call(userID: start.userID, startedAt: startedAt, status: "active")
             isNew = true
         }
@@ -45,7 +46,7 @@ struct SimulatedLedger {
             isNew = true
         }
         guard !call.ended else { return (.ended, snapshot(start.userID, asOf: asOf)) }
-        if !isNew { call.registrations += 1 }
+        if !inserted { call.registrations += 1 }
         calls[start.callID] = call
         let committed = events.filter { $0.key.callID == start.callID }.sorted { $0.key.seq < $1.key.seq }.map { key, event in
             CommittedEvent(stored: StoredUsageEvent(seq: key.seq, usage: MeteredUsage(service: event.service, operation: "op", unit: .requests,

@@ -66,7 +66,7 @@ public struct CoreSimulationStats: Sendable {
 /// Invariants are checked after every step; the first violation stops the run.
 public struct CoreSimulation {
     public let options: CoreSimulationOptions
-    private var random: SplitMix
+    private var random: SeededRandom
     private var now: Timestamp
     private var ledger = SimulatedLedger()
     private var nodes: [Node] = []
@@ -132,7 +132,7 @@ public struct CoreSimulation {
 
     public init(_ options: CoreSimulationOptions) {
         self.options = options
-        random = SplitMix(seed: options.seed)
+        random = SeededRandom(seed: options.seed)
         // Ten minutes before a new month (and day) in UTC: rollovers happen inside most runs.
         now = Timestamp(rfc3339: "2027-01-31T23:50:00Z")!
         prices = PriceBook([PriceVersion(id: 1, key: PriceKey(service: "llm", operation: "op", unit: .requests),
@@ -340,7 +340,7 @@ public struct CoreSimulation {
             return
         }
         let (registration, snapshot) = ledger.register(pending.start, startedAt: pending.startedAt, asOf: pending.asOf)
-        try feed(index, .registered(callID: pending.start.callID, registration, snapshot))
+        try feed(index, .registered(callID: pending.start.callID, registration, snapshot, asOf: pending.asOf))
     }
 
     private mutating func completeRefresh() throws {
@@ -547,8 +547,8 @@ public struct CoreSimulation {
     // MARK: Helpers
 
     static func hash(_ callID: String, _ seq: Int64, _ variant: Int64) -> PayloadHash {
-        var mixer = SplitMix(seed: UInt64(bitPattern: seq &* 1_000_003 &+ variant))
-        for byte in callID.utf8 { mixer = SplitMix(seed: mixer.next() ^ UInt64(byte)) }
+        var mixer = SeededRandom(seed: UInt64(bitPattern: seq &* 1_000_003 &+ variant))
+        for byte in callID.utf8 { mixer = SeededRandom(seed: mixer.next() ^ UInt64(byte)) }
         let words = (mixer.next(), mixer.next())
         return PayloadHash { buffer in
             buffer.storeBytes(of: words.0, toByteOffset: 0, as: UInt64.self)
@@ -569,7 +569,7 @@ public struct CoreSimulation {
         case .submitted(let accepted): "submitted \(accepted)"
         case .refusedTransiently(let callID, let seq): "rate_limited \(callID)#\(seq)"
         case .connectionClosed(let connection): "closed \(connection)"
-        case .registered(let callID, let registration, _):
+        case .registered(let callID, let registration, _, _):
             switch registration {
             case .registered(let call): "registered \(callID): new \(call.isNew), stored \(call.committedEvents.map(\.stored.seq)), refused \(call.refusedFrames.keys.sorted()), generation \(call.generation)"
             case .belongsToAnotherUser: "registered \(callID): another user's"
@@ -585,19 +585,7 @@ public struct CoreSimulation {
     }
 }
 
-/// SplitMix64: a small, fast generator whose whole state is one seed.
-struct SplitMix: RandomNumberGenerator {
-    private var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
+extension SeededRandom {
+    /// A value in `0..<bound`.
     mutating func below(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
 }

@@ -22,6 +22,7 @@ extension MeteringCore {
         }
         // A limit whose meter fired before (before spend fell back, or before a call joined) holds
         // for every call it covers: checked only while such a limit stands.
+        guard policy.autoCutoff else { return }
         if calls.values[index].cutoff == nil && calls.values[index].budget.limitReached { enforceReachedLimits(on: callID, &actions) }
         if users.values[userIndex].day.meter.limitReached || users.values[userIndex].month.meter.limitReached {
             let uncut = users.values[userIndex].calls.filter { calls[$0]?.cutoff == nil }
@@ -97,9 +98,9 @@ extension MeteringCore {
         for callID in byID {
             guard let call = calls[callID], call.lastMessageAt <= silentSince else { continue }
             switch call.phase {
-            // Only a copy that still has its connection ends the call outright; a copy whose
-            // connection closed may be stale (the call moved on), so its ending is conditional.
-            case .active: finish(callID, endedAt: call.lastMessageAt, status: "abandoned", conditional: call.owner == nil, &actions)
+            // Silence ends a call only if no later registration resumed it elsewhere: the copy's
+            // connection may be gone, or half-open (the sender moved on without it closing here).
+            case .active: finish(callID, endedAt: call.lastMessageAt, status: "abandoned", conditional: true, &actions)
             // The refused frames never came back: the call ends with what was stored (unless it
             // moved on: the copy has lost its connection, and the sender may have resent them elsewhere).
             case .closing(let endedAt): finish(callID, endedAt: endedAt, status: call.endStatus, conditional: call.owner == nil, &actions)

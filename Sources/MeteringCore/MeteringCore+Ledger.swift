@@ -16,7 +16,15 @@ extension MeteringCore {
                 users.values[userIndex].month.settle(cost, at: event.usage.occurredAt, stored: !conflicted)
             }
             guard let index = calls.index(forKey: key.callID) else { continue }
-            // A copy that replaced the one that submitted the frame (a resume) did not take it.
+            // A copy that replaced the one that submitted the frame (a reconnect) did not take it:
+            // stored, it is taken in now, as a resumed call takes in its stored events.
+            if !conflicted && calls.values[index].acceptedHashes[key.seq] == nil {
+                calls.values[index].acceptedHashes[key.seq] = event.payloadHash
+                if case .priced(let priced) = event.pricing {
+                    if let version = prices.version(id: priced.priceID) { _ = calls.values[index].meter.price(event.usage, with: version) }
+                    calls.values[index].spent += priced.totalCost
+                }
+            }
             let taken = calls.values[index].acceptedHashes[key.seq] == event.payloadHash
             // Stored now, or stored with other content by another node (that seq is taken): settled either way.
             calls.values[index].settled.settle(key.seq)
@@ -74,8 +82,13 @@ extension MeteringCore {
         let callID = ended.ending.callID
         guard let call = calls[callID], case .ending = call.phase else { return }
         forget(callID, &actions)
-        // A stale copy's ending that did not apply: the call lives on elsewhere; nothing is said.
-        guard ended.applied || ended.ending.onlyIfGeneration == nil, let owner = call.owner else { return }
+        // A stale copy's ending that did not apply: the call lives on elsewhere. A sender that
+        // attached meanwhile (its call.start was held for the ending) resumes it from the ledger.
+        guard ended.applied || ended.ending.onlyIfGeneration == nil else {
+            if let owner = call.owner { callStarted(call.start, owner, &actions) }
+            return
+        }
+        guard let owner = call.owner else { return }
         let cost = ended.costByService.reduce(ExactDecimal.zero) { $0 + $1.cost }
         var fee: ExactDecimal?
         var margin: ExactDecimal?

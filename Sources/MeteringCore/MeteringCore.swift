@@ -101,11 +101,11 @@ public struct MeteringCore: Sendable {
         case .submitted(let accepted): submitted(accepted, &actions)
         case .refusedTransiently(let callID, let seq):
             guard let index = calls.index(forKey: callID) else { return }
-            if calls.values[index].acceptedHashes[seq] == nil, seq > calls.values[index].settled.through {
+            if calls.values[index].acceptedHashes[seq] == nil, calls.values[index].refusedForGood[seq] == nil, seq > calls.values[index].settled.through {
                 calls.values[index].refusedSeqs.insert(seq)
             }
         case .connectionClosed(let connection): connectionClosed(connection, &actions)
-        case .registered(let callID, let registration, let snapshot): registered(callID, registration, snapshot, &actions)
+        case .registered(let callID, let registration, let snapshot, let asOf): registered(callID, registration, snapshot, asOf: asOf, &actions)
         case .registrationFailed(let callID, let reason): registrationFailed(callID, reason, &actions)
         case .committed(let commit): committed(commit, &actions)
         case .refusedByLedger(let event, let reason): refusedByLedger(event, reason, &actions)
@@ -119,7 +119,7 @@ public struct MeteringCore: Sendable {
 
     // MARK: call.start and admission
 
-    private mutating func callStarted(_ start: CallStart, _ connection: ClientConnection, _ actions: inout [MeteringAction]) {
+    mutating func callStarted(_ start: CallStart, _ connection: ClientConnection, _ actions: inout [MeteringAction]) {
         if let index = calls.index(forKey: start.callID) {
             let existing = calls.values[index]
             guard existing.start.userID == start.userID else {
@@ -152,10 +152,12 @@ public struct MeteringCore: Sendable {
     /// The connection's calls lose their sender. Messages it sent that wait for an admission are
     /// dropped: none was answered, so the sender resends them on its next connection.
     private mutating func connectionClosed(_ connection: ClientConnection, _ actions: inout [MeteringAction]) {
-        for callID in calls.keys.sorted() {
-            guard let index = calls.index(forKey: callID) else { continue }
-            if calls.values[index].owner == connection { calls.values[index].owner = nil }
-            guard case .admitting(let queued) = calls.values[index].phase else { continue }
+        // Keys first, then changes: changing the dictionary while iterating its indices copies it.
+        let carried = calls.compactMap { $0.value.owner == connection ? $0.key : nil }
+        for callID in carried { calls[callID]?.owner = nil }
+        let waiting = calls.compactMap { $0.value.isAdmitting ? $0.key : nil }
+        for callID in waiting.sorted() {
+            guard let index = calls.index(forKey: callID), case .admitting(let queued) = calls.values[index].phase else { continue }
             var kept: [MeteringInput] = []
             for input in queued {
                 switch input {
@@ -189,7 +191,7 @@ public struct MeteringCore: Sendable {
         }
     }
 
-    private mutating func registered(_ callID: String, _ registration: CallRegistration, _ snapshot: UserBudgetSnapshot,
+    private mutating func registered(_ callID: String, _ registration: CallRegistration, _ snapshot: UserBudgetSnapshot, asOf: Timestamp,
                                      _ actions: inout [MeteringAction]) {
         guard let index = calls.index(forKey: callID), case .admitting(let queued) = calls.values[index].phase else { return }
         let notTaken = "the call was not admitted, so usage for it is not taken"
@@ -212,7 +214,9 @@ public struct MeteringCore: Sendable {
             return
         }
         let start = calls.values[index].start
-        var user = users[start.userID] ?? UserBudget(snapshot, defaults: settings.defaults, asOf: now)
+        // The snapshot is the spend of the day and month containing `asOf` (a registration answered
+        // just after midnight brings yesterday's figures: catching up starts today's).
+        var user = users[start.userID] ?? UserBudget(snapshot, defaults: settings.defaults, asOf: asOf)
         user.catchUp(to: now)
         if registered.isNew {
             if let window = startWindowViolation(registered.startedAt) {

@@ -23,8 +23,8 @@ public enum MeteringInput: Sendable {
     /// A frame of the call was refused before metering saw it (`rate_limited`, naming call and seq).
     case refusedTransiently(callID: String, seq: Int64)
     case connectionClosed(ClientConnection)
-    /// The answer to a `register` action.
-    case registered(callID: String, CallRegistration, UserBudgetSnapshot)
+    /// The answer to a `register` action: the registration and the user's budget as of `asOf`.
+    case registered(callID: String, CallRegistration, UserBudgetSnapshot, asOf: Timestamp)
     /// A `register` action failed (the database is away).
     case registrationFailed(callID: String, reason: String)
     /// The ledger committed these events and call endings.

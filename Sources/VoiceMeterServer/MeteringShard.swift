@@ -175,7 +175,7 @@ actor MeteringShard {
             environment.registry.register(start, startedAt: startedAt, at: asOf) { [self] outcome in
                 self.perform { shard in
                     switch outcome {
-                    case .success((let registration, let snapshot)): shard.run(.registered(callID: start.callID, registration, snapshot))
+                    case .success((let registration, let snapshot)): shard.run(.registered(callID: start.callID, registration, snapshot, asOf: asOf))
                     case .failure(let error): shard.run(.registrationFailed(callID: start.callID, reason: "\(error)"))
                     }
                 }

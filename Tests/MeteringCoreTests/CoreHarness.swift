@@ -55,7 +55,7 @@ struct CoreHarness {
                            payloadHash: Self.hash(seq))
         }
         produced += feed(.registered(callID: callID, .registered(RegisteredCall(userID: user, isNew: isNew, startedAt: now, committedEvents: events,
-                                                                               generation: generation)), snapshot))
+                                                                               generation: generation)), snapshot, asOf: now))
         return produced
     }
 

@@ -81,24 +81,37 @@ import VoiceMeterDomain
         var harness = CoreHarness()
         harness.feed(.callStart(CallStart(callID: "C1", userID: "u1"), from: harness.connection))
         harness.send(1)
-        let answer = harness.feed(.registered(callID: "C1", .ended, UserBudgetSnapshot(settings: BudgetSettings(), daySpent: .zero, monthSpent: .zero)))
+        let answer = harness.feed(.registered(callID: "C1", .ended, UserBudgetSnapshot(settings: BudgetSettings(), daySpent: .zero, monthSpent: .zero), asOf: harness.now))
         #expect(answer.rejections == ["call_ended"])
         #expect(answer.errors.map(\.code) == [.unknownCall], "the queued frame is refused for good, not as overloaded")
         #expect(harness.send(2).errors.map(\.code) == [.unknownCall])
     }
 
-    @Test func onlyACopyWithItsConnectionAbandonsACallOutright() {
+    @Test func silenceEndsACallOnlyIfNoLaterRegistrationResumedIt() {
         var harness = CoreHarness(abandonAfterSeconds: 60)
         harness.generation = 3
         harness.startCall()
-        harness.startCall("C2")
         harness.feed(.connectionClosed(harness.connection))
         harness.startCall("C3", on: ClientConnection(2))
         harness.advance(seconds: 61)
         let endings = harness.feed(.tick).endings
-        #expect(endings.first { $0.callID == "C1" }?.onlyIfGeneration == 3, "a copy without its connection may be stale")
-        #expect(endings.first { $0.callID == "C3" }?.onlyIfGeneration == nil)
-        #expect(endings.first { $0.callID == "C3" }?.status == "abandoned")
+        // A copy whose connection closed, or is half-open while the sender moved on, may be stale.
+        #expect(endings.map(\.onlyIfGeneration) == [3, 3])
+        #expect(endings.map(\.status) == ["abandoned", "abandoned"])
+        let stale = EndedCall(ending: endings[0], applied: false, costByService: [])
+        #expect(harness.commit(endings: [stale]).sent.isEmpty, "a stale copy's ending that did not apply is dropped silently")
+        #expect(harness.core.audit().map(\.callID) == ["C3"])
+    }
+
+    @Test func aCommitForTheCopyAReconnectReplacedCountsInTheNewCopy() {
+        var harness = CoreHarness(policy: BudgetPolicy(callLimit: ExactDecimal("0.50")!, dayLimit: nil, monthLimit: nil))
+        harness.startCall()
+        harness.send(1, requests: 3)
+        // The sender reconnects to this node before seq 1 is stored: the ledger has nothing yet.
+        harness.feed(.connectionClosed(harness.connection))
+        harness.startCall(isNew: false, on: ClientConnection(2))
+        #expect(harness.commit().acks == [1])
+        #expect(harness.send(2, requests: 2, on: ClientConnection(2)).cutoffs == [.call], "$0.30 stored before the reconnect + $0.20")
     }
 
     @Test func aConflictFoundAtCommitTakesTheFrameOutOfTheCallsSpend() {
@@ -124,7 +137,7 @@ import VoiceMeterDomain
         old.feed(.callStart(CallStart(callID: "C9", userID: "u1", startedAt: old.now.adding(seconds: -3_600)), from: old.connection))
         let answer = old.feed(.registered(callID: "C9", .registered(RegisteredCall(userID: "u1", isNew: true, startedAt: old.now.adding(seconds: -3_600),
                                                                                   committedEvents: [])),
-                                          UserBudgetSnapshot(settings: BudgetSettings(), daySpent: .zero, monthSpent: .zero)))
+                                          UserBudgetSnapshot(settings: BudgetSettings(), daySpent: .zero, monthSpent: .zero), asOf: old.now))
         #expect(answer.errors.map(\.code) == [.invalidTimestamp])
         #expect(answer.marks == ["rejected"])
     }
@@ -194,7 +207,7 @@ import VoiceMeterDomain
         harness.feed(.connectionClosed(harness.connection))
         let registered = harness.feed(.registered(callID: "C1", .registered(RegisteredCall(userID: "u1", isNew: true, startedAt: harness.now,
                                                                                           committedEvents: [])),
-                                                  UserBudgetSnapshot(settings: BudgetSettings(), daySpent: .zero, monthSpent: .zero)))
+                                                  UserBudgetSnapshot(settings: BudgetSettings(), daySpent: .zero, monthSpent: .zero), asOf: harness.now))
         #expect(registered.submitted.isEmpty)
         #expect(harness.core.liveCallCount == 0, "nobody is served by the copy: it is dropped")
     }

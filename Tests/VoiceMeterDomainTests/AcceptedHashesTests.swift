@@ -29,7 +29,7 @@ struct AcceptedHashesTests {
 
     @Test("any sequence of accepts and drops reads back like a plain dictionary", arguments: 0..<20)
     func matchesADictionary(round: Int) {
-        var random = SeededGenerator(seed: UInt64(round))
+        var random = SeededRandom(seed: UInt64(round))
         var hashes = AcceptedHashes()
         var model: [Int64: PayloadHash] = [:]
         for _ in 0..<400 {

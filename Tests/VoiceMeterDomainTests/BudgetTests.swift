@@ -92,7 +92,7 @@ struct BudgetTests {
 
     @Test("any sequence of spends and settings changes signals exactly as thresholds worked out from scratch", arguments: 0..<40)
     func matchesFromScratch(round: Int) {
-        var random = SeededGenerator(seed: UInt64(round) &+ 7_000)
+        var random = SeededRandom(seed: UInt64(round) &+ 7_000)
         let policies = [
             policy,
             policy.overridden(callLimit: d("5.5"), dayLimit: nil, monthLimit: nil, warnPercent: nil, autoCutoff: nil),

@@ -172,7 +172,7 @@ struct PricingPropertyTests {
     }
 
     /// Splits `total` (a whole number of milli-units) into 1…20 random positive parts with up to 3 decimals.
-    private func split(milli total: Int, using random: inout SeededGenerator) -> [ExactDecimal] {
+    private func split(milli total: Int, using random: inout SeededRandom) -> [ExactDecimal] {
         let parts = Int.random(in: 1...20, using: &random)
         var cuts = (0..<parts - 1).map { _ in Int.random(in: 0...total, using: &random) }.sorted()
         cuts.insert(0, at: 0)
@@ -182,7 +182,7 @@ struct PricingPropertyTests {
 
     @Test("a call's total never depends on how its usage is split into frames or their order", arguments: 0..<200)
     func splittingAndOrder(seed: Int) {
-        var random = SeededGenerator(seed: UInt64(seed))
+        var random = SeededRandom(seed: UInt64(seed))
         let start = Timestamp(rfc3339: "2026-11-22T18:00:00Z")!
         let shapes: [(String, String, String?, UsageUnit, Int)] = [
             ("twilio", "voice_outbound", nil, .seconds, Int.random(in: 1...900_000, using: &random)),
@@ -205,7 +205,7 @@ struct PricingPropertyTests {
 
     @Test("repricing prices what was unpriced, matches pricing live, and is idempotent", arguments: 0..<100)
     func repricingIsIdempotent(seed: Int) {
-        var random = SeededGenerator(seed: UInt64(seed) &+ 10_000)
+        var random = SeededRandom(seed: UInt64(seed) &+ 10_000)
         let start = Timestamp(rfc3339: "2026-11-22T18:00:00Z")!
         var events: [StoredUsageEvent] = []
         for seq in 1...Int64.random(in: 1...40, using: &random) {
