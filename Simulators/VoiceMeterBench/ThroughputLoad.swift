@@ -122,13 +122,14 @@ final class ThroughputLoad: Sendable {
             let index = link.nextCall % link.calls.count
             link.nextCall += 1
             let seq = link.calls[index].frames.nextSeq
+            // The canonical call's frames over and over, each stamped at its moment of that call
+            // (in the past: the server refuses stamps ahead of its clock).
             let (offset, tail) = frameTails[Int((seq - 1) % Int64(frameTails.count))]
-            let cycle = (seq - 1) / Int64(frameTails.count)
             var frame = link.calls[index].framePrefix
             frame.reserveCapacity(frame.count + 32 + tail.count)
             frame.appendDecimal(Int(seq))
             frame.append(contentsOf: #","ts":"#.utf8)
-            frame.appendDecimal(Int(start + cycle * 300 + offset))
+            frame.appendDecimal(Int(start + offset))
             frame.append(contentsOf: tail)
             burst.append(frame)
             link.calls[index].frames.recordSent(at: DispatchTime.now().uptimeNanoseconds)
