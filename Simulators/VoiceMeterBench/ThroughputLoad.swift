@@ -82,8 +82,10 @@ final class ThroughputLoad: Sendable {
             switch event {
             case .connected:
                 guard let link = state.links[id.rawValue] else { return }
+                // The calls started when the canonical call did: their frames are stamped from then on.
+                let startedAt = BenchmarkPrices.callStart.microsecondsSinceEpoch / 1_000_000
                 for call in link.calls {
-                    transport.send(#"{"type":"call.start","call_id":"\#(call.id)","user_id":"\#(call.id)-user","revenue":"4.99"}"#, on: id)
+                    transport.send(#"{"type":"call.start","call_id":"\#(call.id)","user_id":"\#(call.id)-user","ts":\#(startedAt),"revenue":"4.99"}"#, on: id)
                 }
                 fill(id, &state, transport)
             case .message(let text):
