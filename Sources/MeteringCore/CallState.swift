@@ -48,6 +48,8 @@ struct LiveCall: Sendable {
     var acceptedHashes = AcceptedHashes()
     var settled = SettledSeqs()
     var highestAckedSeq: Int64 = 0
+    /// The number of the last commit that stored one of its frames (`MeteringCore.commitNumber`).
+    var lastCommit = 0
     /// Frames refused for good, by seq: a resend gets the same answer, never a second look.
     var refusedForGood: [Int64: RejectedFrameReason] = [:]
     /// Frames refused transiently (`overloaded`, `rate_limited`) and not sent again yet.

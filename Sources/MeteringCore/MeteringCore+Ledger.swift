@@ -4,9 +4,10 @@ extension MeteringCore {
     // MARK: Commits
 
     mutating func committed(_ commit: LedgerCommit, _ actions: inout [MeteringAction]) {
-        // Each touched call is acknowledged once, after its events (the last one's index kept).
-        var touched: [String] = []
-        var lastTouched: String?
+        // Each touched call is acknowledged once, after all the batch's events (a batch holds the
+        // frames of many calls, interleaved): marked with the commit's number, no set of ids hashed.
+        commitNumber &+= 1
+        var touched: [Dictionary<String, LiveCall>.Index] = []
         for event in commit.events {
             let key = event.key
             let conflicted = !commit.conflicts.isEmpty && commit.conflicts.contains(key)
@@ -37,22 +38,27 @@ extension MeteringCore {
                                                               callID: key.callID, seq: key.seq)), to: owner))
                 }
             }
-            if lastTouched != key.callID {
-                lastTouched = key.callID
-                touched.append(key.callID)
+            if calls.values[index].lastCommit != commitNumber {
+                calls.values[index].lastCommit = commitNumber
+                touched.append(index)
             }
         }
-        for callID in touched { acknowledge(callID, &actions) }
+        for index in touched { acknowledge(at: index, &actions) }
         for ended in commit.endings { summarize(ended, &actions) }
     }
 
     /// Sends the cumulative ack: the unbroken run of settled seqs, when it moved.
     mutating func acknowledge(_ callID: String, _ actions: inout [MeteringAction]) {
-        guard let index = calls.index(forKey: callID), !calls.values[index].isAdmitting else { return }
+        guard let index = calls.index(forKey: callID) else { return }
+        acknowledge(at: index, &actions)
+    }
+
+    private mutating func acknowledge(at index: Dictionary<String, LiveCall>.Index, _ actions: inout [MeteringAction]) {
+        guard !calls.values[index].isAdmitting else { return }
         let ack = calls.values[index].settled.through
         guard ack > calls.values[index].highestAckedSeq else { return }
         calls.values[index].highestAckedSeq = ack
-        if let owner = calls.values[index].owner { actions.append(.send(.ack(callID: callID, seq: ack), to: owner)) }
+        if let owner = calls.values[index].owner { actions.append(.send(.ack(callID: calls.keys[index], seq: ack), to: owner)) }
     }
 
     /// The ledger refused an event outright (a data error): tell the sender, forget the frame.

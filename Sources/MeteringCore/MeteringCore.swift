@@ -54,6 +54,8 @@ public struct MeteringCore: Sendable {
     var users: [String: UserBudget] = [:]
     /// The frame whose `submit` awaits its `submitted` answer.
     private var staged: StagedFrame?
+    /// Counts commits: marks the calls a commit touched.
+    var commitNumber = 0
     /// Messages that waited for their call's admission, handled in order, one submit at a time.
     private var backlog: [MeteringInput] = []
     /// The instant and prices of the input being handled.
@@ -61,6 +63,8 @@ public struct MeteringCore: Sendable {
     var prices = PriceBook.empty
 
     private struct StagedFrame: Sendable {
+        /// The call's place in `calls`: nothing changes the table between a submit and its answer.
+        var index: Dictionary<String, LiveCall>.Index
         var frame: UsageFrame
         var hash: PayloadHash
         var quote: CallBillingMeter.Quote
@@ -80,6 +84,13 @@ public struct MeteringCore: Sendable {
         precondition(staged == nil || { if case .submitted = input { true } else { false } }(),
                      "a submit action is answered with submitted(accepted:) before any other input")
         handle(input, into: &actions)
+        while staged == nil, !backlog.isEmpty { handle(backlog.removeFirst(), into: &actions) }
+    }
+
+    /// The writer's answer to the `submit` action just performed: `handle(.submitted(accepted:))`
+    /// at the same instant and prices as the input that submitted (the executor's per-frame path).
+    public mutating func answerSubmit(accepted: Bool, into actions: inout [MeteringAction]) {
+        handle(.submitted(accepted: accepted), into: &actions)
         while staged == nil, !backlog.isEmpty { handle(backlog.removeFirst(), into: &actions) }
     }
 
@@ -347,12 +358,11 @@ public struct MeteringCore: Sendable {
                           at: index, closing: closing, connection, &actions)
             return
         }
-        let call = calls.values[index]
-        staged = StagedFrame(frame: frame, hash: hash, quote: quote, connection: connection, closing: closing)
+        staged = StagedFrame(index: index, frame: frame, hash: hash, quote: quote, connection: connection, closing: closing)
         actions.append(.submit(UsageEvent(
-            key: EventKey(callID: frame.callID, seq: frame.seq), userID: call.start.userID, callStartedAt: call.startedAt,
-            personaID: call.start.personaID, usage: frame.usage, pricing: quote.outcome,
-            metadataJSON: frame.metadataJSON, externalID: frame.externalID, payloadHash: hash
+            key: EventKey(callID: frame.callID, seq: frame.seq), userID: calls.values[index].start.userID,
+            callStartedAt: calls.values[index].startedAt, personaID: calls.values[index].start.personaID, usage: frame.usage,
+            pricing: quote.outcome, metadataJSON: frame.metadataJSON, externalID: frame.externalID, payloadHash: hash
         )))
     }
 
@@ -372,7 +382,8 @@ public struct MeteringCore: Sendable {
         guard let staged else { preconditionFailure("submitted(accepted:) answers a submit action") }
         self.staged = nil
         let frame = staged.frame
-        guard let index = calls.index(forKey: frame.callID) else { return }
+        let index = staged.index
+        assert(calls.keys[index] == frame.callID, "the table did not change between a submit and its answer")
         guard accepted else {
             calls.values[index].refusedSeqs.insert(frame.seq)
             actions.append(.send(.error(ProtocolError(.overloaded, "the ledger is behind; this frame was not taken, send it again shortly",

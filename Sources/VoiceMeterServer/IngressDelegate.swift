@@ -54,7 +54,7 @@ final class IngressDelegate: WebSocketServerDelegate {
             writer.noteIncoming()
             metrics.framesReceived.increment()
         }
-        shards[router.shard(for: message)].perform { $0.handle(message, from: connection) }
+        shards[router.shard(for: message)].perform { $0.handle(message, from: connection, writer: writer) }
         return !writer.isAboveHighWatermark
     }
 

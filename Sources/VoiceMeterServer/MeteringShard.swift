@@ -122,7 +122,18 @@ actor MeteringShard {
 
     // MARK: Inputs
 
-    func handle(_ message: ClientMessage, from connection: ConnectionID) {
+    /// The call's ledger writer as the ingress chose it for the message being handled (a frame
+    /// needs it twice: no second hash of its call id).
+    private var messageWriter: (callID: String, writer: LedgerWriter)?
+
+    private func writer(for callID: String) -> LedgerWriter {
+        if let messageWriter, messageWriter.callID == callID { return messageWriter.writer }
+        return environment.writers.writer(for: callID)
+    }
+
+    func handle(_ message: ClientMessage, from connection: ConnectionID, writer: LedgerWriter) {
+        messageWriter = (message.callID, writer)
+        defer { messageWriter = nil }
         let client = ClientConnection(connection.rawValue)
         switch message {
         case .callStart(let start): run(.callStart(start, from: client))
@@ -167,10 +178,10 @@ actor MeteringShard {
         case .send(let message, let connection):
             environment.send(message, to: ConnectionID(rawValue: connection.rawValue))
         case .submit(let event):
-            let accepted = environment.writers.writer(for: event.key.callID).submit(event)
-            core.handle(.submitted(accepted: accepted), at: environment.clock.now, prices: environment.prices.book, into: &actions)
+            let accepted = writer(for: event.key.callID).submit(event)
+            core.answerSubmit(accepted: accepted, into: &actions)
         case .submitEnding(let ending):
-            environment.writers.writer(for: ending.callID).submit(ending)
+            writer(for: ending.callID).submit(ending)
         case .register(let start, let startedAt, let asOf):
             environment.registry.register(start, startedAt: startedAt, at: asOf) { [self] outcome in
                 self.perform { shard in
@@ -189,7 +200,7 @@ actor MeteringShard {
         case .evaluateQuotas(let asOf): environment.registry.evaluateQuotas(at: asOf)
         case .pinRoute(let callID): environment.router.pin(callID, to: index)
         case .forgetRoute(let callID): environment.router.forget(callID)
-        case .frameHandled(let callID): environment.writers.writer(for: callID).noteHandled()
+        case .frameHandled(let callID): writer(for: callID).noteHandled()
         case .count(.unpricedEvent): environment.metrics.unpricedEvents.increment()
         case .count(.budgetCutoff): environment.metrics.budgetCutoffs.increment()
         case .log(let entry):
