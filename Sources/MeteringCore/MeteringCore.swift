@@ -48,7 +48,10 @@ public struct MeteringSettings: Sendable {
 /// - the client's clock is bounded by the server's, and budget periods and prices follow a
 ///   frame's (bounded) `ts`;
 /// - only a copy of a call that still has its connection ends it unconditionally.
-public struct MeteringCore: Sendable {
+///
+/// Its calls and users are objects (for speed: see `LiveCall`): a core has one owner, its
+/// executor, and is not copied.
+public struct MeteringCore {
     public let settings: MeteringSettings
     var calls: [String: LiveCall] = [:]
     var users: [String: UserBudget] = [:]
@@ -62,7 +65,7 @@ public struct MeteringCore: Sendable {
     var now = Timestamp(microsecondsSinceEpoch: 0)
     var prices = PriceBook.empty
 
-    private struct StagedFrame: Sendable {
+    private struct StagedFrame {
         /// The call's place in `calls`: nothing changes the table between a submit and its answer.
         var index: Dictionary<String, LiveCall>.Index
         var frame: UsageFrame
@@ -227,7 +230,7 @@ public struct MeteringCore: Sendable {
         let start = calls.values[index].start
         // The snapshot is the spend of the day and month containing `asOf` (a registration answered
         // just after midnight brings yesterday's figures: catching up starts today's).
-        var user = users[start.userID] ?? UserBudget(snapshot, defaults: settings.defaults, asOf: asOf)
+        let user = users[start.userID] ?? UserBudget(snapshot, defaults: settings.defaults, asOf: asOf)
         user.catchUp(to: now)
         if registered.isNew {
             if let window = startWindowViolation(registered.startedAt) {
