@@ -66,9 +66,11 @@ public struct MeteringCore {
     var prices = PriceBook.empty
 
     private struct StagedFrame {
+        var call: LiveCall
         /// The call's place in `calls`: nothing changes the table between a submit and its answer.
         var index: Dictionary<String, LiveCall>.Index
-        var frame: UsageFrame
+        var seq: Int64
+        var occurredAt: Timestamp
         var hash: PayloadHash
         var quote: CallBillingMeter.Quote
         var connection: ClientConnection
@@ -361,7 +363,8 @@ public struct MeteringCore {
                           at: index, closing: closing, connection, &actions)
             return
         }
-        staged = StagedFrame(index: index, frame: frame, hash: hash, quote: quote, connection: connection, closing: closing)
+        staged = StagedFrame(call: calls.values[index], index: index, seq: frame.seq, occurredAt: frame.usage.occurredAt, hash: hash, quote: quote,
+                             connection: connection, closing: closing)
         actions.append(.submit(UsageEvent(
             key: EventKey(callID: frame.callID, seq: frame.seq), userID: calls.values[index].start.userID,
             callStartedAt: calls.values[index].startedAt, personaID: calls.values[index].start.personaID, usage: frame.usage,
@@ -384,24 +387,24 @@ public struct MeteringCore {
     private mutating func submitted(_ accepted: Bool, _ actions: inout [MeteringAction]) {
         guard let staged else { preconditionFailure("submitted(accepted:) answers a submit action") }
         self.staged = nil
-        let frame = staged.frame
-        let index = staged.index
-        assert(calls.keys[index] == frame.callID, "the table did not change between a submit and its answer")
+        let call = staged.call
+        let seq = staged.seq
+        assert(calls.values[staged.index] === call, "the table did not change between a submit and its answer")
         guard accepted else {
-            calls.values[index].refusedSeqs.insert(frame.seq)
+            call.refusedSeqs.insert(seq)
             actions.append(.send(.error(ProtocolError(.overloaded, "the ledger is behind; this frame was not taken, send it again shortly",
-                                                      callID: frame.callID, seq: frame.seq)), to: staged.connection))
+                                                      callID: call.start.callID, seq: seq)), to: staged.connection))
             return
         }
-        calls.values[index].meter.advance(with: staged.quote)
-        calls.values[index].acceptedHashes[frame.seq] = staged.hash
-        calls.values[index].refusedSeqs.remove(frame.seq)
-        if calls.values[index].cutoff != nil { calls.values[index].streamingAfterCutoff = true }
+        call.meter.advance(with: staged.quote)
+        call.acceptedHashes[seq] = staged.hash
+        if !call.refusedSeqs.isEmpty { call.refusedSeqs.remove(seq) }
+        if call.cutoff != nil { call.streamingAfterCutoff = true }
         switch staged.quote.outcome {
-        case .priced(let priced): charge(priced.totalCost, at: frame.usage.occurredAt, toCallAt: index, &actions)
+        case .priced(let priced): charge(priced.totalCost, at: staged.occurredAt, toCallAt: staged.index, &actions)
         case .unpriced: actions.append(.count(.unpricedEvent))
         }
-        if staged.closing { endIfSettled(frame.callID, &actions) }
+        if staged.closing { endIfSettled(call.start.callID, &actions) }
     }
 
     // MARK: call.end

@@ -164,7 +164,9 @@ actor MeteringShard {
         core.handle(input, at: environment.clock.now, prices: environment.prices.book, into: &actions)
         var next = 0
         while next < actions.count {
-            let action = actions[next]
+            // Moved out, not copied (an event's strings are not retained again on the way).
+            var action = MeteringAction.count(.unpricedEvent)
+            swap(&action, &actions[next])
             next += 1
             execute(action)
         }
