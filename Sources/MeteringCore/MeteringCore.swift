@@ -85,7 +85,7 @@ public struct MeteringCore {
     /// by the caller so its capacity is reused from frame to frame).
     public mutating func handle(_ input: MeteringInput, at now: Timestamp, prices: PriceBook, into actions: inout [MeteringAction]) {
         self.now = now
-        self.prices = prices
+        if !prices.isIdentical(to: self.prices) { self.prices = prices }
         precondition(staged == nil || { if case .submitted = input { true } else { false } }(),
                      "a submit action is answered with submitted(accepted:) before any other input")
         handle(input, into: &actions)

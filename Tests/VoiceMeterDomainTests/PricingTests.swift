@@ -39,6 +39,14 @@ struct PricingTests {
         return frames
     }
 
+    @Test("a copy of a book is the same book; a book built again from the same versions is another")
+    func bookIdentity() {
+        let book = SeedPrices.book
+        let copy = book
+        #expect(copy.isIdentical(to: book))
+        #expect(!PriceBook(book.versions).isIdentical(to: book))
+    }
+
     @Test("the canonical 5-minute call costs exactly 0.07 + 0.0295 + 0.005 + 0.30 = 0.4045")
     func canonicalCallTotal() throws {
         let frames = canonicalCall

@@ -24,6 +24,13 @@ public struct PriceBook: Sendable {
         }
     }
 
+    /// Whether `other` is this very book (the same built table, not an equal one): a holder
+    /// replaces its copy only when the book changed, instead of retaining its tables on every use.
+    public func isIdentical(to other: PriceBook) -> Bool {
+        versions.withUnsafeBufferPointer { mine in other.versions.withUnsafeBufferPointer { $0.baseAddress == mine.baseAddress } }
+            && versions.count == other.versions.count
+    }
+
     /// The version with this `service_pricing.id`.
     public func version(id: Int64) -> PriceVersion? { byID[id] }
 
