@@ -6,26 +6,24 @@ extension MeteringCore {
     /// Adds a frame's cost to its call and user (in the periods of its `ts`) and acts on every budget it crosses.
     mutating func charge(_ cost: ExactDecimal, at instant: Timestamp, toCallAt index: Dictionary<String, LiveCall>.Index,
                          _ actions: inout [MeteringAction]) {
-        let callID = calls.keys[index]
-        let userID = calls.values[index].start.userID
-        guard let userIndex = users.index(forKey: userID) else { return }
-        calls.values[index].spent += cost
-        users.values[userIndex].day.charge(cost, at: instant, now: now)
-        users.values[userIndex].month.charge(cost, at: instant, now: now)
-        let policy = users.values[userIndex].policy
-        let callSignals = calls.values[index].budget.check(spent: calls.values[index].spent, policy: policy)
-        let daySignals = users.values[userIndex].day.meter.check(spent: users.values[userIndex].day.spent, policy: policy)
-        let monthSignals = users.values[userIndex].month.meter.check(spent: users.values[userIndex].month.spent, policy: policy)
+        let call = calls.values[index]
+        guard let user = users[call.start.userID] else { return }
+        call.spent += cost
+        user.day.charge(cost, at: instant, now: now)
+        user.month.charge(cost, at: instant, now: now)
+        let callSignals = call.budget.check(spent: call.spent, policy: user.policy)
+        let daySignals = user.day.meter.check(spent: user.day.spent, policy: user.policy)
+        let monthSignals = user.month.meter.check(spent: user.month.spent, policy: user.policy)
         // Nearly every frame crosses nothing: no signal arrays joined.
         if !callSignals.isEmpty || !daySignals.isEmpty || !monthSignals.isEmpty {
-            for signal in callSignals + daySignals + monthSignals { act(on: signal, userID: userID, callID: callID, &actions) }
+            for signal in callSignals + daySignals + monthSignals { act(on: signal, userID: call.start.userID, callID: calls.keys[index], &actions) }
         }
         // A limit whose meter fired before (before spend fell back, or before a call joined) holds
         // for every call it covers: checked only while such a limit stands.
-        guard policy.autoCutoff else { return }
-        if calls.values[index].cutoff == nil && calls.values[index].budget.limitReached { enforceReachedLimits(on: callID, &actions) }
-        if users.values[userIndex].day.meter.limitReached || users.values[userIndex].month.meter.limitReached {
-            let uncut = users.values[userIndex].calls.filter { calls[$0]?.cutoff == nil }
+        guard user.policy.autoCutoff else { return }
+        if call.cutoff == nil && call.budget.limitReached { enforceReachedLimits(on: calls.keys[index], &actions) }
+        if user.day.meter.limitReached || user.month.meter.limitReached {
+            let uncut = user.calls.filter { calls[$0]?.cutoff == nil }
             for id in uncut.sorted() { enforceReachedLimits(on: id, &actions) }
         }
     }

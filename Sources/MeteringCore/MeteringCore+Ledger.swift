@@ -8,38 +8,42 @@ extension MeteringCore {
         // frames of many calls, interleaved): marked with the commit's number, no set of ids hashed.
         commitNumber &+= 1
         var touched: [Dictionary<String, LiveCall>.Index] = []
-        for event in commit.events {
-            let key = event.key
+        for position in commit.events.indices {
+            // Fields read in place: no copy of each event.
+            let key = commit.events[position].key
+            let hash = commit.events[position].payloadHash
+            let occurredAt = commit.events[position].usage.occurredAt
             let conflicted = !commit.conflicts.isEmpty && commit.conflicts.contains(key)
-            let cost: ExactDecimal? = if case .priced(let priced) = event.pricing { priced.totalCost } else { nil }
-            if let cost, let userIndex = users.index(forKey: event.userID) {
-                users.values[userIndex].day.settle(cost, at: event.usage.occurredAt, stored: !conflicted)
-                users.values[userIndex].month.settle(cost, at: event.usage.occurredAt, stored: !conflicted)
+            let cost: ExactDecimal? = if case .priced(let priced) = commit.events[position].pricing { priced.totalCost } else { nil }
+            if let cost, let user = users[commit.events[position].userID] {
+                user.day.settle(cost, at: occurredAt, stored: !conflicted)
+                user.month.settle(cost, at: occurredAt, stored: !conflicted)
             }
             guard let index = calls.index(forKey: key.callID) else { continue }
+            let call = calls.values[index]
             // A copy that replaced the one that submitted the frame (a reconnect) did not take it:
             // stored, it is taken in now, as a resumed call takes in its stored events.
-            if !conflicted && calls.values[index].acceptedHashes[key.seq] == nil {
-                calls.values[index].acceptedHashes[key.seq] = event.payloadHash
-                if case .priced(let priced) = event.pricing {
-                    if let version = prices.version(id: priced.priceID) { _ = calls.values[index].meter.price(event.usage, with: version) }
-                    calls.values[index].spent += priced.totalCost
+            if !conflicted && call.acceptedHashes[key.seq] == nil {
+                call.acceptedHashes[key.seq] = hash
+                if case .priced(let priced) = commit.events[position].pricing {
+                    if let version = prices.version(id: priced.priceID) { _ = call.meter.price(commit.events[position].usage, with: version) }
+                    call.spent += priced.totalCost
                 }
             }
-            let taken = calls.values[index].acceptedHashes[key.seq] == event.payloadHash
+            let taken = call.acceptedHashes[key.seq] == hash
             // Stored now, or stored with other content by another node (that seq is taken): settled either way.
-            calls.values[index].settled.settle(key.seq)
+            call.settled.settle(key.seq)
             if conflicted && taken {
                 // Not this frame: its spend comes off the call, and its resend is a conflict again.
-                calls.values[index].acceptedHashes[key.seq] = nil
-                if let cost { calls.values[index].spent -= cost }
-                if let owner = calls.values[index].owner {
+                call.acceptedHashes[key.seq] = nil
+                if let cost { call.spent -= cost }
+                if let owner = call.owner {
                     actions.append(.send(.error(ProtocolError(.seqConflict, "seq \(key.seq) is stored with different content",
                                                               callID: key.callID, seq: key.seq)), to: owner))
                 }
             }
-            if calls.values[index].lastCommit != commitNumber {
-                calls.values[index].lastCommit = commitNumber
+            if call.lastCommit != commitNumber {
+                call.lastCommit = commitNumber
                 touched.append(index)
             }
         }

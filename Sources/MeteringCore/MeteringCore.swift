@@ -92,6 +92,16 @@ public struct MeteringCore {
         while staged == nil, !backlog.isEmpty { handle(backlog.removeFirst(), into: &actions) }
     }
 
+    /// `handle(.usage(frame, hash:, from:))` without building the input (the executor's per-frame path).
+    public mutating func handleUsage(_ frame: UsageFrame, hash: PayloadHash, from connection: ClientConnection, at now: Timestamp, prices: PriceBook,
+                                     into actions: inout [MeteringAction]) {
+        self.now = now
+        if !prices.isIdentical(to: self.prices) { self.prices = prices }
+        precondition(staged == nil, "a submit action is answered with submitted(accepted:) before any other input")
+        usage(frame, hash, connection, &actions)
+        while staged == nil, !backlog.isEmpty { handle(backlog.removeFirst(), into: &actions) }
+    }
+
     /// The writer's answer to the `submit` action just performed: `handle(.submitted(accepted:))`
     /// at the same instant and prices as the input that submitted (the executor's per-frame path).
     public mutating func answerSubmit(accepted: Bool, into actions: inout [MeteringAction]) {
@@ -112,7 +122,7 @@ public struct MeteringCore {
     private mutating func handle(_ input: MeteringInput, into actions: inout [MeteringAction]) {
         switch input {
         case .callStart(let start, let connection): callStarted(start, connection, &actions)
-        case .usage(let frame, let hash, let connection): usage(frame, hash, connection, input, &actions)
+        case .usage(let frame, let hash, let connection): usage(frame, hash, connection, &actions)
         case .callEnd(let end, let connection): callEnded(end, connection, input, &actions)
         case .submitted(let accepted): submitted(accepted, &actions)
         case .refusedTransiently(let callID, let seq):
@@ -304,8 +314,7 @@ public struct MeteringCore {
 
     // MARK: Usage frames
 
-    private mutating func usage(_ frame: UsageFrame, _ hash: PayloadHash, _ connection: ClientConnection, _ input: MeteringInput,
-                                _ actions: inout [MeteringAction]) {
+    private mutating func usage(_ frame: UsageFrame, _ hash: PayloadHash, _ connection: ClientConnection, _ actions: inout [MeteringAction]) {
         guard let index = calls.index(forKey: frame.callID) else {
             actions.append(.frameHandled(callID: frame.callID))
             actions.append(.send(.error(ProtocolError(.unknownCall, "no call.start was seen for this call_id on this server; send call.start first",
@@ -313,73 +322,73 @@ public struct MeteringCore {
             actions.append(.recordRejectedFrame(frame, reason: .unknownCall))
             return
         }
-        if case .admitting(var queued) = calls.values[index].phase {
-            queued.append(input)
-            calls.values[index].phase = .admitting(queued: queued)
+        let call = calls.values[index]
+        if case .admitting(var queued) = call.phase {
+            queued.append(.usage(frame, hash: hash, from: connection))
+            call.phase = .admitting(queued: queued)
             return
         }
         actions.append(.frameHandled(callID: frame.callID))
-        calls.values[index].lastMessageAt = now
+        call.lastMessageAt = now
         // After call.end only the frames it waits for are taken, and resends of frames already taken.
         let closing: Bool
-        switch calls.values[index].phase {
+        switch call.phase {
         case .admitting, .active: closing = false
-        case .closing where calls.values[index].refusedSeqs.contains(frame.seq) || calls.values[index].acceptedHashes[frame.seq] != nil:
-            closing = true
+        case .closing where call.refusedSeqs.contains(frame.seq) || call.acceptedHashes[frame.seq] != nil: closing = true
         // A resend of a frame taken before the end (it may still be on its way): answered as a resend.
-        case .ending where calls.values[index].acceptedHashes[frame.seq] != nil: closing = false
+        case .ending where call.acceptedHashes[frame.seq] != nil: closing = false
         case .closing, .ending:
             actions.append(.send(.error(ProtocolError(.unknownCall, "the call has ended (call.end, or silence for the abandon timeout); usage after it is not taken",
                                                       callID: frame.callID, seq: frame.seq)), to: connection))
             return
         }
-        calls.values[index].owner = connection
-        if let seen = calls.values[index].acceptedHashes[frame.seq] {
+        call.owner = connection
+        if let seen = call.acceptedHashes[frame.seq] {
             if seen != hash {
                 actions.append(.send(.error(ProtocolError(.seqConflict, "seq \(frame.seq) was already used for different content",
                                                           callID: frame.callID, seq: frame.seq)), to: connection))
-            } else if frame.seq <= calls.values[index].highestAckedSeq {
-                actions.append(.send(.ack(callID: frame.callID, seq: calls.values[index].highestAckedSeq), to: connection))
+            } else if frame.seq <= call.highestAckedSeq {
+                actions.append(.send(.ack(callID: frame.callID, seq: call.highestAckedSeq), to: connection))
             }
             return
         }
-        if let reason = calls.values[index].refusedForGood[frame.seq] {
+        if !call.refusedForGood.isEmpty, let reason = call.refusedForGood[frame.seq] {
             actions.append(.send(.error(ProtocolError(reason.errorCode, "seq \(frame.seq) was refused for good before (\(reason.rawValue)); it is not taken",
                                                       callID: frame.callID, seq: frame.seq)), to: connection))
             return
         }
-        let earliest = calls.values[index].startedAt.adding(seconds: -settings.clockSkewSeconds)
+        let earliest = call.startedAt.adding(seconds: -settings.clockSkewSeconds)
         let latest = now.adding(seconds: settings.clockSkewSeconds)
         if frame.usage.occurredAt < earliest || frame.usage.occurredAt > latest {
             refuseForGood(frame, .invalidTimestamp,
                           "ts \(frame.usage.occurredAt) is outside \(earliest) … \(latest) (the call's start minus \(settings.clockSkewSeconds) s to the server's clock plus \(settings.clockSkewSeconds) s)",
-                          at: index, closing: closing, connection, &actions)
+                          call: call, closing: closing, connection, &actions)
             return
         }
-        let quote = calls.values[index].meter.quote(frame.usage, book: prices)
+        let quote = call.meter.quote(frame.usage, book: prices)
         if case .priced(let priced) = quote.outcome, priced.totalCost > MeteringSettings.frameCostMaximum {
             refuseForGood(frame, .invalidAmount,
                           "this frame would cost \(priced.totalCost) USD, above the \(MeteringSettings.frameCostMaximum) USD a frame may cost; check amount and unit",
-                          at: index, closing: closing, connection, &actions)
+                          call: call, closing: closing, connection, &actions)
             return
         }
-        staged = StagedFrame(call: calls.values[index], index: index, seq: frame.seq, occurredAt: frame.usage.occurredAt, hash: hash, quote: quote,
+        staged = StagedFrame(call: call, index: index, seq: frame.seq, occurredAt: frame.usage.occurredAt, hash: hash, quote: quote,
                              connection: connection, closing: closing)
         actions.append(.submit(UsageEvent(
-            key: EventKey(callID: frame.callID, seq: frame.seq), userID: calls.values[index].start.userID,
-            callStartedAt: calls.values[index].startedAt, personaID: calls.values[index].start.personaID, usage: frame.usage,
-            pricing: quote.outcome, metadataJSON: frame.metadataJSON, externalID: frame.externalID, payloadHash: hash
+            key: EventKey(callID: frame.callID, seq: frame.seq), userID: call.start.userID, callStartedAt: call.startedAt,
+            personaID: call.start.personaID, usage: frame.usage, pricing: quote.outcome,
+            metadataJSON: frame.metadataJSON, externalID: frame.externalID, payloadHash: hash
         )))
     }
 
     /// Refuses a frame for good (the sender must not resend it): its seq is settled.
-    private mutating func refuseForGood(_ frame: UsageFrame, _ reason: RejectedFrameReason, _ message: String, at index: Dictionary<String, LiveCall>.Index,
+    private mutating func refuseForGood(_ frame: UsageFrame, _ reason: RejectedFrameReason, _ message: String, call: LiveCall,
                                         closing: Bool, _ connection: ClientConnection, _ actions: inout [MeteringAction]) {
         actions.append(.send(.error(ProtocolError(reason.errorCode, message, callID: frame.callID, seq: frame.seq)), to: connection))
         actions.append(.recordRejectedFrame(frame, reason: reason))
-        calls.values[index].refusedForGood[frame.seq] = reason
-        calls.values[index].refusedSeqs.remove(frame.seq)
-        calls.values[index].settled.settle(frame.seq)
+        call.refusedForGood[frame.seq] = reason
+        call.refusedSeqs.remove(frame.seq)
+        call.settled.settle(frame.seq)
         acknowledge(frame.callID, &actions)
         if closing { endIfSettled(frame.callID, &actions) }
     }

@@ -139,7 +139,9 @@ actor MeteringShard {
         case .callStart(let start): run(.callStart(start, from: client))
         case .usage(let frame):
             frame.writeCanonicalContent(into: &canonicalContent)
-            run(.usage(frame, hash: PayloadHash(sha256Of: canonicalContent), from: client))
+            core.handleUsage(frame, hash: PayloadHash(sha256Of: canonicalContent), from: client, at: environment.clock.now,
+                             prices: environment.prices.book, into: &actions)
+            performActions()
         case .callEnd(let end): run(.callEnd(end, from: client))
         }
     }
@@ -162,6 +164,10 @@ actor MeteringShard {
     /// at once, and what the core does with the answer is performed after it).
     private func run(_ input: MeteringInput) {
         core.handle(input, at: environment.clock.now, prices: environment.prices.book, into: &actions)
+        performActions()
+    }
+
+    private func performActions() {
         var next = 0
         while next < actions.count {
             // Moved out, not copied (an event's strings are not retained again on the way).
