@@ -23,14 +23,16 @@ extension MeteringCore {
             let call = calls.values[index]
             // A copy that replaced the one that submitted the frame (a reconnect) did not take it:
             // stored, it is taken in now, as a resumed call takes in its stored events.
-            if !conflicted && call.acceptedHashes[key.seq] == nil {
+            var accepted = call.acceptedHashes[key.seq]
+            if !conflicted && accepted == nil {
                 call.acceptedHashes[key.seq] = hash
+                accepted = hash
                 if case .priced(let priced) = commit.events[position].pricing {
                     if let version = prices.version(id: priced.priceID) { _ = call.meter.price(commit.events[position].usage, with: version) }
                     call.spent += priced.totalCost
                 }
             }
-            let taken = call.acceptedHashes[key.seq] == hash
+            let taken = accepted == hash
             // Stored now, or stored with other content by another node (that seq is taken): settled either way.
             call.settled.settle(key.seq)
             if conflicted && taken {

@@ -92,14 +92,17 @@ public struct MeteringCore {
         while staged == nil, !backlog.isEmpty { handle(backlog.removeFirst(), into: &actions) }
     }
 
-    /// `handle(.usage(frame, hash:, from:))` without building the input (the executor's per-frame path).
+    /// `handle(.usage(frame, hash:, from:))` without building the input or the `frameHandled`
+    /// action (the executor's per-frame path): returns `false` when the frame waits for its call's
+    /// admission (a `frameHandled` action follows when it is handled), `true` when it is done.
     public mutating func handleUsage(_ frame: UsageFrame, hash: PayloadHash, from connection: ClientConnection, at now: Timestamp, prices: PriceBook,
-                                     into actions: inout [MeteringAction]) {
+                                     into actions: inout [MeteringAction]) -> Bool {
         self.now = now
         if !prices.isIdentical(to: self.prices) { self.prices = prices }
         precondition(staged == nil, "a submit action is answered with submitted(accepted:) before any other input")
-        usage(frame, hash, connection, &actions)
+        let done = usage(frame, hash, connection, &actions)
         while staged == nil, !backlog.isEmpty { handle(backlog.removeFirst(), into: &actions) }
+        return done
     }
 
     /// The writer's answer to the `submit` action just performed: `handle(.submitted(accepted:))`
@@ -122,7 +125,8 @@ public struct MeteringCore {
     private mutating func handle(_ input: MeteringInput, into actions: inout [MeteringAction]) {
         switch input {
         case .callStart(let start, let connection): callStarted(start, connection, &actions)
-        case .usage(let frame, let hash, let connection): usage(frame, hash, connection, &actions)
+        case .usage(let frame, let hash, let connection):
+            if usage(frame, hash, connection, &actions) { actions.append(.frameHandled(callID: frame.callID)) }
         case .callEnd(let end, let connection): callEnded(end, connection, input, &actions)
         case .submitted(let accepted): submitted(accepted, &actions)
         case .refusedTransiently(let callID, let seq):
@@ -314,21 +318,21 @@ public struct MeteringCore {
 
     // MARK: Usage frames
 
-    private mutating func usage(_ frame: UsageFrame, _ hash: PayloadHash, _ connection: ClientConnection, _ actions: inout [MeteringAction]) {
+    /// Handles a frame; `false` when it waits for its call's admission (it is handled later).
+    @discardableResult
+    private mutating func usage(_ frame: UsageFrame, _ hash: PayloadHash, _ connection: ClientConnection, _ actions: inout [MeteringAction]) -> Bool {
         guard let index = calls.index(forKey: frame.callID) else {
-            actions.append(.frameHandled(callID: frame.callID))
             actions.append(.send(.error(ProtocolError(.unknownCall, "no call.start was seen for this call_id on this server; send call.start first",
                                                       callID: frame.callID, seq: frame.seq)), to: connection))
             actions.append(.recordRejectedFrame(frame, reason: .unknownCall))
-            return
+            return true
         }
         let call = calls.values[index]
         if case .admitting(var queued) = call.phase {
             queued.append(.usage(frame, hash: hash, from: connection))
             call.phase = .admitting(queued: queued)
-            return
+            return false
         }
-        actions.append(.frameHandled(callID: frame.callID))
         call.lastMessageAt = now
         // After call.end only the frames it waits for are taken, and resends of frames already taken.
         let closing: Bool
@@ -340,7 +344,7 @@ public struct MeteringCore {
         case .closing, .ending:
             actions.append(.send(.error(ProtocolError(.unknownCall, "the call has ended (call.end, or silence for the abandon timeout); usage after it is not taken",
                                                       callID: frame.callID, seq: frame.seq)), to: connection))
-            return
+            return true
         }
         call.owner = connection
         if let seen = call.acceptedHashes[frame.seq] {
@@ -350,12 +354,12 @@ public struct MeteringCore {
             } else if frame.seq <= call.highestAckedSeq {
                 actions.append(.send(.ack(callID: frame.callID, seq: call.highestAckedSeq), to: connection))
             }
-            return
+            return true
         }
         if !call.refusedForGood.isEmpty, let reason = call.refusedForGood[frame.seq] {
             actions.append(.send(.error(ProtocolError(reason.errorCode, "seq \(frame.seq) was refused for good before (\(reason.rawValue)); it is not taken",
                                                       callID: frame.callID, seq: frame.seq)), to: connection))
-            return
+            return true
         }
         let earliest = call.startedAt.adding(seconds: -settings.clockSkewSeconds)
         let latest = now.adding(seconds: settings.clockSkewSeconds)
@@ -363,14 +367,14 @@ public struct MeteringCore {
             refuseForGood(frame, .invalidTimestamp,
                           "ts \(frame.usage.occurredAt) is outside \(earliest) … \(latest) (the call's start minus \(settings.clockSkewSeconds) s to the server's clock plus \(settings.clockSkewSeconds) s)",
                           call: call, closing: closing, connection, &actions)
-            return
+            return true
         }
         let quote = call.meter.quote(frame.usage, book: prices)
         if case .priced(let priced) = quote.outcome, priced.totalCost > MeteringSettings.frameCostMaximum {
             refuseForGood(frame, .invalidAmount,
                           "this frame would cost \(priced.totalCost) USD, above the \(MeteringSettings.frameCostMaximum) USD a frame may cost; check amount and unit",
                           call: call, closing: closing, connection, &actions)
-            return
+            return true
         }
         staged = StagedFrame(call: call, index: index, seq: frame.seq, occurredAt: frame.usage.occurredAt, hash: hash, quote: quote,
                              connection: connection, closing: closing)
@@ -379,6 +383,7 @@ public struct MeteringCore {
             personaID: call.start.personaID, usage: frame.usage, pricing: quote.outcome,
             metadataJSON: frame.metadataJSON, externalID: frame.externalID, payloadHash: hash
         )))
+        return true
     }
 
     /// Refuses a frame for good (the sender must not resend it): its seq is settled.

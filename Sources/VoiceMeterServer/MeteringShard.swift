@@ -139,9 +139,10 @@ actor MeteringShard {
         case .callStart(let start): run(.callStart(start, from: client))
         case .usage(let frame):
             frame.writeCanonicalContent(into: &canonicalContent)
-            core.handleUsage(frame, hash: PayloadHash(sha256Of: canonicalContent), from: client, at: environment.clock.now,
-                             prices: environment.prices.book, into: &actions)
+            let done = core.handleUsage(frame, hash: PayloadHash(sha256Of: canonicalContent), from: client, at: environment.clock.now,
+                                        prices: environment.prices.book, into: &actions)
             performActions()
+            if done { writer.noteHandled() }
         case .callEnd(let end): run(.callEnd(end, from: client))
         }
     }
