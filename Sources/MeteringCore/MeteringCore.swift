@@ -399,8 +399,8 @@ public struct MeteringCore {
     }
 
     private mutating func submitted(_ accepted: Bool, _ actions: inout [MeteringAction]) {
-        guard let staged else { preconditionFailure("submitted(accepted:) answers a submit action") }
-        self.staged = nil
+        // Moved out, not copied.
+        guard let staged = staged.take() else { preconditionFailure("submitted(accepted:) answers a submit action") }
         let call = staged.call
         let seq = staged.seq
         assert(calls.values[staged.index] === call, "the table did not change between a submit and its answer")
