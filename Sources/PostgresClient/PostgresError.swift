@@ -52,6 +52,16 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
         return text
     }
 
+    /// Whether the data itself was refused (SQLSTATE classes 22, data exception, and 23,
+    /// integrity constraint violation, or a value libpq cannot send): the same rows fail every
+    /// retry. Every other failure (a read-only or demoted server, a revoked privilege, a lock
+    /// timeout, a missing table, a lost connection) says nothing about the rows.
+    public var isDataError: Bool {
+        if kind == .invalidArgument { return true }
+        guard kind == .server, let sqlState else { return false }
+        return sqlState.errorClass == "22" || sqlState.errorClass == "23"
+    }
+
     /// Whether a fresh attempt can succeed without a change by the caller (the connection or server went away).
     public var isTransient: Bool {
         if kind == .connectionFailed || kind == .connectionLost { return true }

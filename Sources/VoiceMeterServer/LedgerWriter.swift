@@ -167,16 +167,7 @@ public final class LedgerWriter: Sendable {
                 if let oldest = batch.oldestEnqueued { metrics.ackLatency.recordNanoseconds(now - min(oldest, now)) }
                 onCommit(committed)
                 backoffMilliseconds = 50
-            } catch let error as PostgresError where error.isTransient {
-                logger.warning("ledger writer cannot commit; retrying", metadata: [
-                    "error": "\(error)", "retry.ms": "\(backoffMilliseconds)", "batch.events": "\(batch.events.count)",
-                ])
-                pending.insert(batch, at: 0)
-                connection = nil
-                lostConnection = true
-                usleep(backoffMilliseconds * 1_000)
-                backoffMilliseconds = min(backoffMilliseconds * 2, 2_000)
-            } catch {
+            } catch let error as PostgresError where error.isDataError {
                 // A data error fails every retry of the same rows: split until the refused event is alone.
                 if batch.events.count > 1 {
                     let middle = batch.events.count / 2
@@ -191,6 +182,18 @@ public final class LedgerWriter: Sendable {
                 } else {
                     logger.error("the database refused closing calls; they stay open", metadata: ["error": "\(error)"])
                 }
+            } catch {
+                // Anything else is an outage (the server is away, read-only or demoted, a privilege
+                // or table is missing, a lock timed out): the batch is kept and retried on a fresh
+                // connection (after a failover it may reach the new primary), never refused.
+                logger.warning("ledger writer cannot commit; retrying", metadata: [
+                    "error": "\(error)", "retry.ms": "\(backoffMilliseconds)", "batch.events": "\(batch.events.count)",
+                ])
+                pending.insert(batch, at: 0)
+                connection = nil
+                lostConnection = true
+                usleep(backoffMilliseconds * 1_000)
+                backoffMilliseconds = min(backoffMilliseconds * 2, 2_000)
             }
         }
         finished.signal()

@@ -270,3 +270,46 @@ struct PoisonFrameTests {
         #expect(stored == 69)
     }
 }
+
+@Suite("A database that refuses writes", .serialized)
+struct ReadOnlyDatabaseTests {
+    @Test("is an outage, not bad data: no frame is refused, and every frame is stored once writes are accepted again")
+    func readOnlyIsAnOutage() throws {
+        // What a server sees while its primary is demoted: every insert fails with 25006. A
+        // sequence counts the refused attempts (it is not rolled back with them).
+        let running = try RunningServer(prepare: { database in
+            try database.runScript("""
+                CREATE SEQUENCE refused_writes;
+                CREATE TABLE read_only_switch (on_now boolean NOT NULL);
+                INSERT INTO read_only_switch VALUES (true);
+                CREATE FUNCTION refuse_while_read_only() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF (SELECT on_now FROM read_only_switch) THEN
+                        PERFORM nextval('refused_writes');
+                        RAISE EXCEPTION 'cannot execute INSERT in a read-only transaction' USING ERRCODE = '25006';
+                    END IF;
+                    RETURN NEW;
+                END $$;
+                CREATE TRIGGER read_only BEFORE INSERT ON api_call_events FOR EACH ROW EXECUTE FUNCTION refuse_while_read_only();
+                """)
+        })
+        defer { running.server.shutdown() }
+        let client = try StreamingClient(running.endpoint)
+        client.send(running.canonicalCallMessages("CAREADONLY"))
+        func refusedWrites() -> Int {
+            (try? running.database.query("SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS n FROM refused_writes")
+                .single().decode("n", as: Int.self)) ?? 0
+        }
+        // Read-only for ten refused attempts: more than halving the call's batch down to one frame
+        // takes (what a writer that took the refusal for bad data did, refusing frame after frame).
+        let deadline = ContinuousClock.now + .seconds(30)
+        while refusedWrites() < 10 && ContinuousClock.now < deadline { usleep(20_000) }
+        #expect(refusedWrites() >= 10)
+        try running.database.query("UPDATE read_only_switch SET on_now = false")
+
+        #expect(client.waitForSummary())
+        #expect(!client.messages.contains { $0.contains(#""type":"error""#) })
+        #expect(client.messages.contains(#"{"type":"ack","call_id":"CAREADONLY","seq":70}"#))
+        #expect(try running.storedEvents(call: "CAREADONLY") == 70)
+    }
+}
