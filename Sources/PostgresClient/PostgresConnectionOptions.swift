@@ -98,3 +98,68 @@ func trimmed(_ message: String) -> String {
     while let last = text.last, last.isWhitespace { text = text.dropLast() }
     return String(text)
 }
+
+/// How long a session may wait on a database that does not answer: a dead or partitioned server
+/// is detected in seconds (TCP keepalives, `tcp_user_timeout`, `connect_timeout`) and a statement
+/// or lock wait is abandoned (`statement_timeout`, `lock_timeout`,
+/// `idle_in_transaction_session_timeout`), so the session is replaced instead of blocking its owner.
+public struct SessionLimits: Sendable, Equatable {
+    public var connectTimeoutSeconds: Int
+    public var statementTimeoutMilliseconds: Int
+    public var lockTimeoutMilliseconds: Int
+    public var idleInTransactionMilliseconds: Int
+    /// Keepalive probes after this much silence, this often, this many times; unacknowledged data
+    /// for `tcpUserTimeoutMilliseconds` also drops the connection.
+    public var keepalivesIdleSeconds = 10
+    public var keepalivesIntervalSeconds = 5
+    public var keepalivesCount = 3
+    public var tcpUserTimeoutMilliseconds: Int
+
+    /// Limits from a statement timeout: locks wait at most a third of it, an idle transaction
+    /// twice it, unacknowledged TCP data as long as it.
+    public init(connectTimeoutSeconds: Int, statementTimeoutSeconds: Int) {
+        self.connectTimeoutSeconds = connectTimeoutSeconds
+        statementTimeoutMilliseconds = statementTimeoutSeconds * 1_000
+        lockTimeoutMilliseconds = max(1, statementTimeoutSeconds * 1_000 / 3)
+        idleInTransactionMilliseconds = statementTimeoutSeconds * 2_000
+        tcpUserTimeoutMilliseconds = statementTimeoutSeconds * 1_000
+    }
+}
+
+extension PostgresConnectionOptions {
+    /// These options with `limits` applied where the connection string does not set them itself
+    /// (its own values win); server settings are added to any `options` it has.
+    public func limited(by limits: SessionLimits) -> PostgresConnectionOptions {
+        var given: [String: String] = [:]
+        var errorMessage: UnsafeMutablePointer<CChar>?
+        if let parsed = PQconninfoParse(connectionString, &errorMessage) {
+            var cursor = parsed
+            while let keyword = cursor.pointee.keyword {
+                if let value = cursor.pointee.val { given[String(cString: keyword)] = String(cString: value) }
+                cursor += 1
+            }
+            PQconninfoFree(parsed)
+        } else if let errorMessage {
+            PQfreemem(errorMessage)
+        }
+        for (keyword, value) in overrides { given[keyword] = value }
+        var copy = self
+        for (keyword, value) in [("connect_timeout", "\(limits.connectTimeoutSeconds)"), ("keepalives", "1"),
+                                 ("keepalives_idle", "\(limits.keepalivesIdleSeconds)"), ("keepalives_interval", "\(limits.keepalivesIntervalSeconds)"),
+                                 ("keepalives_count", "\(limits.keepalivesCount)"), ("tcp_user_timeout", "\(limits.tcpUserTimeoutMilliseconds)")]
+        where given[keyword] == nil {
+            copy.overrides.append((keyword, value))
+        }
+        let existing = given["options"] ?? ""
+        var settings: [String] = []
+        for (name, milliseconds) in [("statement_timeout", limits.statementTimeoutMilliseconds), ("lock_timeout", limits.lockTimeoutMilliseconds),
+                                     ("idle_in_transaction_session_timeout", limits.idleInTransactionMilliseconds)]
+        where !existing.contains(name) {
+            settings.append("-c \(name)=\(milliseconds)")
+        }
+        if !settings.isEmpty {
+            copy.overrides.append(("options", ([existing] + settings).filter { !$0.isEmpty }.joined(separator: " ")))
+        }
+        return copy
+    }
+}

@@ -38,6 +38,11 @@ public struct ServerConfiguration: Sendable {
     public var rollupFoldSeconds = 5
     /// A call with no message for this long is closed as abandoned and summarized.
     public var abandonCallAfterSeconds = 600
+    /// How long connecting to the database may take before the attempt is abandoned.
+    public var databaseConnectTimeoutSeconds = 5
+    /// How long one statement of the server's may run; locks wait a third of it, an idle
+    /// transaction lives twice it, and unacknowledged TCP data as long as it (`SessionLimits`).
+    public var databaseStatementTimeoutSeconds = 30
     /// How far before the server's clock a new call's `call.start` `ts` may lie.
     public var callStartPastSeconds = 900
     /// How far a client's `ts` may run ahead of the server's clock (and a frame's before its call's start).

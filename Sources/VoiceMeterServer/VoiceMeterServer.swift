@@ -39,8 +39,12 @@ public final class VoiceMeterServer: Sendable {
         return server
     }
 
-    private init(configuration: ServerConfiguration, migrations: MigrationSet, logger: Logger) throws {
+    private init(configuration given: ServerConfiguration, migrations: MigrationSet, logger: Logger) throws {
         _ = MetricsExport.registry  // metrics handles made before the bootstrap would count nowhere
+        // Every session of the server gives up on a database that does not answer.
+        var configuration = given
+        configuration.database = given.database.limited(by: SessionLimits(connectTimeoutSeconds: given.databaseConnectTimeoutSeconds,
+                                                                          statementTimeoutSeconds: given.databaseStatementTimeoutSeconds))
         self.configuration = configuration
         self.logger = logger
         tokens = try TokenCache(options: configuration.database, refreshMilliseconds: configuration.tokenRefreshIntervalMilliseconds, logger: logger)

@@ -54,6 +54,10 @@ struct Serve: ParsableCommand {
     var rollupFoldSeconds: String?
     @Option(name: .customLong("abandon-after-seconds"), help: ArgumentHelp("Close a silent call as abandoned after this long.", valueName: "s"))
     var abandonAfterSeconds: String?
+    @Option(name: .customLong("database-connect-timeout-seconds"), help: ArgumentHelp("Give up connecting to the database after this long.", valueName: "s"))
+    var databaseConnectTimeoutSeconds: String?
+    @Option(name: .customLong("database-statement-timeout-seconds"), help: ArgumentHelp("A statement may run this long (locks wait a third of it).", valueName: "s"))
+    var databaseStatementTimeoutSeconds: String?
     @Option(name: .customLong("call-start-past-seconds"), help: ArgumentHelp("A new call's call.start ts may lie this far before the server's clock.", valueName: "s"))
     var callStartPastSeconds: String?
     @Option(name: .customLong("clock-skew-seconds"), help: ArgumentHelp("A ts may lie this far after the server's clock (a frame's this far before its call's start).", valueName: "s"))
@@ -74,6 +78,7 @@ struct Serve: ParsableCommand {
             ("database-url", databaseURL), ("listen", listen), ("tls-cert", tlsCertificate), ("tls-key", tlsKey), ("allowed-origin", allowedOrigins),
             ("writer-connections", writerConnections), ("batch-events", batchEvents), ("flush-ms", flushMilliseconds), ("queue-events", queueEvents),
             ("metering-shards", meteringShards), ("budget-tick-seconds", budgetTickSeconds), ("rollup-fold-seconds", rollupFoldSeconds), ("abandon-after-seconds", abandonAfterSeconds),
+            ("database-connect-timeout-seconds", databaseConnectTimeoutSeconds), ("database-statement-timeout-seconds", databaseStatementTimeoutSeconds),
             ("call-start-past-seconds", callStartPastSeconds), ("clock-skew-seconds", clockSkewSeconds), ("default-call-limit", defaultCallLimit),
             ("default-day-limit", defaultDayLimit), ("default-month-limit", defaultMonthLimit), ("idle-timeout-seconds", idleTimeoutSeconds),
             ("connections-max", connectionsMax), ("connections-per-peer-max", connectionsPerPeerMax), ("messages-per-second", messagesPerSecond),
