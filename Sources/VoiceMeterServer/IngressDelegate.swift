@@ -79,7 +79,9 @@ final class IngressDelegate: WebSocketServerDelegate {
         case "/metrics":
             return HTTPResponse(status: 200, contentType: "text/plain; version=0.0.4", body: MetricsExport.render())
         case "/readyz":
-            let (ready, reason) = readiness.current
+            var (ready, reason) = readiness.current
+            // Reachable is not enough: a writer that cannot commit (read-only, demoted) is not ready.
+            if ready, let outage = writers.outage { (ready, reason) = (false, "the ledger cannot commit (\(outage)); frames are kept and retried") }
             return HTTPResponse(status: ready ? 200 : 503,
                                 body: #"{"status":"\#(ready ? "ready" : "not_ready")","reason":\#(JSONValue.string(reason).serialized)}"# + "\n")
         case "/v1/stream":

@@ -70,6 +70,12 @@ public final class LedgerWriter: Sendable {
     private let onCommit: @Sendable (CommittedBatch) -> Void
     private let onRefused: @Sendable (UsageEvent, String) -> Void
     private let metrics: LedgerMetrics
+    /// Why the writer cannot commit right now (a SQLSTATE or the kind of failure, never the
+    /// server's text), while it retries; `nil` when it commits.
+    private let outageReason = Mutex<String?>(nil)
+
+    /// Why the writer is retrying its batch, for `/readyz`; `nil` when it commits normally.
+    public var outage: String? { outageReason.withLock { $0 } }
 
     /// - Parameters:
     ///   - onCommit: called on the writer thread after each commit.
@@ -167,6 +173,7 @@ public final class LedgerWriter: Sendable {
                 if let oldest = batch.oldestEnqueued { metrics.ackLatency.recordNanoseconds(now - min(oldest, now)) }
                 onCommit(committed)
                 backoffMilliseconds = 50
+                if outageReason.withLock({ $0 }) != nil { enterOutage(nil) }
             } catch let error as PostgresError where error.isDataError {
                 // A data error fails every retry of the same rows: split until the refused event is alone.
                 if batch.events.count > 1 {
@@ -189,6 +196,8 @@ public final class LedgerWriter: Sendable {
                 logger.warning("ledger writer cannot commit; retrying", metadata: [
                     "error": "\(error)", "retry.ms": "\(backoffMilliseconds)", "batch.events": "\(batch.events.count)",
                 ])
+                metrics.commitRetries.increment()
+                enterOutage((error as? PostgresError).map { $0.sqlState.map { "SQLSTATE \($0.code)" } ?? "\($0.kind)" } ?? "an unexpected error")
                 pending.insert(batch, at: 0)
                 connection = nil
                 lostConnection = true
@@ -197,6 +206,16 @@ public final class LedgerWriter: Sendable {
             }
         }
         finished.signal()
+    }
+
+    /// Records the start (with its reason) or the end (`nil`) of an outage.
+    private func enterOutage(_ reason: String?) {
+        let was = outageReason.withLock { current in
+            defer { current = reason }
+            return current
+        }
+        if was == nil, reason != nil { metrics.writersInOutage.increment() }
+        if was != nil, reason == nil { metrics.writersInOutage.decrement() }
     }
 
     private struct Batch {

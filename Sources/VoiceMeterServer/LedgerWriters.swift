@@ -27,6 +27,9 @@ public final class LedgerWriters: Sendable {
 
     public func start() { writers.forEach { $0.start() } }
 
+    /// Why a writer cannot commit right now, if one cannot.
+    public var outage: String? { writers.lazy.compactMap(\.outage).first }
+
     /// Commits everything queued in every writer, then stops them (in parallel).
     public func drainAndStop(timeoutSeconds: Double) {
         DispatchQueue.concurrentPerform(iterations: writers.count) { writers[$0].drainAndStop(timeoutSeconds: timeoutSeconds) }

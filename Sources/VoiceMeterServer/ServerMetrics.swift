@@ -63,6 +63,10 @@ public struct LedgerMetrics: Sendable {
     let journalRowsFolded = Counter(label: "voicemeter_rollup_journal_rows_folded_total")
     /// New database connections after a lost one.
     let databaseReconnects = Counter(label: "voicemeter_database_reconnects_total")
+    /// Commits that failed for a reason other than the data (the batch is kept and retried).
+    let commitRetries = Counter(label: "voicemeter_ledger_commit_retries_total")
+    /// Writers that cannot commit right now (each retrying its batch).
+    let writersInOutage = Meter(label: "voicemeter_ledger_writers_in_outage")
 
     public init() {}
 }

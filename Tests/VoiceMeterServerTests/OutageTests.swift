@@ -273,6 +273,13 @@ struct PoisonFrameTests {
 
 @Suite("A database that refuses writes", .serialized)
 struct ReadOnlyDatabaseTests {
+    /// `/readyz`'s whole response.
+    func readiness(_ running: RunningServer) -> String {
+        guard let socket = try? RawSocket(port: running.server.port) else { return "" }
+        socket.send("GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        return socket.readUntilClosed().0
+    }
+
     @Test("is an outage, not bad data: no frame is refused, and every frame is stored once writes are accepted again")
     func readOnlyIsAnOutage() throws {
         // What a server sees while its primary is demoted: every insert fails with 25006. A
@@ -305,9 +312,13 @@ struct ReadOnlyDatabaseTests {
         let deadline = ContinuousClock.now + .seconds(30)
         while refusedWrites() < 10 && ContinuousClock.now < deadline { usleep(20_000) }
         #expect(refusedWrites() >= 10)
+        let notReady = readiness(running)
+        #expect(notReady.hasPrefix("HTTP/1.1 503"), "\(notReady)")
+        #expect(notReady.contains("the ledger cannot commit (SQLSTATE 25006)"))
         try running.database.query("UPDATE read_only_switch SET on_now = false")
 
         #expect(client.waitForSummary())
+        #expect(readiness(running).hasPrefix("HTTP/1.1 200"))
         #expect(!client.messages.contains { $0.contains(#""type":"error""#) })
         #expect(client.messages.contains(#"{"type":"ack","call_id":"CAREADONLY","seq":70}"#))
         #expect(try running.storedEvents(call: "CAREADONLY") == 70)
