@@ -175,17 +175,19 @@ public final class LedgerWriter: Sendable {
                 backoffMilliseconds = 50
                 if outageReason.withLock({ $0 }) != nil { enterOutage(nil) }
             } catch let error as PostgresError where error.isDataError {
-                // A data error fails every retry of the same rows: split until the refused event is alone.
-                if batch.events.count > 1 {
+                // A data error fails every retry of the same rows. Events and endings are tried
+                // apart first (an ending that fails never blames an event), then the events are
+                // split until the refused one is alone.
+                if !batch.events.isEmpty && !batch.endings.isEmpty {
+                    pending.insert(contentsOf: [Batch(events: batch.events, oldestEnqueued: batch.oldestEnqueued), Batch(endings: batch.endings)], at: 0)
+                } else if batch.events.count > 1 {
                     let middle = batch.events.count / 2
-                    pending.insert(contentsOf: [Batch(events: Array(batch.events[..<middle])),
-                                                Batch(events: Array(batch.events[middle...]), endings: batch.endings)], at: 0)
+                    pending.insert(contentsOf: [Batch(events: Array(batch.events[..<middle])), Batch(events: Array(batch.events[middle...]))], at: 0)
                 } else if let event = batch.events.first {
                     logger.error("the database refused an event; it is answered with an error, not stored", metadata: [
                         "call.id": "\(event.key.callID)", "seq": "\(event.key.seq)", "error": "\(error)",
                     ])
                     onRefused(event, "\(error)")
-                    if !batch.endings.isEmpty { pending.insert(Batch(endings: batch.endings), at: 0) }
                 } else {
                     logger.error("the database refused closing calls; they stay open", metadata: ["error": "\(error)"])
                 }

@@ -269,6 +269,22 @@ struct PoisonFrameTests {
         let stored = try running.database.query("SELECT count(*) AS n FROM api_call_events").single().decode("n", as: Int.self)
         #expect(stored == 69)
     }
+
+    @Test("is never one blamed for a call ending the database refuses: every frame is stored and acknowledged")
+    func refusedEndingBlamesNoFrame() throws {
+        // A constraint only this test has makes the database refuse the call's ending (a data error in the ending).
+        let running = try RunningServer(prepare: { try $0.runScript("ALTER TABLE calls ADD CONSTRAINT refuse_completed CHECK (status <> 'completed')") })
+        defer { running.server.shutdown() }
+        let client = try StreamingClient(running.endpoint)
+        let messages = running.canonicalCallMessages("CAENDING")
+        // The end goes with the last frames, into one batch with them.
+        client.send(messages)
+        #expect(client.wait { $0.contains(#"{"type":"ack","call_id":"CAENDING","seq":70}"#) })
+        #expect(!client.messages.contains { $0.contains(#""type":"error""#) })
+        #expect(try running.storedEvents(call: "CAENDING") == 70)
+        let ended = try running.database.query("SELECT ended_at IS NOT NULL AS ended FROM calls WHERE call_id = 'CAENDING'").single()
+        #expect(try ended.decode("ended", as: Bool.self) == false, "the refused ending leaves the call open")
+    }
 }
 
 @Suite("A database that refuses writes", .serialized)
