@@ -4,9 +4,7 @@ extension MeteringCore {
     // MARK: Spend and signals
 
     /// Adds a frame's cost to its call and user (in the periods of its `ts`) and acts on every budget it crosses.
-    mutating func charge(_ cost: ExactDecimal, at instant: Timestamp, toCallAt index: Dictionary<String, LiveCall>.Index,
-                         _ actions: inout [MeteringAction]) {
-        let call = calls.values[index]
+    mutating func charge(_ cost: ExactDecimal, at instant: Timestamp, to call: LiveCall, _ actions: inout [MeteringAction]) {
         guard let user = users[call.start.userID] else { return }
         call.spent += cost
         user.day.charge(cost, at: instant, now: now)
@@ -16,12 +14,12 @@ extension MeteringCore {
         let monthSignals = user.month.meter.check(spent: user.month.spent, policy: user.policy)
         // Nearly every frame crosses nothing: no signal arrays joined.
         if !callSignals.isEmpty || !daySignals.isEmpty || !monthSignals.isEmpty {
-            for signal in callSignals + daySignals + monthSignals { act(on: signal, userID: call.start.userID, callID: calls.keys[index], &actions) }
+            for signal in callSignals + daySignals + monthSignals { act(on: signal, userID: call.start.userID, callID: call.start.callID, &actions) }
         }
         // A limit whose meter fired before (before spend fell back, or before a call joined) holds
         // for every call it covers: checked only while such a limit stands.
         guard user.policy.autoCutoff else { return }
-        if call.cutoff == nil && call.budget.limitReached { enforceReachedLimits(on: calls.keys[index], &actions) }
+        if call.cutoff == nil && call.budget.limitReached { enforceReachedLimits(on: call.start.callID, &actions) }
         if user.day.meter.limitReached || user.month.meter.limitReached {
             let uncut = user.calls.filter { calls[$0]?.cutoff == nil }
             for id in uncut.sorted() { enforceReachedLimits(on: id, &actions) }

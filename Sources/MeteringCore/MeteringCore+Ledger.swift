@@ -7,7 +7,7 @@ extension MeteringCore {
         // Each touched call is acknowledged once, after all the batch's events (a batch holds the
         // frames of many calls, interleaved): marked with the commit's number, no set of ids hashed.
         commitNumber &+= 1
-        var touched: [Dictionary<String, LiveCall>.Index] = []
+        var touched: [LiveCall] = []
         for position in commit.events.indices {
             // Fields read in place: no copy of each event.
             let key = commit.events[position].key
@@ -46,47 +46,42 @@ extension MeteringCore {
             }
             if call.lastCommit != commitNumber {
                 call.lastCommit = commitNumber
-                touched.append(index)
+                touched.append(call)
             }
         }
-        for index in touched { acknowledge(at: index, &actions) }
+        for call in touched { acknowledge(call, &actions) }
         for ended in commit.endings { summarize(ended, &actions) }
     }
 
     /// Sends the cumulative ack: the unbroken run of settled seqs, when it moved.
-    mutating func acknowledge(_ callID: String, _ actions: inout [MeteringAction]) {
-        guard let index = calls.index(forKey: callID) else { return }
-        acknowledge(at: index, &actions)
-    }
-
-    private mutating func acknowledge(at index: Dictionary<String, LiveCall>.Index, _ actions: inout [MeteringAction]) {
-        guard !calls.values[index].isAdmitting else { return }
-        let ack = calls.values[index].settled.through
-        guard ack > calls.values[index].highestAckedSeq else { return }
-        calls.values[index].highestAckedSeq = ack
-        if let owner = calls.values[index].owner { actions.append(.send(.ack(callID: calls.keys[index], seq: ack), to: owner)) }
+    func acknowledge(_ call: LiveCall, _ actions: inout [MeteringAction]) {
+        guard !call.isAdmitting else { return }
+        let ack = call.settled.through
+        guard ack > call.highestAckedSeq else { return }
+        call.highestAckedSeq = ack
+        if let owner = call.owner { actions.append(.send(.ack(callID: call.start.callID, seq: ack), to: owner)) }
     }
 
     /// The ledger refused an event outright (a data error): tell the sender, forget the frame.
     mutating func refusedByLedger(_ event: UsageEvent, _ reason: String, _ actions: inout [MeteringAction]) {
         let cost: ExactDecimal? = if case .priced(let priced) = event.pricing { priced.totalCost } else { nil }
-        if let cost, let userIndex = users.index(forKey: event.userID) {
-            users.values[userIndex].day.settle(cost, at: event.usage.occurredAt, stored: false)
-            users.values[userIndex].month.settle(cost, at: event.usage.occurredAt, stored: false)
+        if let cost, let user = users[event.userID] {
+            user.day.settle(cost, at: event.usage.occurredAt, stored: false)
+            user.month.settle(cost, at: event.usage.occurredAt, stored: false)
         }
-        guard let index = calls.index(forKey: event.key.callID), calls.values[index].acceptedHashes[event.key.seq] == event.payloadHash else { return }
-        calls.values[index].acceptedHashes[event.key.seq] = nil
-        if let cost { calls.values[index].spent -= cost }
-        calls.values[index].settled.settle(event.key.seq)
+        guard let call = calls[event.key.callID], call.acceptedHashes[event.key.seq] == event.payloadHash else { return }
+        call.acceptedHashes[event.key.seq] = nil
+        if let cost { call.spent -= cost }
+        call.settled.settle(event.key.seq)
         let frame = UsageFrame(callID: event.key.callID, seq: event.key.seq, usage: event.usage, externalID: event.externalID,
                                metadataJSON: event.metadataJSON)
         actions.append(.recordRejectedFrame(frame, reason: .ledgerRefused))
-        calls.values[index].refusedForGood[event.key.seq] = .ledgerRefused
-        if let owner = calls.values[index].owner {
+        call.refusedForGood[event.key.seq] = .ledgerRefused
+        if let owner = call.owner {
             actions.append(.send(.error(ProtocolError(.internal, "the ledger could not store this frame; it was not counted",
                                                       callID: event.key.callID, seq: event.key.seq)), to: owner))
         }
-        acknowledge(event.key.callID, &actions)
+        acknowledge(call, &actions)
     }
 
     /// A call's ending is stored: its summary (the ledger's figures) goes to its connection.

@@ -67,8 +67,6 @@ public struct MeteringCore {
 
     private struct StagedFrame {
         var call: LiveCall
-        /// The call's place in `calls`: nothing changes the table between a submit and its answer.
-        var index: Dictionary<String, LiveCall>.Index
         var seq: Int64
         var occurredAt: Timestamp
         var hash: PayloadHash
@@ -84,11 +82,21 @@ public struct MeteringCore {
     /// Handles `input` at `now` with `prices` in force, appending what to do to `actions` (kept
     /// by the caller so its capacity is reused from frame to frame).
     public mutating func handle(_ input: MeteringInput, at now: Timestamp, prices: PriceBook, into actions: inout [MeteringAction]) {
-        self.now = now
-        if !prices.isIdentical(to: self.prices) { self.prices = prices }
+        begin(at: now, prices: prices)
         precondition(staged == nil || { if case .submitted = input { true } else { false } }(),
                      "a submit action is answered with submitted(accepted:) before any other input")
         handle(input, into: &actions)
+        handleBacklog(into: &actions)
+    }
+
+    /// Takes the instant and the prices of the input being handled (the book only when it changed).
+    private mutating func begin(at now: Timestamp, prices: PriceBook) {
+        self.now = now
+        if !prices.isIdentical(to: self.prices) { self.prices = prices }
+    }
+
+    /// Handles the messages that waited for an admission, until one submits (its answer resumes them).
+    private mutating func handleBacklog(into actions: inout [MeteringAction]) {
         while staged == nil, !backlog.isEmpty { handle(backlog.removeFirst(), into: &actions) }
     }
 
@@ -97,11 +105,10 @@ public struct MeteringCore {
     /// admission (a `frameHandled` action follows when it is handled), `true` when it is done.
     public mutating func handleUsage(_ frame: UsageFrame, hash: PayloadHash, from connection: ClientConnection, at now: Timestamp, prices: PriceBook,
                                      into actions: inout [MeteringAction]) -> Bool {
-        self.now = now
-        if !prices.isIdentical(to: self.prices) { self.prices = prices }
+        begin(at: now, prices: prices)
         precondition(staged == nil, "a submit action is answered with submitted(accepted:) before any other input")
         let done = usage(frame, hash, connection, &actions)
-        while staged == nil, !backlog.isEmpty { handle(backlog.removeFirst(), into: &actions) }
+        handleBacklog(into: &actions)
         return done
     }
 
@@ -109,7 +116,7 @@ public struct MeteringCore {
     /// at the same instant and prices as the input that submitted (the executor's per-frame path).
     public mutating func answerSubmit(accepted: Bool, into actions: inout [MeteringAction]) {
         handle(.submitted(accepted: accepted), into: &actions)
-        while staged == nil, !backlog.isEmpty { handle(backlog.removeFirst(), into: &actions) }
+        handleBacklog(into: &actions)
     }
 
     /// Handles `input` at `now` with `prices` in force and returns what to do.
@@ -376,7 +383,7 @@ public struct MeteringCore {
                           call: call, closing: closing, connection, &actions)
             return true
         }
-        staged = StagedFrame(call: call, index: index, seq: frame.seq, occurredAt: frame.usage.occurredAt, hash: hash, quote: quote,
+        staged = StagedFrame(call: call, seq: frame.seq, occurredAt: frame.usage.occurredAt, hash: hash, quote: quote,
                              connection: connection, closing: closing)
         actions.append(.submit(UsageEvent(
             key: EventKey(callID: frame.callID, seq: frame.seq), userID: call.start.userID, callStartedAt: call.startedAt,
@@ -394,7 +401,7 @@ public struct MeteringCore {
         call.refusedForGood[frame.seq] = reason
         call.refusedSeqs.remove(frame.seq)
         call.settled.settle(frame.seq)
-        acknowledge(frame.callID, &actions)
+        acknowledge(call, &actions)
         if closing { endIfSettled(frame.callID, &actions) }
     }
 
@@ -403,7 +410,6 @@ public struct MeteringCore {
         guard let staged = staged.take() else { preconditionFailure("submitted(accepted:) answers a submit action") }
         let call = staged.call
         let seq = staged.seq
-        assert(calls.values[staged.index] === call, "the table did not change between a submit and its answer")
         guard accepted else {
             call.refusedSeqs.insert(seq)
             actions.append(.send(.error(ProtocolError(.overloaded, "the ledger is behind; this frame was not taken, send it again shortly",
@@ -415,7 +421,7 @@ public struct MeteringCore {
         if !call.refusedSeqs.isEmpty { call.refusedSeqs.remove(seq) }
         if call.cutoff != nil { call.streamingAfterCutoff = true }
         switch staged.quote.outcome {
-        case .priced(let priced): charge(priced.totalCost, at: staged.occurredAt, toCallAt: staged.index, &actions)
+        case .priced(let priced): charge(priced.totalCost, at: staged.occurredAt, to: call, &actions)
         case .unpriced: actions.append(.count(.unpricedEvent))
         }
         if staged.closing { endIfSettled(call.start.callID, &actions) }
