@@ -61,10 +61,22 @@ final class RollupFolder: Sendable {
         thread.start()
     }
 
-    /// Stops the thread and folds everything the last commits journaled.
-    func stop() {
+    /// Stops the thread and folds everything the last commits journaled, waiting at most
+    /// `seconds` for it: a database that does not answer leaves the journal to the next server
+    /// (readers count it meanwhile), it never holds up the stop.
+    func stop(within seconds: Int) {
         stopped.store(true, ordering: .relaxed)
-        step(all: true)
+        let folded = DispatchSemaphore(value: 0)
+        let thread = Thread { [self] in
+            step(all: true)
+            folded.signal()
+        }
+        thread.name = "voicemeter.rollups.final"
+        thread.start()
+        if folded.wait(timeout: .now() + .seconds(seconds)) == .timedOut {
+            logger.warning("the rollup journal was not folded before stopping: the database did not answer; the next server folds it",
+                           metadata: ["waited.s": "\(seconds)"])
+        }
     }
 
     private func step(all: Bool) {

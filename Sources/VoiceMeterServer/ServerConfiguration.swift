@@ -54,8 +54,9 @@ public struct ServerConfiguration: Sendable {
     /// rest. One shard meters well over 100,000 frames/s; on 2 cores, two shards cost ~15 % more
     /// server CPU per frame in thread wake-ups (BENCHMARKS.md, item 12).
     public var meteringShards = max(1, ProcessInfo.processInfo.activeProcessorCount / 2)
-    /// How long shutdown waits for in-flight work before closing connections anyway.
-    public var shutdownDrainSeconds = 10.0
+    /// How long shutdown waits for the writers to commit in-flight work before closing
+    /// connections anyway (what was not committed stays unacknowledged, for clients to resend).
+    public var shutdownDrainSeconds = 10
 
     public init(database: PostgresConnectionOptions) {
         self.database = database

@@ -50,6 +50,7 @@ public struct ServerSettings: Sendable {
         Setting(key: "abandon-after-seconds", environment: "VOICEMETER_ABANDON_AFTER_SECONDS", defaultValue: String(builtIn.abandonCallAfterSeconds), help: "a silent call is closed as abandoned after this long"),
         Setting(key: "database-connect-timeout-seconds", environment: "VOICEMETER_DATABASE_CONNECT_TIMEOUT_SECONDS", defaultValue: String(builtIn.databaseConnectTimeoutSeconds), help: "give up connecting to the database after this long"),
         Setting(key: "database-statement-timeout-seconds", environment: "VOICEMETER_DATABASE_STATEMENT_TIMEOUT_SECONDS", defaultValue: String(builtIn.databaseStatementTimeoutSeconds), help: "a statement may run this long (locks wait a third of it; a silent connection is dropped after as long)"),
+        Setting(key: "shutdown-drain-seconds", environment: "VOICEMETER_SHUTDOWN_DRAIN_SECONDS", defaultValue: String(builtIn.shutdownDrainSeconds), help: "on SIGTERM, wait this long for the writers to commit what was received (the whole stop takes at most \(VoiceMeterServer.shutdownSecondsAfterDrain) s more; what was not committed stays unacknowledged)"),
         Setting(key: "call-start-past-seconds", environment: "VOICEMETER_CALL_START_PAST_SECONDS", defaultValue: String(builtIn.callStartPastSeconds), help: "a new call's call.start ts may lie this far before the server's clock"),
         Setting(key: "clock-skew-seconds", environment: "VOICEMETER_CLOCK_SKEW_SECONDS", defaultValue: String(builtIn.clockSkewSeconds), help: "a ts may lie this far after the server's clock (a frame's this far before its call's start)"),
         Setting(key: "default-call-limit", environment: "VOICEMETER_DEFAULT_CALL_LIMIT", defaultValue: builtIn.defaultBudget.callLimit?.description, help: "USD per call for users without budget settings"),
@@ -195,6 +196,7 @@ public struct ServerSettings: Sendable {
         configuration.abandonCallAfterSeconds = try integer("abandon-after-seconds", in: 10...86_400)
         configuration.databaseConnectTimeoutSeconds = try integer("database-connect-timeout-seconds", in: 1...300)
         configuration.databaseStatementTimeoutSeconds = try integer("database-statement-timeout-seconds", in: 3...3_600)
+        configuration.shutdownDrainSeconds = try integer("shutdown-drain-seconds", in: 1...600)
         configuration.callStartPastSeconds = try integer("call-start-past-seconds", in: 0...86_400)
         configuration.clockSkewSeconds = try integer("clock-skew-seconds", in: 0...3_600)
         configuration.defaultBudget = BudgetPolicy(callLimit: try money("default-call-limit"), dayLimit: try money("default-day-limit"),

@@ -97,18 +97,26 @@ public final class VoiceMeterServer: Sendable {
     /// The port the server listens on.
     public var port: Int { ingress.port }
 
-    /// Graceful stop: stop reading sockets and refuse new connections, let metering hand
-    /// everything it received to the writer, commit it (bounded by `shutdownDrainSeconds`), queue
-    /// the acknowledgements, close every connection with 1001 once its acks are written, then
-    /// fold the rollup journal (unbounded: a journal left behind is folded by the next server).
+    /// How long the stop takes at most beyond `shutdownDrainSeconds`: closing connections once
+    /// their acks are written, then the final fold of the rollup journal.
+    public static let shutdownSecondsAfterDrain = closeSeconds + finalFoldSeconds
+    private static let closeSeconds = 2
+    private static let finalFoldSeconds = 3
+
+    /// Graceful stop, bounded whatever the database does: stop reading sockets and refuse new
+    /// connections, let metering hand everything it received to the writer, commit it (at most
+    /// `shutdownDrainSeconds`), queue the acknowledgements, close every connection with 1001 once
+    /// its acks are written (at most 2 s), then fold the rollup journal (at most 3 s; a journal
+    /// left behind is folded by the next server). What was not committed is not acknowledged:
+    /// clients resend it.
     public func shutdown() {
         ingress.stopReceiving()
         shards.forEach { $0.stopTicking() }
         shards.forEach { $0.barrier() }
-        services.writers.drainAndStop(timeoutSeconds: configuration.shutdownDrainSeconds)
+        services.writers.drainAndStop(timeoutSeconds: Double(configuration.shutdownDrainSeconds))
         shards.forEach { $0.barrier() }
-        ingress.shutdown(drainSeconds: 2)
-        rollups.stop()
+        ingress.shutdown(drainSeconds: Double(Self.closeSeconds))
+        rollups.stop(within: Self.finalFoldSeconds)
         services.prices.stop()
         budgetSettings.stop()
         tokens.stop()

@@ -242,6 +242,40 @@ struct GracefulShutdownTests {
         #expect(try stored.decode("n", as: Int.self) == acked)
         #expect(try stored.decode("top", as: Int.self) == acked)
     }
+
+    @Test("SIGTERM while the database hangs: the server exits within its drain bound, acknowledges nothing it did not commit, and the resent frames are stored once")
+    func sigtermWhileDatabaseHangs() throws {
+        let options = try TestPostgres.migratedDatabase()
+        let database = try PostgresConnection(options)
+        let token = try TokenStore(connection: database).create(name: "pipeline", kind: .ingest)
+        // Statements may wait a minute (locks 20 s) before the database gives up on them.
+        let server = try ServerProcess(database: options, extraArguments: ["--shutdown-drain-seconds", "2", "--database-statement-timeout-seconds", "60"])
+        let client = try StreamingClient(ClientEndpoint(host: "127.0.0.1", port: server.port, bearerToken: token))
+        let messages = canonicalCallMessages("CAHANG", startingAt: Timestamp.now.wholeUnixSeconds - 300)
+        client.send(messages[0...20])
+        #expect(client.wait { _ in client.highestAck(call: "CAHANG") == 20 })
+
+        // Every write and the rollup fold now wait on locks another session holds.
+        let locker = try PostgresConnection(options)
+        _ = try locker.query("BEGIN")
+        _ = try locker.query("LOCK TABLE api_call_events, rollup_journal, cost_summaries IN ACCESS EXCLUSIVE MODE")
+        client.send(messages[21...40])
+        usleep(300_000)
+        let started = ContinuousClock.now
+        #expect(server.terminate() == 0)
+        // The bound: the writers' drain (2 s), 2 s to write acks and close, 3 s for the final fold.
+        #expect(ContinuousClock.now - started < .seconds(9), "SIGTERM took \(ContinuousClock.now - started)")
+        #expect(client.highestAck(call: "CAHANG") == 20)
+        _ = try locker.query("ROLLBACK")
+
+        // The pipeline resends what was not acknowledged to another server.
+        let second = try ServerProcess(database: options)
+        defer { second.kill() }
+        client.reconnect(to: ClientEndpoint(host: "127.0.0.1", port: second.port, bearerToken: token))
+        client.send([messages[0]] + messages[21...])
+        #expect(client.waitForSummary())
+        try expectCanonicalLedger(database, call: "CAHANG")
+    }
 }
 
 extension ServerProcess {
