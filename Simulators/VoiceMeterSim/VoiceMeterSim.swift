@@ -65,6 +65,8 @@ struct Play: ParsableCommand {
     @Option(help: ArgumentHelp("Ingest token for --server (default: $VOICEMETER_TOKEN).", valueName: "token")) var token: String?
     @Option(name: .customLong("database-url"), help: ArgumentHelp("The server's database (default: $DATABASE_URL, else the embedded PostgreSQL).", valueName: "url"))
     var databaseURL: String?
+    @Option(name: .customLong("answer-timeout"), help: ArgumentHelp("Seconds to wait for call.accepted or call.summary before a call counts as failed.", valueName: "s"))
+    var answerTimeout = 30
     @Flag(name: .customLong("no-verify"), help: "Do not read the database (only with --server): no budgets for scenarios, no verification.")
     var noVerify = false
     @Flag(help: "Print the report as JSON on standard output.") var json = false
@@ -108,6 +110,7 @@ struct Play: ParsableCommand {
         options.scenario = Scenario(rawValue: scenario)!
         options.users = users
         options.runID = runID ?? SimulationSession.freshRunID()
+        options.answerTimeout = .seconds(answerTimeout)
         options.shape.durationSeconds = duration
         options.shape.jitter = !canonical
         options.shape.llmFallbackPerMille = llmFallbackPercent * 10

@@ -21,7 +21,7 @@ extension SimulationReport {
         for check in checks { line(check.passed ? "  ok" : "  FAILED", "\(check.name): \(check.detail)") }
         if let verification {
             line("verification", verification.mismatches.isEmpty
-                 ? "\(verification.callsChecked) calls: every call.summary equals the database, every frame stored once"
+                 ? "\(verification.callsChecked) calls: every call.summary equals the database, every frame stored once, rollups equal events"
                  : "\(verification.mismatches.count) MISMATCHES")
             for mismatch in verification.mismatches.prefix(10) { line("  mismatch", mismatch) }
         } else {
@@ -54,7 +54,11 @@ extension SimulationReport {
             ("ack_latency_ms", .object([("p50", milliseconds(0.5)), ("p99", milliseconds(0.99)), ("max", milliseconds(1))])),
             ("cost_per_call", money(costPerCall)), ("margin_per_call", money(marginPerCall)),
             ("checks", .array(checks.map { .object([("name", .string($0.name)), ("passed", .bool($0.passed)), ("detail", .string($0.detail))]) })),
-            ("verification", verification.map { .object([("calls_checked", number($0.callsChecked)), ("mismatches", .array($0.mismatches.map(JSONValue.string)))]) } ?? .null),
+            ("verification", verification.map {
+                .object([("calls_checked", number($0.callsChecked)), ("frames_stored", number($0.framesStored)),
+                         ("acknowledged_but_lost", number($0.acknowledgedButLost)), ("duplicates", number($0.duplicates)),
+                         ("rollups_equal_events", .bool($0.rollupsEqualEvents)), ("mismatches", .array($0.mismatches.map(JSONValue.string)))])
+            } ?? .null),
             ("passed", .bool(passed)),
         ])
         return document.serialized

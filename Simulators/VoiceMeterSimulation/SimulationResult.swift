@@ -28,6 +28,8 @@ public struct CallResult: Sendable {
     /// Distinct frames (seqs) sent; each must be stored exactly once.
     public var framesSent = 0
     public var framesAcknowledged = 0
+    /// The highest seq the server acknowledged: every frame up to it must be stored.
+    public var acknowledgedThroughSeq: Int64 = 0
     /// Extra copies of frames sent on purpose (`duplicates`).
     public var duplicatesSent = 0
     /// Frames sent after `budget.cutoff` arrived (the usage up to the hang-up).

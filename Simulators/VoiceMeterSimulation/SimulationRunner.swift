@@ -223,9 +223,10 @@ public final class SimulationRunner: Sendable {
                 break
             case .unreadable:
                 state.unreadable += 1
-            case .acknowledged(let callID, _, let latencies):
+            case .acknowledged(let callID, let throughSeq, let latencies):
                 guard let index = state.indexByCallID[callID] else { return }
                 state.calls[index].result.framesAcknowledged += latencies.count
+                state.calls[index].result.acknowledgedThroughSeq = max(state.calls[index].result.acknowledgedThroughSeq, throughSeq)
                 state.latencies += latencies
             case .message(let message):
                 received(message, &state, stream: stream, now: now)
