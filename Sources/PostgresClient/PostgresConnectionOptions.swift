@@ -108,21 +108,23 @@ public struct SessionLimits: Sendable, Equatable {
     public var statementTimeoutMilliseconds: Int
     public var lockTimeoutMilliseconds: Int
     public var idleInTransactionMilliseconds: Int
-    /// Keepalive probes after this much silence, this often, this many times; unacknowledged data
-    /// for `tcpUserTimeoutMilliseconds` also drops the connection.
-    public var keepalivesIdleSeconds = 10
-    public var keepalivesIntervalSeconds = 5
+    /// Keepalive probes after this much silence, this often, this many times (a silent peer is
+    /// dropped after 11 s); data the peer's kernel has not acknowledged for
+    /// `tcpUserTimeoutMilliseconds` also drops the connection. Both are about the network, not the
+    /// database's pace: a busy or stopped PostgreSQL's kernel still acknowledges, so a long
+    /// statement is never cut by them, while a partition is detected in about 10 s.
+    public var keepalivesIdleSeconds = 5
+    public var keepalivesIntervalSeconds = 2
     public var keepalivesCount = 3
-    public var tcpUserTimeoutMilliseconds: Int
+    public var tcpUserTimeoutMilliseconds = 10_000
 
     /// Limits from a statement timeout: locks wait at most a third of it, an idle transaction
-    /// twice it, unacknowledged TCP data as long as it.
+    /// twice it.
     public init(connectTimeoutSeconds: Int, statementTimeoutSeconds: Int) {
         self.connectTimeoutSeconds = connectTimeoutSeconds
         statementTimeoutMilliseconds = statementTimeoutSeconds * 1_000
         lockTimeoutMilliseconds = max(1, statementTimeoutSeconds * 1_000 / 3)
         idleInTransactionMilliseconds = statementTimeoutSeconds * 2_000
-        tcpUserTimeoutMilliseconds = statementTimeoutSeconds * 1_000
     }
 }
 

@@ -41,7 +41,7 @@ public struct ServerConfiguration: Sendable {
     /// How long connecting to the database may take before the attempt is abandoned.
     public var databaseConnectTimeoutSeconds = 5
     /// How long one statement of the server's may run; locks wait a third of it, an idle
-    /// transaction lives twice it, and unacknowledged TCP data as long as it (`SessionLimits`).
+    /// transaction lives twice it (`SessionLimits`).
     public var databaseStatementTimeoutSeconds = 30
     /// How far before the server's clock a new call's `call.start` `ts` may lie.
     public var callStartPastSeconds = 900
