@@ -23,7 +23,9 @@ public enum SimulationSession {
             endpoint = deployment!.endpoint
         }
         let result = try SimulationRunner(options: options, endpoint: endpoint).run(progress: progress)
-        return SimulationReport(result: result, verification: try database.map { try Verification(result: result, database: $0) })
+        // A fresh session: the database may have restarted or failed over during the run, and a
+        // multi-host URL finds the current primary.
+        return SimulationReport(result: result, verification: try database.map { try Verification(result: result, database: PostgresConnection($0.options)) })
     }
 
     /// A run ID unique to this process and second, in base 36 (call IDs stay short).
