@@ -28,6 +28,8 @@ SELECT create_reference_table('fixed_costs');
 SELECT create_reference_table('ingest_tokens');
 SELECT create_reference_table('usage_quotas');
 SELECT create_reference_table('schema_migrations');
+-- One owner per call id across all users (a unique key on call_id cannot live in calls).
+SELECT create_reference_table('call_owners');
 
 -- Per-user tables, co-located so joins and transactions by user stay on one worker.
 SELECT create_distributed_table('calls', 'user_id');

@@ -13,6 +13,11 @@ public struct CallStore {
     /// Registers the call (or finds it) and returns what is already committed for it.
     public func register(_ start: CallStart, startedAt: Timestamp) throws -> CallRegistration {
         try connection.transaction { connection in
+            // The id is claimed first: a start for another user's id writes nothing at all.
+            try connection.query("INSERT INTO call_owners (call_id, user_id) VALUES ($1, $2) ON CONFLICT (call_id) DO NOTHING",
+                                 [start.callID, start.userID])
+            let owner = try connection.query("SELECT user_id FROM call_owners WHERE call_id = $1", [start.callID])
+            guard try owner.single().decode("user_id", as: String.self) == start.userID else { return .belongsToAnotherUser }
             let inserted = try connection.query("""
                 INSERT INTO calls (user_id, call_id, persona_id, started_at, revenue, currency, payment_method)
                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (user_id, call_id) DO NOTHING
@@ -23,13 +28,10 @@ public struct CallStore {
                 UPDATE calls SET status = 'active', started_at = $3, updated_at = now()
                 WHERE user_id = $1 AND call_id = $2 AND status = 'rejected'
                 """, [start.userID, start.callID, startedAt])
-            let owners = try connection.query("""
-                SELECT user_id, started_at, ended_at IS NOT NULL AS ended FROM calls WHERE call_id = $1 ORDER BY created_at
-                """, [start.callID])
-            guard let first = owners.first, try first.decode("user_id", as: String.self) == start.userID else {
-                return .belongsToAnotherUser
-            }
-            guard try !first.decode("ended", as: Bool.self) else { return .ended }
+            let call = try connection.query("""
+                SELECT started_at, ended_at IS NOT NULL AS ended FROM calls WHERE user_id = $1 AND call_id = $2
+                """, [start.userID, start.callID]).single()
+            guard try !call.decode("ended", as: Bool.self) else { return .ended }
             // Every registration after the first is a resume: it supersedes the copies before it.
             let generation = try connection.query("""
                 UPDATE calls SET registrations = registrations + $3 WHERE user_id = $1 AND call_id = $2 RETURNING registrations
@@ -45,7 +47,7 @@ public struct CallStore {
             return .registered(RegisteredCall(
                 userID: start.userID,
                 isNew: inserted.affectedRows == 1 || retried.affectedRows == 1,
-                startedAt: try first.decode("started_at"),
+                startedAt: try call.decode("started_at"),
                 committedEvents: try events.map { row in
                     let unitName: String = try row.decode("usage_unit")
                     guard let unit = UsageUnit(rawValue: unitName) else {
