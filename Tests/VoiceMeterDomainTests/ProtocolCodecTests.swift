@@ -170,6 +170,32 @@ struct ProtocolCodecTests {
         guard case .deliver = connection.receiveAll([Array(usageExample.utf8)], now: now).first else { Issue.record("not delivered after"); return }
     }
 
+    @Test("a message may arrive in up to 1,024 pieces; more close the connection with 1008 before it is complete")
+    func piecesPerMessageBounded() {
+        let padded = Array(usageExample.utf8) + Array(repeating: UInt8(ascii: " "), count: 2_048 - usageExample.utf8.count)
+        var patient = session()
+        let inPieces = stride(from: 0, to: padded.count, by: 2).map { Array(padded[$0..<$0 + 2]) }
+        guard case .deliver = patient.receiveAll(inPieces, now: now).first else { Issue.record("1,024 pieces not delivered"); return }
+        var trickle = session()
+        let actions = trickle.receiveAll(padded.map { [$0] }, now: now)
+        #expect(actions == [.close(code: 1008, reason: "a message arrived in more than 1024 pieces")])
+    }
+
+    @Test("revenue must be what calls.revenue stores exactly: more than 4 decimal places or 10^10 is invalid_amount naming the call")
+    func revenueFitsItsColumn() {
+        func start(revenue: String) -> Result<ClientMessage, ProtocolError> {
+            decode(#"{"type":"call.start","call_id":"CA9","user_id":"u1","revenue":"\#(revenue)"}"#)
+        }
+        for accepted in ["4.9999", "0", "9999999999.9999", "4.99990"] {
+            guard case .success(.callStart(let call)) = start(revenue: accepted) else { Issue.record("\(accepted) refused"); continue }
+            #expect(call.revenue == ExactDecimal(accepted))
+        }
+        for refused in ["4.99999", "10000000000", "-1"] {
+            guard case .failure(let error) = start(revenue: refused) else { Issue.record("\(refused) accepted"); continue }
+            #expect(error.code == .invalidAmount && error.callID == "CA9", "\(refused): \(error)")
+        }
+    }
+
     @Test("a peer that keeps sending oversized messages is closed with 1009")
     func oversizedRepeatedly() {
         var connection = session()

@@ -5,6 +5,11 @@ public enum ClientMessageDecoder {
     public static let amountScaleMaximum = 9
     /// The largest usage amount one frame may report.
     public static let amountMaximum = ExactDecimal(1_000_000_000_000)
+    /// Revenue carries at most this many decimal places and stays below `revenueLimit`
+    /// (`calls.revenue` is numeric(14, 4)): stored exactly as given, so the summary's margin and
+    /// the finance views agree.
+    public static let revenueScaleMaximum = 4
+    public static let revenueLimit = ExactDecimal(10_000_000_000)
     /// Timestamps must fall in [1970-01-01, 10000-01-01): earlier or later ones are mistakes, and
     /// PostgreSQL cannot store every instant a 64-bit count of microseconds can express.
     public static let earliestTimestamp = Timestamp(microsecondsSinceEpoch: 0)
@@ -44,7 +49,13 @@ public enum ClientMessageDecoder {
 
     private static func decodeStart(_ fields: inout Fields) throws(ProtocolError) -> CallStart {
         let revenue = try fields.optionalDecimal(.revenue, code: .invalidAmount)
-        if let revenue, revenue.isNegative { throw ProtocolError(.invalidAmount, "'revenue' must be zero or more") }
+        if let revenue {
+            guard !revenue.isNegative else { throw ProtocolError(.invalidAmount, "'revenue' must be zero or more") }
+            guard revenue.normalized.scale <= revenueScaleMaximum else {
+                throw ProtocolError(.invalidAmount, "'revenue' has more than \(revenueScaleMaximum) decimal places; round it to what the caller paid")
+            }
+            guard revenue < revenueLimit else { throw ProtocolError(.invalidAmount, "'revenue' must be below 10^10") }
+        }
         let currency = try fields.optionalString(.currency, maximumLength: 3) ?? "USD"
         guard currency.utf8.count == 3, currency.utf8.allSatisfy({ $0 >= 0x41 && $0 <= 0x5A }) else {
             throw ProtocolError(.invalidField, "'currency' must be a three-letter ISO 4217 code such as USD")

@@ -2,6 +2,10 @@
 public struct IngressLimits: Sendable, Hashable {
     /// Largest client message; a larger one gets `frame_too_large` (protocol v1: 64 KiB).
     public var messageBytesMax = 64 * 1024
+    /// Pieces one message may arrive in (WebSocket fragments, or parts of one read by the
+    /// socket); more close the connection with 1008. A 64 KiB message needs 16 pieces of lws's
+    /// 4 KiB reads; this bounds the receive callbacks a peer can cost per message.
+    public var messagePiecesMax = 1_024
     /// Consecutive oversized messages after which the connection is closed with 1009.
     public var oversizedMessagesBeforeCloseMax = 3
     /// Server messages queued for one connection before it is treated as stuck and closed (1008).

@@ -9,24 +9,29 @@ public enum IngressAction: Sendable, Hashable {
 }
 
 /// One connection's receive side as a pure state machine: reassembles messages split across
-/// receive callbacks, enforces the size limit and the rate limit, and decodes messages.
+/// receive callbacks (in time linear in the message's size, and in at most `messagePiecesMax`
+/// pieces), enforces the size limit and the rate limit, and decodes messages.
 ///
 /// The transport calls `receive` once per receive callback with the chunk, whether it ends the
 /// message (`lws_is_final_fragment && lws_remaining_packet_payload == 0`), whether the message is
 /// binary, and the monotonic time; it performs the returned actions in order.
 public struct IngressSession: Sendable {
     private enum State: Sendable {
-        /// Between messages, or collecting the bytes of one.
-        case collecting([UInt8])
+        /// Between messages, or collecting the bytes of one in `buffer` (this many pieces so far).
+        case collecting(pieces: Int)
         /// The current message passed the size limit: its remaining bytes are dropped.
         case discarding(receivedBytes: Int)
+        /// The connection is being closed: nothing more is read.
+        case closed
     }
 
     public static let closeCodePolicyViolation: UInt16 = 1008
     public static let closeCodeMessageTooBig: UInt16 = 1009
 
     private let limits: IngressLimits
-    private var state = State.collecting([])
+    private var state = State.collecting(pieces: 0)
+    /// The message being collected; outside `state` so appending never copies it.
+    private var buffer: [UInt8] = []
     private var bucket: TokenBucket
     private var oversizedInARow = 0
     private var rateLimitedInARow = 0
@@ -39,28 +44,38 @@ public struct IngressSession: Sendable {
 
     public mutating func receive(_ chunk: some Collection<UInt8>, endsMessage: Bool, isBinary: Bool, nowNanoseconds: UInt64) -> [IngressAction] {
         switch state {
-        case .collecting(var buffer):
+        case .collecting(let pieces):
+            guard pieces < limits.messagePiecesMax else {
+                state = .closed
+                buffer = []
+                return [.close(code: Self.closeCodePolicyViolation, reason: "a message arrived in more than \(limits.messagePiecesMax) pieces")]
+            }
             if buffer.count + chunk.count > limits.messageBytesMax {
                 state = .discarding(receivedBytes: buffer.count + chunk.count)
+                buffer = []
                 return endsMessage ? finishOversized() : []
             }
             buffer.append(contentsOf: chunk)
             guard endsMessage else {
-                state = .collecting(buffer)
+                state = .collecting(pieces: pieces + 1)
                 return []
             }
-            state = .collecting([])
+            state = .collecting(pieces: 0)
             oversizedInARow = 0
+            // Not keeping the capacity: an idle connection holds no message-sized buffer.
+            defer { buffer = [] }
             return complete(buffer, isBinary: isBinary, nowNanoseconds: nowNanoseconds)
         case .discarding(let received):
             state = .discarding(receivedBytes: received + chunk.count)
             return endsMessage ? finishOversized() : []
+        case .closed:
+            return []
         }
     }
 
     private mutating func finishOversized() -> [IngressAction] {
         guard case .discarding(let received) = state else { preconditionFailure("finishing an oversized message that was not being discarded") }
-        state = .collecting([])
+        state = .collecting(pieces: 0)
         oversizedInARow += 1
         if oversizedInARow >= limits.oversizedMessagesBeforeCloseMax {
             return [.close(code: Self.closeCodeMessageTooBig, reason: "messages keep exceeding \(limits.messageBytesMax) bytes")]
