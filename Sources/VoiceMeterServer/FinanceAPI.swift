@@ -24,12 +24,22 @@ final class FinanceAPI: Sendable {
 
     func respond(to request: HTTPRequest, reply: @escaping @Sendable (HTTPResponse) -> Void) {
         let parameters = Self.parameters(request.query)
-        // A browser cannot send a bearer header to a page it opens: the dashboard also takes ?token=.
-        let token = request.bearerToken ?? (request.path == "/dashboard" ? parameters["token"] : nil)
+        // A browser cannot send a bearer header to a page it opens: the dashboard takes ?token=
+        // once, moves it into an HttpOnly cookie and sends the browser back to a URL without it.
+        let dashboard = request.path == "/dashboard"
+        let linkToken = dashboard ? parameters["token"] : nil
+        let token = request.bearerToken ?? linkToken ?? (dashboard ? Self.cookie(Self.dashboardCookie, in: request.cookie) : nil)
         switch token.flatMap(tokens.kind(of:)) {
         case nil: return reply(Self.error(401, "unauthorized", "send Authorization: Bearer <finance token> (voicemeter tokens create NAME --kind finance)"))
         case .ingest: return reply(Self.error(403, "forbidden", "an ingest token cannot read finance data; use a finance token"))
         case .finance: break
+        }
+        if let linkToken, request.bearerToken == nil {
+            return reply(HTTPResponse(status: 303, contentType: "text/plain", body: "", headers: [
+                HTTPHeader("Location", "/dashboard"),
+                HTTPHeader("Set-Cookie", "\(Self.dashboardCookie)=\(linkToken); Path=/dashboard; HttpOnly; SameSite=Strict; Max-Age=28800"),
+                HTTPHeader("Cache-Control", "no-store"), HTTPHeader("Referrer-Policy", "no-referrer"),
+            ]))
         }
         let parts = request.path.split(separator: "/").map(String.init)
         let wantsCSV = request.accept?.contains("text/csv") == true
@@ -65,7 +75,8 @@ final class FinanceAPI: Sendable {
         }
         switch parts {
         case ["dashboard"]:
-            return HTTPResponse(status: 200, contentType: "text/html; charset=utf-8", body: try Dashboard.render(store: store, now: now))
+            return HTTPResponse(status: 200, contentType: "text/html; charset=utf-8", body: try Dashboard.render(store: store, now: now),
+                                headers: [HTTPHeader("Cache-Control", "no-store"), HTTPHeader("Referrer-Policy", "no-referrer")])
         case ["v1", "finance", "margins"]:
             let from = try day(parameters["from"], "from")
             let to = try day(parameters["to"], "to")
@@ -91,6 +102,18 @@ final class FinanceAPI: Sendable {
     }
 
     /// `a=1&b=x%20y` → ["a": "1", "b": "x y"].
+    /// The dashboard's session cookie: the finance token, HttpOnly, sent only to `/dashboard`.
+    static let dashboardCookie = "voicemeter_finance"
+
+    /// The value of cookie `name` in a `Cookie` header.
+    static func cookie(_ name: String, in header: String?) -> String? {
+        for pair in (header ?? "").split(separator: ";") {
+            let parts = pair.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            if parts.count == 2, parts[0] == name { return parts[1] }
+        }
+        return nil
+    }
+
     static func parameters(_ query: String?) -> [String: String] {
         var result: [String: String] = [:]
         for pair in (query ?? "").split(separator: "&") {

@@ -35,8 +35,9 @@ final class IngressDelegate: WebSocketServerDelegate {
         }
     }
 
-    func connectionOpened(_ connection: ConnectionID, peer: String) {
+    func connectionOpened(_ connection: ConnectionID, request: UpgradeRequest) {
         metrics.connections.increment()
+        if let token = request.bearerToken { tokens.connectionOpened(connection, token: token) }
     }
 
     func rejected(_ error: ProtocolError, from connection: ConnectionID) {
@@ -60,6 +61,7 @@ final class IngressDelegate: WebSocketServerDelegate {
 
     func connectionClosed(_ connection: ConnectionID) {
         metrics.connections.decrement()
+        tokens.connectionClosed(connection)
         for shard in shards { shard.perform { $0.connectionClosed(connection) } }
     }
 
@@ -79,11 +81,11 @@ final class IngressDelegate: WebSocketServerDelegate {
         case "/metrics":
             return HTTPResponse(status: 200, contentType: "text/plain; version=0.0.4", body: MetricsExport.render())
         case "/readyz":
-            var (ready, reason) = readiness.current
+            var reason = readiness.current
             // Reachable is not enough: a writer that cannot commit (read-only, demoted) is not ready.
-            if ready, let outage = writers.outage { (ready, reason) = (false, "the ledger cannot commit (\(outage)); frames are kept and retried") }
-            return HTTPResponse(status: ready ? 200 : 503,
-                                body: #"{"status":"\#(ready ? "ready" : "not_ready")","reason":\#(JSONValue.string(reason).serialized)}"# + "\n")
+            if reason == .ok, writers.isInOutage { reason = .ledgerCannotCommit }
+            return HTTPResponse(status: reason == .ok ? 200 : 503,
+                                body: #"{"status":"\#(reason == .ok ? "ready" : "not_ready")","reason":"\#(reason.rawValue)"}"# + "\n")
         case "/v1/stream":
             return HTTPResponse(status: 426, body: #"{"error":"upgrade_required","message":"connect with a WebSocket client, subprotocol voicemeter.v1"}"# + "\n")
         default:

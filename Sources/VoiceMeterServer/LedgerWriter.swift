@@ -70,12 +70,11 @@ public final class LedgerWriter: Sendable {
     private let onCommit: @Sendable (CommittedBatch) -> Void
     private let onRefused: @Sendable (UsageEvent, String) -> Void
     private let metrics: LedgerMetrics
-    /// Why the writer cannot commit right now (a SQLSTATE or the kind of failure, never the
-    /// server's text), while it retries; `nil` when it commits.
-    private let outageReason = Mutex<String?>(nil)
+    private let inOutage = Atomic<Bool>(false)
 
-    /// Why the writer is retrying its batch, for `/readyz`; `nil` when it commits normally.
-    public var outage: String? { outageReason.withLock { $0 } }
+    /// Whether the writer cannot commit right now and retries its batch (for `/readyz`; the log
+    /// says why).
+    public var isInOutage: Bool { inOutage.load(ordering: .relaxed) }
 
     /// - Parameters:
     ///   - onCommit: called on the writer thread after each commit.
@@ -173,7 +172,7 @@ public final class LedgerWriter: Sendable {
                 if let oldest = batch.oldestEnqueued { metrics.ackLatency.recordNanoseconds(now - min(oldest, now)) }
                 onCommit(committed)
                 backoffMilliseconds = 50
-                if outageReason.withLock({ $0 }) != nil { enterOutage(nil) }
+                if isInOutage { enterOutage(false) }
             } catch let error as PostgresError where error.isDataError {
                 // A data error fails every retry of the same rows. Events and endings are tried
                 // apart first (an ending that fails never blames an event), then the events are
@@ -199,7 +198,7 @@ public final class LedgerWriter: Sendable {
                     "error": "\(error)", "retry.ms": "\(backoffMilliseconds)", "batch.events": "\(batch.events.count)",
                 ])
                 metrics.commitRetries.increment()
-                enterOutage((error as? PostgresError).map { $0.sqlState.map { "SQLSTATE \($0.code)" } ?? "\($0.kind)" } ?? "an unexpected error")
+                enterOutage(true)
                 pending.insert(batch, at: 0)
                 connection = nil
                 lostConnection = true
@@ -210,14 +209,10 @@ public final class LedgerWriter: Sendable {
         finished.signal()
     }
 
-    /// Records the start (with its reason) or the end (`nil`) of an outage.
-    private func enterOutage(_ reason: String?) {
-        let was = outageReason.withLock { current in
-            defer { current = reason }
-            return current
-        }
-        if was == nil, reason != nil { metrics.writersInOutage.increment() }
-        if was != nil, reason == nil { metrics.writersInOutage.decrement() }
+    /// Records the start (`true`) or the end of an outage.
+    private func enterOutage(_ now: Bool) {
+        guard inOutage.exchange(now, ordering: .relaxed) != now else { return }
+        if now { metrics.writersInOutage.increment() } else { metrics.writersInOutage.decrement() }
     }
 
     private struct Batch {

@@ -27,8 +27,8 @@ public final class LedgerWriters: Sendable {
 
     public func start() { writers.forEach { $0.start() } }
 
-    /// Why a writer cannot commit right now, if one cannot.
-    public var outage: String? { writers.lazy.compactMap(\.outage).first }
+    /// Whether a writer cannot commit right now.
+    public var isInOutage: Bool { writers.contains(where: \.isInOutage) }
 
     /// Commits everything queued in every writer, then stops them (in parallel).
     public func drainAndStop(timeoutSeconds: Double) {

@@ -26,6 +26,8 @@ struct ServerMetrics: Sendable {
 
     /// Open WebSocket connections.
     let connections = Meter(label: "voicemeter_connections")
+    /// Connections closed because their token was revoked or stopped being an ingest token.
+    let connectionsRevoked = Counter(label: "voicemeter_connections_revoked_total")
     /// Usage frames decoded from clients.
     let framesReceived = Counter(label: "voicemeter_frames_received_total")
     private let rejectedByCode: [ProtocolErrorCode: Counter] = Dictionary(uniqueKeysWithValues: ProtocolErrorCode.allCases.map {

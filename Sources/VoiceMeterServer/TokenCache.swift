@@ -2,20 +2,35 @@ import Logging
 import PostgresClient
 import VoiceMeterCrypto
 import VoiceMeterStore
+import WebSocketTransport
 
 /// Active bearer tokens by SHA-256 digest, in memory, so authenticating an upgrade never waits
-/// for the database. Reloaded on `NOTIFY ingest_tokens` and every few seconds, so a revoked token
-/// is refused within seconds.
+/// for the database, and the token each stream connection opened with. Reloaded on
+/// `NOTIFY ingest_tokens` and every few seconds: a revoked token (or one whose kind changed) is
+/// refused from then on, and its open connections are handed to `onRevoked` to be closed.
 final class TokenCache: Sendable {
     private let digests: Locked<[[UInt8]: TokenKind]>
+    /// The digest of the token each open stream connection was accepted with.
+    private let holders = Locked<[ConnectionID: [UInt8]]>([:])
     private let watcher: TableWatcher
+    private let onRevoked: @Sendable ([ConnectionID]) -> Void
 
-    init(options: PostgresConnectionOptions, refreshMilliseconds: Int, logger: Logger) throws {
+    /// - Parameter onRevoked: called on the watcher's thread with the connections whose token is
+    ///   no longer an active ingest token (they are forgotten here).
+    init(options: PostgresConnectionOptions, refreshMilliseconds: Int, logger: Logger,
+         onRevoked: @escaping @Sendable ([ConnectionID]) -> Void) throws {
         let digests = Locked(try TokenStore(connection: PostgresConnection(options)).activeDigests())
         self.digests = digests
-        watcher = TableWatcher(options: options, channel: "ingest_tokens", refreshMilliseconds: refreshMilliseconds, logger: logger) { [digests] connection in
+        self.onRevoked = onRevoked
+        watcher = TableWatcher(options: options, channel: "ingest_tokens", refreshMilliseconds: refreshMilliseconds, logger: logger) { [digests, holders] connection in
             let table = try TokenStore(connection: connection).activeDigests()
             digests.withLock { $0 = table }
+            let revoked = holders.withLock { held in
+                let revoked = held.filter { table[$0.value] != .ingest }.map(\.key)
+                for connection in revoked { held[connection] = nil }
+                return revoked
+            }
+            if !revoked.isEmpty { onRevoked(revoked) }
         }
     }
 
@@ -27,6 +42,22 @@ final class TokenCache: Sendable {
     func kind(of secret: String) -> TokenKind? {
         let digest = SHA256.digest(secret)
         return digests.withLock { $0[digest] }
+    }
+
+    /// A stream connection was accepted with this token. If the token was revoked meanwhile it
+    /// goes to `onRevoked` at once (a reload updates the table before it looks at the holders, so
+    /// one of the two sees the other).
+    func connectionOpened(_ connection: ConnectionID, token: String) {
+        let digest = SHA256.digest(token)
+        holders.withLock { $0[connection] = digest }
+        if digests.withLock({ $0[digest] }) != .ingest {
+            holders.withLock { $0[connection] = nil }
+            onRevoked([connection])
+        }
+    }
+
+    func connectionClosed(_ connection: ConnectionID) {
+        holders.withLock { $0[connection] = nil }
     }
 
     func start() { watcher.start() }

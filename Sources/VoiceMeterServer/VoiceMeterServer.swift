@@ -47,14 +47,19 @@ public final class VoiceMeterServer: Sendable {
                                                                           statementTimeoutSeconds: given.databaseStatementTimeoutSeconds))
         self.configuration = configuration
         self.logger = logger
-        tokens = try TokenCache(options: configuration.database, refreshMilliseconds: configuration.tokenRefreshIntervalMilliseconds, logger: logger)
+        let ingressReference = LateBound<WebSocketServer>()
+        let metrics = ServerMetrics()
+        tokens = try TokenCache(options: configuration.database, refreshMilliseconds: configuration.tokenRefreshIntervalMilliseconds,
+                                logger: logger) { connections in
+            metrics.connectionsRevoked.increment(by: connections.count)
+            for connection in connections { ingressReference.value.close(connection, code: 1008, reason: "token revoked") }
+        }
         readiness = ReadinessMonitor(options: configuration.database, migrations: migrations,
-                                     intervalMilliseconds: configuration.readinessCheckIntervalMilliseconds)
+                                     intervalMilliseconds: configuration.readinessCheckIntervalMilliseconds, logger: logger)
         // The writer reports to the shard and the shard sends through the ingress, which is built
         // last: both are bound once everything exists.
         let shardsReference = LateBound<[MeteringShard]>()
         let router = CallRouter(shardCount: configuration.meteringShards)
-        let ingressReference = LateBound<WebSocketServer>()
         let writers = LedgerWriters(
             count: configuration.writerConnections, options: configuration.database, batchEventsMax: configuration.writerBatchEventsMax,
             flushIntervalMilliseconds: configuration.writerFlushIntervalMilliseconds,

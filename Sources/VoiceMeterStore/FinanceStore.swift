@@ -6,6 +6,11 @@ import VoiceMeterDomain
 public struct ReportRows: Sendable {
     public var columns: [String]
     public var rows: [[String?]]
+
+    public init(columns: [String], rows: [[String?]]) {
+        self.columns = columns
+        self.rows = rows
+    }
 }
 
 extension ReportRows {
@@ -17,10 +22,13 @@ extension ReportRows {
     /// `objects` as a JSON array.
     public var json: String { JSONValue.array(objects).serialized }
 
-    /// RFC 4180 CSV with a header row.
+    /// RFC 4180 CSV with a header row. A cell a spreadsheet would run as a formula (text starting
+    /// with `=`, `+`, `-`, `@`, a tab or a carriage return, such as a client's `user_id`) gets a
+    /// leading `'` (OWASP's CSV-injection advice); numbers, negative ones too, stay as they are.
     public var csv: String {
-        func field(_ value: String?) -> String {
-            guard let value else { return "" }
+        func field(_ given: String?) -> String {
+            guard var value = given else { return "" }
+            if let first = value.first, "=+-@\t\r".contains(first), ExactDecimal(value) == nil { value = "'" + value }
             guard value.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return value }
             return "\"" + value.split(separator: "\"", omittingEmptySubsequences: false).joined(separator: "\"\"") + "\""
         }

@@ -57,6 +57,21 @@ public final class RawSocket {
         _ = bytes.withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
     }
 
+    /// Sends one WebSocket frame as a client must (masked): `opcode` 1 starts a text message, 0
+    /// continues it; `final` ends the message.
+    public func sendFrame(opcode: UInt8, final: Bool, payload: [UInt8]) {
+        var frame: [UInt8] = [(final ? 0x80 : 0) | opcode]
+        switch payload.count {
+        case ..<126: frame.append(0x80 | UInt8(payload.count))
+        case ..<65_536: frame += [0x80 | 126, UInt8(payload.count >> 8), UInt8(payload.count & 0xff)]
+        default: frame += [0x80 | 127] + (0..<8).reversed().map { UInt8((payload.count >> ($0 * 8)) & 0xff) }
+        }
+        let mask: [UInt8] = [0x12, 0x34, 0x56, 0x78]
+        frame += mask
+        frame += payload.enumerated().map { $0.element ^ mask[$0.offset % 4] }
+        _ = frame.withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    }
+
     /// Reads until the peer closes (or the 15 s receive timeout); returns what arrived and whether it closed.
     public func readUntilClosed() -> (text: String, closed: Bool) {
         var received: [UInt8] = []

@@ -72,9 +72,7 @@ extension WebSocketServer {
         } else if let allowed = configuration.allowedOrigins, let origin = LWS.header(wsi, WSI_TOKEN_ORIGIN), !allowed.contains(origin) {
             refusal = (403, "origin \(origin) is not allowed")
         } else {
-            let request = UpgradeRequest(peer: peer, bearerToken: Self.bearerToken(LWS.header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION)),
-                                         origin: LWS.header(wsi, WSI_TOKEN_ORIGIN))
-            switch delegate.authorize(request) {
+            switch delegate.authorize(Self.upgradeRequest(wsi, peer: peer)) {
             case .accept: refusal = nil
             case .refuse(let status, let reason): refusal = (status, reason)
             }
@@ -94,12 +92,16 @@ extension WebSocketServer {
                                                       lastHeardNanoseconds: Self.now)
         loop.connectionsPerPeer[peer, default: 0] += 1
         outboxes.open(id)
-        delegate.connectionOpened(ConnectionID(rawValue: id), peer: peer)
+        // The request's headers are still there while the connection is being established.
+        delegate.connectionOpened(ConnectionID(rawValue: id), request: Self.upgradeRequest(wsi, peer: peer))
     }
 
     private func received(_ wsi: OpaquePointer, _ input: UnsafeMutableRawPointer?, _ length: Int) -> Int32 {
         let id = LWS.connectionID(of: wsi)
         guard loop.connections[id] != nil else { return -1 }
+        // A connection being closed (a revoked token, a shutdown) is not read any more: nothing it
+        // sends from now on is processed, so nothing of it is acknowledged.
+        guard loop.connections[id]!.pendingClose == nil else { return 0 }
         let now = Self.now
         let chunk = UnsafeRawBufferPointer(start: input, count: input == nil ? 0 : length)
         let endsMessage = lws_is_final_fragment(wsi) != 0 && lws_remaining_packet_payload(wsi) == 0
@@ -230,6 +232,10 @@ extension WebSocketServer {
         lws_callback_on_writable(loop.connections[id]!.wsi)
     }
 
+    private static func upgradeRequest(_ wsi: OpaquePointer, peer: String) -> UpgradeRequest {
+        UpgradeRequest(peer: peer, bearerToken: bearerToken(LWS.header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION)), origin: LWS.header(wsi, WSI_TOKEN_ORIGIN))
+    }
+
     static func bearerToken(_ header: String?) -> String? {
         guard let header else { return nil }
         let parts = header.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
@@ -243,7 +249,8 @@ extension WebSocketServer {
         let request = HTTPRequest(
             path: path, query: LWS.queryString(wsi),
             bearerToken: Self.bearerToken(LWS.header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION)),
-            accept: LWS.header(wsi, WSI_TOKEN_HTTP_ACCEPT)
+            accept: LWS.header(wsi, WSI_TOKEN_HTTP_ACCEPT),
+            cookie: LWS.header(wsi, WSI_TOKEN_HTTP_COOKIE)
         )
         let id = loop.allocateID()
         LWS.setConnectionID(id, on: wsi)
@@ -279,6 +286,11 @@ extension WebSocketServer {
             var cursor: UnsafeMutablePointer<UInt8>? = start
             guard lws_add_http_common_headers(wsi, UInt32(response.status), response.contentType,
                                               UInt64(response.body.utf8.count), &cursor, end) == 0 else { return false }
+            for header in response.headers {
+                let name = Array((header.name.lowercased() + ":").utf8) + [0]  // lws reads the name as a C string
+                let value = Array(header.value.utf8)
+                guard lws_add_http_header_by_name(wsi, name, value, Int32(value.count), &cursor, end) == 0 else { return false }
+            }
             return lws_finalize_write_http_header(wsi, start, &cursor, end) == 0
         }
     }

@@ -34,17 +34,32 @@ public struct HTTPRequest: Sendable {
     public var query: String?
     public var bearerToken: String?
     public var accept: String?
+    /// The `Cookie` header, as sent.
+    public var cookie: String?
+}
+
+/// A response header beyond the status, content type and length.
+public struct HTTPHeader: Sendable, Equatable {
+    public var name: String
+    public var value: String
+
+    public init(_ name: String, _ value: String) {
+        self.name = name
+        self.value = value
+    }
 }
 
 public struct HTTPResponse: Sendable, Equatable {
     public var status: Int
     public var contentType: String
     public var body: String
+    public var headers: [HTTPHeader]
 
-    public init(status: Int, contentType: String = "application/json", body: String) {
+    public init(status: Int, contentType: String = "application/json", body: String, headers: [HTTPHeader] = []) {
         self.status = status
         self.contentType = contentType
         self.body = body
+        self.headers = headers
     }
 
     /// The status line and headers of this response as HTTP/1.1, for answers written before lws
@@ -77,7 +92,8 @@ public struct HTTPResponse: Sendable, Equatable {
 /// quickly (hand work to other queues) and must not call back into lws.
 public protocol WebSocketServerDelegate: AnyObject, Sendable {
     func authorize(_ request: UpgradeRequest) -> UpgradeDecision
-    func connectionOpened(_ connection: ConnectionID, peer: String)
+    /// A connection `authorize` accepted is open; `request` is what it was accepted on.
+    func connectionOpened(_ connection: ConnectionID, request: UpgradeRequest)
     /// Returns whether to keep reading this connection; `false` stops reading its socket
     /// (backpressure) until `resumeAllPaused`.
     func received(_ message: ClientMessage, from connection: ConnectionID) -> Bool

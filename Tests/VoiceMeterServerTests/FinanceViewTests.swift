@@ -229,6 +229,35 @@ struct DashboardTests {
     }
 }
 
+@Suite("Finance dashboard's token", .serialized)
+struct DashboardTokenTests {
+    /// The whole answer to a GET of `target` with these extra header lines.
+    func get(_ target: String, on port: Int, headers: String = "") throws -> String {
+        let socket = try RawSocket(port: port)
+        socket.send("GET \(target) HTTP/1.1\r\nHost: 127.0.0.1\r\n\(headers)Connection: close\r\n\r\n")
+        return socket.readUntilClosed().text
+    }
+
+    @Test("?token= is taken once: the answer moves it into an HttpOnly cookie and sends the browser to /dashboard without it")
+    func tokenLeavesTheURL() throws {
+        let (running, financeToken) = try RunningServer.withFinanceToken()
+        defer { running.server.shutdown() }
+        let link = try get("/dashboard?token=\(financeToken)", on: running.server.port)
+        let head = link.components(separatedBy: "\r\n\r\n")[0].lowercased()
+        #expect(head.hasPrefix("http/1.1 303"), "\(link)")
+        #expect(head.contains("location: /dashboard\r\n"))
+        #expect(head.contains("set-cookie: voicemeter_finance=\(financeToken.lowercased()); path=/dashboard; httponly; samesite=strict"))
+
+        let page = try get("/dashboard", on: running.server.port, headers: "Cookie: theme=dark; voicemeter_finance=\(financeToken)\r\n")
+        #expect(page.hasPrefix("HTTP/1.1 200"))
+        #expect(page.contains("VoiceMeter finance") && !page.contains(financeToken))
+        #expect(page.lowercased().contains("referrer-policy: no-referrer"))
+        // The cookie opens only the dashboard, and an ingest token's cookie nothing.
+        #expect(try get("/v1/finance/months", on: running.server.port, headers: "Cookie: voicemeter_finance=\(financeToken)\r\n").contains(" 401 "))
+        #expect(try get("/dashboard", on: running.server.port, headers: "Cookie: voicemeter_finance=\(running.token)\r\n").contains(" 403 "))
+    }
+}
+
 /// The instant of whole Unix seconds.
 func instant(_ unixSeconds: Int) -> Timestamp {
     Timestamp(microsecondsSinceEpoch: Int64(unixSeconds) * 1_000_000)

@@ -330,6 +330,22 @@ struct ReadOnlyDatabaseTests {
         return socket.readUntilClosed().0
     }
 
+    @Test("/readyz with the database down says database_unreachable, and nothing of the database's message (hosts, users)")
+    func readinessLeaksNothing() throws {
+        let cluster = try TestPostgres.privateCluster()
+        defer { try? cluster.destroy() }
+        let running = try RunningServer(options: try cluster.start(), configure: { $0.readinessCheckIntervalMilliseconds = 100 })
+        defer { running.server.shutdown() }
+        #expect(readiness(running).hasPrefix("HTTP/1.1 200"))
+        try cluster.stop(immediately: true)
+        var answer = ""
+        #expect(ClientRecorder().wait(seconds: 10) {
+            answer = readiness(running)
+            return answer.hasPrefix("HTTP/1.1 503")
+        })
+        #expect(answer.hasSuffix(#"{"status":"not_ready","reason":"database_unreachable"}"# + "\n"), "\(answer)")
+    }
+
     @Test("is an outage, not bad data: no frame is refused, and every frame is stored once writes are accepted again")
     func readOnlyIsAnOutage() throws {
         // What a server sees while its primary is demoted: every insert fails with 25006. A
@@ -364,7 +380,7 @@ struct ReadOnlyDatabaseTests {
         #expect(refusedWrites() >= 10)
         let notReady = readiness(running)
         #expect(notReady.hasPrefix("HTTP/1.1 503"), "\(notReady)")
-        #expect(notReady.contains("the ledger cannot commit (SQLSTATE 25006)"))
+        #expect(notReady.hasSuffix(#"{"status":"not_ready","reason":"ledger_cannot_commit"}"# + "\n"), "\(notReady)")
         try running.database.query("UPDATE read_only_switch SET on_now = false")
 
         #expect(client.waitForSummary())

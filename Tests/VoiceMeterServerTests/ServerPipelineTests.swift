@@ -310,6 +310,26 @@ struct ServerPipelineTests {
         #expect(refused)
     }
 
+    @Test("a revoked token's open connection is closed with 1008 within a second; frames sent after are not stored; other tokens' connections stay")
+    func revocationClosesOpenConnections() throws {
+        let running = try RunningServer(configure: { $0.tokenRefreshIntervalMilliseconds = 60_000 })  // the NOTIFY alone must do it
+        defer { running.server.shutdown() }
+        let otherToken = try TokenStore(connection: running.database).create(name: "other-pipeline", kind: .ingest)
+        let client = try StreamingClient(running.endpoint)
+        let other = try StreamingClient(ClientEndpoint(host: "127.0.0.1", port: running.server.port, bearerToken: otherToken))
+        let messages = running.canonicalCallMessages("CAREVOKE")
+        client.send(messages[0...10])
+        #expect(client.wait { _ in client.highestAck(call: "CAREVOKE") == 10 })
+
+        try TokenStore(connection: running.database).revoke(name: "pipeline")
+        #expect(client.recorder.wait(seconds: 1) { client.events.contains(.closeReceived(code: 1008)) })
+        client.send(messages[11...20])
+        let otherMessages = running.canonicalCallMessages("CAKEPT", user: "kept-user")
+        other.send(otherMessages[0...5])
+        #expect(other.wait { _ in other.highestAck(call: "CAKEPT") == 5 })
+        #expect(try running.storedEvents(call: "CAREVOKE") == 10)
+    }
+
     @Test("a refused upgrade is an HTTP/1.1 answer with its length and Connection: close; Python's websockets reads 401 and 403 with the body")
     func refusalsReadableByWebsockets() throws {
         let (running, financeToken) = try RunningServer.withFinanceToken()

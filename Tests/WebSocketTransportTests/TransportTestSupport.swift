@@ -15,7 +15,13 @@ final class AckingDelegate: WebSocketServerDelegate {
         request.bearerToken == "good-token" ? .accept : .refuse(status: 401, reason: "missing, unknown or revoked token")
     }
 
-    func connectionOpened(_ connection: ConnectionID, peer: String) { opened.add(1, ordering: .relaxed) }
+    /// The tokens connections were opened with, in order.
+    let openedWith = Mutex<[String?]>([])
+
+    func connectionOpened(_ connection: ConnectionID, request: UpgradeRequest) {
+        opened.add(1, ordering: .relaxed)
+        openedWith.withLock { $0.append(request.bearerToken) }
+    }
     func connectionClosed(_ connection: ConnectionID) { closed.add(1, ordering: .relaxed) }
 
     func received(_ message: ClientMessage, from connection: ConnectionID) -> Bool {
@@ -44,12 +50,13 @@ final class AckingDelegate: WebSocketServerDelegate {
 /// stream on a single connection.
 struct AckingSession {
     let server: WebSocketServer
+    let delegate: AckingDelegate
     let recorder = ClientRecorder()
     let client: WebSocketClient
     let connection: ClientConnectionID
 
     init(_ configure: (inout WebSocketServerConfiguration) -> Void = { _ in }) throws {
-        (server, _) = try AckingDelegate.start(configure)
+        (server, delegate) = try AckingDelegate.start(configure)
         let recorder = recorder
         client = try WebSocketClient { recorder.record($0, $1) }
         connection = client.connect(to: ClientEndpoint(host: "127.0.0.1", port: server.port, bearerToken: "good-token"))

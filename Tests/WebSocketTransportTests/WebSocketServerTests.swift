@@ -109,6 +109,21 @@ struct WebSocketServerTests {
         #expect(try upgrade(origin: "https://pipeline.example").1.contains(" 429 "))
     }
 
+    @Test("a message sent as 2,000 one-byte fragments gets its connection closed; another connection is acknowledged meanwhile")
+    func fragmentFloodClosed() throws {
+        let session = try AckingSession()
+        defer { session.shutdown() }
+        let socket = try RawSocket(port: session.server.port)
+        socket.sendUpgrade(token: "good-token")
+        #expect(socket.readHeaders().hasPrefix("HTTP/1.1 101"))
+        socket.sendFrame(opcode: 1, final: false, payload: Array("{".utf8))
+        for _ in 0..<1_999 { socket.sendFrame(opcode: 0, final: false, payload: [UInt8(ascii: " ")]) }
+        session.send(usageFrame(seq: 1))
+        #expect(session.waitForMessages(1))
+        // The server hangs up (its close frame may be lost to the reset that unread input causes).
+        #expect(session.recorder.wait(seconds: 5) { session.delegate.closed.load(ordering: .relaxed) == 1 })
+    }
+
     @Test("a connection that stops answering pings is closed after the idle timeout")
     func idleConnectionClosed() throws {
         let (server, _) = try AckingDelegate.start { $0.limits.idleTimeoutSeconds = 1 }
