@@ -43,6 +43,8 @@ public struct CoreSimulationStats: Sendable {
     public var crashes = 0
     public var limitChanges = 0
     public var conflictsAtCommit = 0
+    /// Messages sent about a live call on a connection that did not start it.
+    public var intrusions = 0
 
     public init() {}
 
@@ -58,6 +60,7 @@ public struct CoreSimulationStats: Sendable {
         crashes += other.crashes
         limitChanges += other.limitChanges
         conflictsAtCommit += other.conflictsAtCommit
+        intrusions += other.intrusions
     }
 }
 
@@ -189,6 +192,7 @@ public struct CoreSimulation {
         case 965..<985: try reconnect()
         case 985..<988: crashNode()
         case 988..<994: try changeLimits()
+        case 994..<997: intrude()
         default: now = now.adding(seconds: Int64(random.below(45)))
         }
         try runTicks()
@@ -271,6 +275,30 @@ public struct CoreSimulation {
                                                                 from: ClientConnection(client.connection!)))
     }
 
+    /// A connection that knows another client's live call_id sends usage (with seqs the call has
+    /// not used yet, or its unacknowledged ones) or call.end for it, without call.start.
+    private mutating func intrude() {
+        guard faultsAllowed,
+              let victim = clients.indices.filter({ clients[$0].state == .active }).randomElement(using: &random),
+              let intruder = clients.indices.filter({ $0 != victim && clients[$0].callID != clients[victim].callID && clients[$0].connection != nil })
+                  .randomElement(using: &random)
+        else { return }
+        stats.intrusions += 1
+        let id = clients[intruder].connection!
+        let callID = clients[victim].callID
+        if random.below(5) == 0 {
+            connections[id]?.toServer.append(.callEnd(CallEnd(callID: callID, endedAt: nil), from: ClientConnection(id)))
+            return
+        }
+        let seq = Int64(clients[victim].frames.count + 1 + random.below(3)) - Int64(random.below(2) * min(clients[victim].unacked.count, 1))
+        let usage = MeteredUsage(service: "llm", operation: "op", unit: .requests, amount: ExactDecimal(7), occurredAt: now)
+        connections[id]?.toServer.append(.usage(UsageFrame(callID: callID, seq: max(seq, 1), usage: usage),
+                                                hash: Self.hash(callID, max(seq, 1), Self.intruderVariant), from: ClientConnection(id)))
+    }
+
+    /// The content variant of an intruder's frames: none may ever be stored.
+    static let intruderVariant: Int64 = 500
+
     private mutating func endCall() {
         let candidates = clients.indices.filter { index in
             let client = clients[index]
@@ -291,7 +319,7 @@ public struct CoreSimulation {
         if faultsAllowed, case .usage(let frame, _, _) = input, random.below(12) == 0 {
             stats.rateLimited += 1
             connections[id]!.toClient.append(.error(ProtocolError(.rateLimited, "rate limited", callID: frame.callID, seq: frame.seq)))
-            try feed(node, .refusedTransiently(callID: frame.callID, seq: frame.seq))
+            try feed(node, .refusedTransiently(callID: frame.callID, seq: frame.seq, from: ClientConnection(id)))
             return
         }
         try feed(node, input)
@@ -319,6 +347,9 @@ public struct CoreSimulation {
             }
         }
         for event in refused { try feed(index, .refusedByLedger(event, reason: "simulated data error")) }
+        if let intruded = events.first(where: { $0.payloadHash == Self.hash($0.key.callID, $0.key.seq, Self.intruderVariant) }) {
+            throw violation("only the connection that started or resumed a call speaks for it", "\(intruded.key) from a connection that did not start it is being stored")
+        }
         // Another node stored one of these seqs first, with other content (a pipeline that sent both).
         if faultsAllowed, random.below(40) == 0, var other = events.first, ledger.events[other.key] == nil {
             other.payloadHash = Self.hash(other.key.callID, other.key.seq, 99)
@@ -435,6 +466,14 @@ public struct CoreSimulation {
     // MARK: The pipeline's side
 
     private mutating func receive(_ message: ServerMessage, client index: Int) throws {
+        // An intruder's frames got their errors; anything else about another's call is a leak.
+        if let callID = Self.callID(of: message), callID != clients[index].callID {
+            guard case .error = message else {
+                throw violation("only the connection that started or resumed a call hears about it",
+                                "\(callID): \(message) reached the connection of \(clients[index].callID)")
+            }
+            return
+        }
         switch message {
         case .callAccepted:
             if clients[index].state == .starting { clients[index].state = .active }
@@ -536,6 +575,14 @@ public struct CoreSimulation {
     }
 
     /// After the run settles: every summary still equals its call's events (nothing was stored after it).
+    private static func callID(of message: ServerMessage) -> String? {
+        switch message {
+        case .callAccepted(let id, _, _, _), .callRejected(let id, _, _, _), .ack(let id, _), .budgetWarning(let id, _, _, _, _),
+             .budgetCutoff(let id, _, _, _), .callSummary(let id, _, _, _, _, _): id
+        case .error(let error): error.callID
+        }
+    }
+
     private func checkAtRest() throws {
         for client in clients {
             guard let summary = client.summary else { continue }
@@ -567,7 +614,7 @@ public struct CoreSimulation {
         case .usage(let frame, _, let connection): "usage \(frame.callID)#\(frame.seq) on \(connection)"
         case .callEnd(let end, let connection): "call.end \(end.callID) on \(connection)"
         case .submitted(let accepted): "submitted \(accepted)"
-        case .refusedTransiently(let callID, let seq): "rate_limited \(callID)#\(seq)"
+        case .refusedTransiently(let callID, let seq, let connection): "rate_limited \(callID)#\(seq) on \(connection)"
         case .connectionClosed(let connection): "closed \(connection)"
         case .registered(let callID, let registration, _, _):
             switch registration {

@@ -60,7 +60,7 @@ struct Simulate: ParsableCommand {
         print("""
             \(list.count) seeds × \(steps) steps: every invariant held (\(elapsed.formatted(.units(allowed: [.seconds], fractionalPart: .show(length: 1)))))
               frames stored \(total.framesStored), calls summarized \(total.callsSummarized), rejected \(total.callsRejected), cutoffs sent \(total.cutoffs)
-              rate limited \(total.rateLimited), overloaded \(total.overloaded), conflicts at commit \(total.conflictsAtCommit)
+              rate limited \(total.rateLimited), overloaded \(total.overloaded), conflicts at commit \(total.conflictsAtCommit), intrusions \(total.intrusions)
               reconnects \(total.reconnects), node crashes \(total.crashes), limit changes \(total.limitChanges)
             """)
     }

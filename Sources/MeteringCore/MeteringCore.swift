@@ -136,8 +136,8 @@ public struct MeteringCore {
             if usage(frame, hash, connection, &actions) { actions.append(.frameHandled(callID: frame.callID)) }
         case .callEnd(let end, let connection): callEnded(end, connection, input, &actions)
         case .submitted(let accepted): submitted(accepted, &actions)
-        case .refusedTransiently(let callID, let seq):
-            guard let index = calls.index(forKey: callID) else { return }
+        case .refusedTransiently(let callID, let seq, let connection):
+            guard let index = calls.index(forKey: callID), calls.values[index].owner == connection else { return }
             if calls.values[index].acceptedHashes[seq] == nil, calls.values[index].refusedForGood[seq] == nil, seq > calls.values[index].settled.through {
                 calls.values[index].refusedSeqs.insert(seq)
             }
@@ -335,6 +335,7 @@ public struct MeteringCore {
             return true
         }
         let call = calls.values[index]
+        guard call.owner == connection else { return refuseNotOwner(frame.callID, seq: frame.seq, connection, &actions) }
         if case .admitting(var queued) = call.phase {
             queued.append(.usage(frame, hash: hash, from: connection))
             call.phase = .admitting(queued: queued)
@@ -353,7 +354,6 @@ public struct MeteringCore {
                                                       callID: frame.callID, seq: frame.seq)), to: connection))
             return true
         }
-        call.owner = connection
         if let seen = call.acceptedHashes[frame.seq] {
             if seen != hash {
                 actions.append(.send(.error(ProtocolError(.seqConflict, "seq \(frame.seq) was already used for different content",
@@ -434,19 +434,32 @@ public struct MeteringCore {
             actions.append(.send(.error(ProtocolError(.unknownCall, "no active call with this call_id on this server", callID: end.callID)), to: connection))
             return
         }
+        guard calls.values[index].owner == connection else {
+            refuseNotOwner(end.callID, seq: nil, connection, &actions)
+            return
+        }
         calls.values[index].lastMessageAt = now
         switch calls.values[index].phase {
         case .admitting(var queued):
             queued.append(input)
             calls.values[index].phase = .admitting(queued: queued)
         case .active:
-            calls.values[index].owner = connection
             // Frames refused transiently are still the sender's to resend: the call ends once they are taken.
             calls.values[index].phase = .closing(endedAt: end.endedAt ?? now)
             endIfSettled(end.callID, &actions)
         case .closing, .ending:
-            calls.values[index].owner = connection  // a repeated call.end: the summary goes to the latest sender
+            break  // a repeated call.end: the summary goes to the sender when the call ends
         }
+    }
+
+    /// Only the connection that started or resumed a call (its latest `call.start`) speaks for it:
+    /// usage or `call.end` from another is refused without touching the call, so it can neither
+    /// take the call's acks, cutoffs and summary nor use up its seqs. Returns `true` (handled).
+    @discardableResult
+    private func refuseNotOwner(_ callID: String, seq: Int64?, _ connection: ClientConnection, _ actions: inout [MeteringAction]) -> Bool {
+        actions.append(.send(.error(ProtocolError(.unknownCall, "this connection has not started or resumed this call; send call.start on it first",
+                                                  callID: callID, seq: seq)), to: connection))
+        return true
     }
 
     /// Ends a closing call once no frame refused transiently is still expected.

@@ -21,7 +21,7 @@ public enum MeteringInput: Sendable {
     /// The ledger writer's answer to the `submit` action just performed: `false` when its queue was full.
     case submitted(accepted: Bool)
     /// A frame of the call was refused before metering saw it (`rate_limited`, naming call and seq).
-    case refusedTransiently(callID: String, seq: Int64)
+    case refusedTransiently(callID: String, seq: Int64, from: ClientConnection)
     case connectionClosed(ClientConnection)
     /// The answer to a `register` action: the registration and the user's budget as of `asOf`.
     case registered(callID: String, CallRegistration, UserBudgetSnapshot, asOf: Timestamp)

@@ -43,7 +43,7 @@ final class IngressDelegate: WebSocketServerDelegate {
     func rejected(_ error: ProtocolError, from connection: ConnectionID) {
         metrics.rejected(error.code)
         if error.code == .rateLimited, let callID = error.callID, let seq = error.seq {
-            shards[router.shard(forCall: callID)].perform { $0.refusedTransiently(callID: callID, seq: seq) }
+            shards[router.shard(forCall: callID)].perform { $0.refusedTransiently(callID: callID, seq: seq, from: connection) }
         }
     }
 

@@ -150,7 +150,9 @@ actor MeteringShard {
     func connectionClosed(_ connection: ConnectionID) { run(.connectionClosed(ClientConnection(connection.rawValue))) }
 
     /// A frame of the call refused before metering saw it (`rate_limited`).
-    func refusedTransiently(callID: String, seq: Int64) { run(.refusedTransiently(callID: callID, seq: seq)) }
+    func refusedTransiently(callID: String, seq: Int64, from connection: ConnectionID) {
+        run(.refusedTransiently(callID: callID, seq: seq, from: ClientConnection(connection.rawValue)))
+    }
 
     func committed(_ batch: CommittedBatch) {
         run(.committed(LedgerCommit(events: batch.events, conflicts: batch.result.conflicts, endings: batch.endings)))

@@ -91,6 +91,8 @@ extension [MeteringAction] {
     /// The messages sent, in order.
     var sent: [ServerMessage] { compactMap { if case .send(let message, _) = $0 { message } else { nil } } }
     var acks: [Int64] { sent.compactMap { if case .ack(_, let seq) = $0 { seq } else { nil } } }
+    /// The connections messages were sent to, in order.
+    var recipients: [ClientConnection] { compactMap { if case .send(_, let connection) = $0 { connection } else { nil } } }
     var errors: [ProtocolError] { sent.compactMap { if case .error(let error) = $0 { error } else { nil } } }
     var cutoffs: [BudgetScope] { sent.compactMap { if case .budgetCutoff(_, let scope, _, _) = $0 { scope } else { nil } } }
     var endings: [CallEnding] { compactMap { if case .submitEnding(let ending) = $0 { ending } else { nil } } }

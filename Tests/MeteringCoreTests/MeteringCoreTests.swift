@@ -9,11 +9,36 @@ import VoiceMeterDomain
         var harness = CoreHarness()
         harness.startCall()
         harness.send(1)
-        harness.feed(.refusedTransiently(callID: "C1", seq: 2))  // rate_limited at the socket
+        harness.feed(.refusedTransiently(callID: "C1", seq: 2, from: harness.connection))  // rate_limited at the socket
         harness.send(3)
         #expect(harness.commit().acks == [1])
         harness.send(2)
         #expect(harness.commit().acks == [3])
+    }
+
+    @Test func onlyTheConnectionThatStartedOrResumedACallSpeaksForIt() {
+        // A connection that knows a live call_id but sent no call.start for it (issue 23).
+        var harness = CoreHarness()
+        harness.startCall()
+        let intruder = ClientConnection(2)
+        let refused = harness.send(1, content: 99, on: intruder)
+        #expect(refused.errors.map(\.code) == [.unknownCall])
+        #expect(refused.recipients == [intruder])
+        #expect(harness.inFlight.isEmpty)
+        // Its seq 1 burnt nothing: the sender's own frame 1 is taken and acknowledged to the sender only.
+        harness.send(1)
+        let committed = harness.commit()
+        #expect(committed.acks == [1] && committed.recipients == [harness.connection])
+        // Neither its call.end nor a frame of its refused at the socket touches the call.
+        #expect(harness.feed(.callEnd(CallEnd(callID: "C1", endedAt: nil), from: intruder)).errors.map(\.code) == [.unknownCall])
+        harness.feed(.refusedTransiently(callID: "C1", seq: 2, from: intruder))
+        harness.send(2)
+        #expect(harness.commit().acks == [2])
+        // The sender resuming on a new connection moves the call there (the only way it moves).
+        let resumed = ClientConnection(3)
+        harness.startCall(isNew: false, committed: [1, 2], on: resumed)
+        harness.send(3, on: resumed)
+        #expect(harness.commit().recipients == [resumed])
     }
 
     @Test func anAckNeverPassesASeqNotSeenYet() {

@@ -173,48 +173,47 @@ extension BackpressureTests {
             $0.writerConnections = 1
         })
         defer { running.server.shutdown() }
-        // Frames of one call on many connections: flow control pauses each connection only after
+        // Twelve calls, each on its connection: flow control pauses each connection only after
         // its own frame, so while PostgreSQL is away the writer's queue fills and refuses the rest.
         let recorder = ClientRecorder()
         let client = try WebSocketClient { recorder.record($0, $1) }
         defer { client.shutdown() }
-        let links = (0..<14).map { _ in client.connect(to: running.endpoint) }
-        let messages = running.canonicalCallMessages("CAOVER")
-        client.send(messages[0], on: links[0])
-        #expect(recorder.wait { recorder.messages(of: links[0]).contains { $0.contains("call.accepted") } })
-        func allMessages() -> [String] { links.flatMap { recorder.messages(of: $0) } }
-        func refusedSeqs() -> [Int] {
-            allMessages().filter { $0.contains(#""code":"overloaded""#) }.compactMap { message in
-                message.split(separator: ",").first { $0.hasPrefix(#""seq":"#) }.flatMap { Int($0.dropFirst(6).prefix { $0.isNumber }) }
-            }
+        let calls = (0..<12).map { index in
+            (link: client.connect(to: running.endpoint), messages: running.canonicalCallMessages("CAOVER\(index)", user: "over-user-\(index)"))
+        }
+        for call in calls { client.send(call.messages[0], on: call.link) }
+        #expect(recorder.wait { calls.allSatisfy { call in recorder.messages(of: call.link).contains { $0.contains("call.accepted") } } })
+        func overloaded() -> [Int] {
+            calls.indices.filter { recorder.messages(of: calls[$0].link).contains { $0.contains(#""code":"overloaded""#) } }
         }
 
         try cluster.stop(immediately: true)
-        for seq in 1...12 { client.send(messages[seq], on: links[seq]) }
-        #expect(recorder.wait { !refusedSeqs().isEmpty })
+        for call in calls { client.send(call.messages[1], on: call.link) }
+        #expect(recorder.wait { !overloaded().isEmpty })
         // Later frames may still be on their way to a refusal: settle once nothing new came for 0.5 s.
-        var refused = refusedSeqs()
+        var refused = overloaded()
         for _ in 0..<40 {
             usleep(500_000)
-            let latest = refusedSeqs()
+            let latest = overloaded()
             if latest == refused { break }
             refused = latest
         }
-        let lowestRefused = try #require(refused.min())
+        let refusedCall = try #require(refused.first)
 
         _ = try cluster.start()
         let database = try PostgresConnection(running.options)
         func stored() -> Int { (try? database.query("SELECT count(*) AS n FROM api_call_events").single().decode("n", as: Int.self)) ?? -1 }
         #expect(recorder.wait(seconds: 20) { stored() == 12 - refused.count })
-        // A later frame commits while the refused ones are still missing: the ack stays below them.
-        client.send(messages[13], on: links[13])
+        // A later frame of a refused call commits while its seq 1 is still missing: no ack covers seq 1.
+        let call = calls[refusedCall]
+        client.send(call.messages[2], on: call.link)
         #expect(recorder.wait(seconds: 20) { stored() == 13 - refused.count })
         usleep(300_000)
-        #expect(highestAck(allMessages(), call: "CAOVER") < lowestRefused)
+        #expect(highestAck(recorder.messages(of: call.link), call: "CAOVER\(refusedCall)") == 0)
 
-        for seq in refused { client.send(messages[seq], on: links[13]) }
-        #expect(recorder.wait(seconds: 20) { highestAck(allMessages(), call: "CAOVER") == 13 })
-        #expect(stored() == 13)
+        client.send(call.messages[1], on: call.link)
+        #expect(recorder.wait(seconds: 20) { highestAck(recorder.messages(of: call.link), call: "CAOVER\(refusedCall)") == 2 })
+        #expect(stored() == 14 - refused.count)
     }
 }
 

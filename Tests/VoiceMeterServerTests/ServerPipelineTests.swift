@@ -330,6 +330,26 @@ struct ServerPipelineTests {
         #expect(try running.storedEvents(call: "CAREVOKE") == 10)
     }
 
+    @Test("a connection that knows a live call_id but did not start it can neither store usage, take its acks, nor end it")
+    func onlyTheStartingConnectionSpeaksForACall() throws {
+        let running = try RunningServer()
+        defer { running.server.shutdown() }
+        let pipeline = try StreamingClient(running.endpoint)
+        let intruder = try StreamingClient(running.endpoint)
+        let messages = running.canonicalCallMessages("CAOWNED")
+        pipeline.send(messages[0...10])
+        #expect(pipeline.wait { _ in pipeline.highestAck(call: "CAOWNED") == 10 })
+        // Seq 11 with other content, and call.end, from the other connection.
+        intruder.send([messages[11].replacingOccurrences(of: #""seq":11"#, with: #""seq":11,"external_id":"x""#),
+                       #"{"type":"call.end","call_id":"CAOWNED"}"#])
+        #expect(intruder.wait { $0.filter { $0.contains(#""code":"unknown_call""#) }.count == 2 })
+        pipeline.send(messages[11...])
+        #expect(pipeline.waitForSummary())
+        #expect(!pipeline.messages.contains { $0.contains("seq_conflict") })
+        #expect(!intruder.messages.contains { $0.contains(#""type":"ack""#) || $0.contains("call.summary") })
+        try expectCanonicalLedger(running.database, call: "CAOWNED")
+    }
+
     @Test("a refused upgrade is an HTTP/1.1 answer with its length and Connection: close; Python's websockets reads 401 and 403 with the body")
     func refusalsReadableByWebsockets() throws {
         let (running, financeToken) = try RunningServer.withFinanceToken()
