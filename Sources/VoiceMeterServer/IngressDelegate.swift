@@ -12,9 +12,12 @@ final class IngressDelegate: WebSocketServerDelegate {
     private let writers: LedgerWriters
     private let finance: FinanceAPI
     private let metrics: ServerMetrics
+    /// Sends a message on a connection (an answer given here, without metering).
+    private let reply: @Sendable (ServerMessage, ConnectionID) -> Void
 
     init(tokens: TokenCache, readiness: ReadinessMonitor, shards: [MeteringShard], router: CallRouter, writers: LedgerWriters, finance: FinanceAPI,
-         metrics: ServerMetrics) {
+         metrics: ServerMetrics, reply: @escaping @Sendable (ServerMessage, ConnectionID) -> Void) {
+        self.reply = reply
         self.finance = finance
         self.metrics = metrics
         self.tokens = tokens
@@ -50,6 +53,11 @@ final class IngressDelegate: WebSocketServerDelegate {
     /// Hands the message to metering; stops reading the socket while the call's ledger writer is
     /// past its high watermark (writers resume all paused connections as they drain).
     func received(_ message: ClientMessage, from connection: ConnectionID) -> Bool {
+        // A scoped token opens and resumes calls only for its users (usage follows the call.start).
+        if case .callStart(let start) = message, !tokens.connection(connection, mayActFor: start.userID) {
+            reply(.callRejected(callID: start.callID, reason: "user_not_in_token_scope", spent: nil, limit: nil), connection)
+            return true
+        }
         let writer = writers.writer(for: message.callID)
         if case .usage = message {
             writer.noteIncoming()

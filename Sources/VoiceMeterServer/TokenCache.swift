@@ -9,7 +9,7 @@ import WebSocketTransport
 /// `NOTIFY ingest_tokens` and every few seconds: a revoked token (or one whose kind changed) is
 /// refused from then on, and its open connections are handed to `onRevoked` to be closed.
 final class TokenCache: Sendable {
-    private let digests: Locked<[[UInt8]: TokenKind]>
+    private let digests: Locked<[[UInt8]: TokenGrant]>
     /// The digest of the token each open stream connection was accepted with.
     private let holders = Locked<[ConnectionID: [UInt8]]>([:])
     private let watcher: TableWatcher
@@ -26,7 +26,7 @@ final class TokenCache: Sendable {
             let table = try TokenStore(connection: connection).activeDigests()
             digests.withLock { $0 = table }
             let revoked = holders.withLock { held in
-                let revoked = held.filter { table[$0.value] != .ingest }.map(\.key)
+                let revoked = held.filter { table[$0.value]?.kind != .ingest }.map(\.key)
                 for connection in revoked { held[connection] = nil }
                 return revoked
             }
@@ -41,7 +41,13 @@ final class TokenCache: Sendable {
     /// preimage), so it reveals nothing about stored tokens.
     func kind(of secret: String) -> TokenKind? {
         let digest = SHA256.digest(secret)
-        return digests.withLock { $0[digest] }
+        return digests.withLock { $0[digest]?.kind }
+    }
+
+    /// Whether the token `connection` was opened with may open (or resume) a call for `userID`.
+    func connection(_ connection: ConnectionID, mayActFor userID: String) -> Bool {
+        guard let digest = holders.withLock({ $0[connection] }) else { return false }
+        return digests.withLock { $0[digest] }?.mayActFor(userID) ?? false
     }
 
     /// A stream connection was accepted with this token. If the token was revoked meanwhile it
@@ -50,7 +56,7 @@ final class TokenCache: Sendable {
     func connectionOpened(_ connection: ConnectionID, token: String) {
         let digest = SHA256.digest(token)
         holders.withLock { $0[connection] = digest }
-        if digests.withLock({ $0[digest] }) != .ingest {
+        if digests.withLock({ $0[digest] })?.kind != .ingest {
             holders.withLock { $0[connection] = nil }
             onRevoked([connection])
         }

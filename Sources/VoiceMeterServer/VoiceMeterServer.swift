@@ -90,7 +90,9 @@ public final class VoiceMeterServer: Sendable {
         ingress = WebSocketServer(configuration: configuration.listener,
                                   delegate: IngressDelegate(tokens: tokens, readiness: readiness, shards: shards, router: router, writers: writers,
                                                             finance: FinanceAPI(tokens: tokens, options: configuration.database, clock: configuration.clock),
-                                                            metrics: services.metrics))
+                                                            metrics: services.metrics) { message, connection in
+                                      ingressReference.value.send(message, to: connection)
+                                  })
         shardsReference.bind(shards)
         budgetSettings = TableWatcher(options: configuration.database, channel: "user_budget_settings", logger: logger) { _ in
             for shard in shards { shard.perform { $0.budgetSettingsChanged() } }

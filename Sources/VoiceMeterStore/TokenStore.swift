@@ -20,7 +20,26 @@ public struct TokenRecord: Sendable, Equatable {
     public var prefix: String
     public var createdAt: String
     public var revokedAt: String?
+    /// The `user_id` prefix an ingest token may open calls for; `nil`: any user.
+    public var userScope: String?
     public var isActive: Bool { revokedAt == nil }
+}
+
+/// What an active token allows, as the server keeps it in memory.
+public struct TokenGrant: Sendable, Equatable {
+    public var kind: TokenKind
+    /// The `user_id` prefix an ingest token may open calls for; `nil`: any user.
+    public var userScope: String?
+
+    public init(kind: TokenKind, userScope: String? = nil) {
+        self.kind = kind
+        self.userScope = userScope
+    }
+
+    /// Whether the token may open (or resume) a call for `userID`.
+    public func mayActFor(_ userID: String) -> Bool {
+        kind == .ingest && (userScope.map(userID.hasPrefix) ?? true)
+    }
 }
 
 /// Why a token operation was refused, phrased for the person at the CLI.
@@ -37,15 +56,21 @@ public struct TokenStore {
     }
 
     /// Creates a token and returns its secret, which is not stored and cannot be shown again.
-    public func create(name: String, kind: TokenKind) throws -> String {
+    /// - Parameter userScope: for an ingest token, the `user_id` prefix it may open calls for
+    ///   (one tenant); `nil`: any user.
+    public func create(name: String, kind: TokenKind, userScope: String? = nil) throws -> String {
         guard name.range(of: #"^[A-Za-z0-9._-]{1,64}$"#, options: .regularExpression) != nil else {
             throw TokenError(description: "token name '\(name)' is not allowed: use 1 to 64 letters, digits, '.', '_' or '-'")
+        }
+        if let userScope {
+            guard kind == .ingest else { throw TokenError(description: "only an ingest token has a user scope; drop --scope for a finance token") }
+            guard (1...255).contains(userScope.count) else { throw TokenError(description: "a user scope is a user_id prefix of 1 to 255 characters") }
         }
         let secret = SecretToken.generate(prefix: kind.secretPrefix)
         do {
             try connection.query(
-                "INSERT INTO ingest_tokens (name, kind, token_hash, token_prefix) VALUES ($1, $2, $3, $4)",
-                [name, kind.rawValue, PostgresBytes(SHA256.digest(secret)), String(secret.prefix(8))]
+                "INSERT INTO ingest_tokens (name, kind, token_hash, token_prefix, user_scope) VALUES ($1, $2, $3, $4, $5)",
+                [name, kind.rawValue, PostgresBytes(SHA256.digest(secret)), String(secret.prefix(8)), userScope]
             )
         } catch {
             guard error.sqlState == .uniqueViolation, error.constraint == "ingest_tokens_name_key" else { throw error }
@@ -70,7 +95,7 @@ public struct TokenStore {
     /// Every token, oldest first.
     public func list() throws -> [TokenRecord] {
         try connection.query("""
-            SELECT name, kind, token_prefix,
+            SELECT name, kind, token_prefix, user_scope,
                    to_char(created_at, 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS created_at,
                    to_char(revoked_at, 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS revoked_at
             FROM ingest_tokens ORDER BY id
@@ -80,16 +105,18 @@ public struct TokenStore {
                 kind: TokenKind(rawValue: try row.decode("kind")) ?? .ingest,
                 prefix: try row.decode("token_prefix"),
                 createdAt: try row.decode("created_at"),
-                revokedAt: try row.decodeIfPresent("revoked_at")
+                revokedAt: try row.decodeIfPresent("revoked_at"),
+                userScope: try row.decodeIfPresent("user_scope")
             )
         }
     }
 
-    /// Every active token's SHA-256 digest and kind, for an in-memory authentication table.
-    public func activeDigests() throws -> [[UInt8]: TokenKind] {
-        var table: [[UInt8]: TokenKind] = [:]
-        for row in try connection.query("SELECT token_hash, kind FROM ingest_tokens WHERE revoked_at IS NULL") {
-            table[try row.decode("token_hash", as: PostgresBytes.self).bytes] = TokenKind(rawValue: try row.decode("kind"))
+    /// Every active token's SHA-256 digest and grant, for an in-memory authentication table.
+    public func activeDigests() throws -> [[UInt8]: TokenGrant] {
+        var table: [[UInt8]: TokenGrant] = [:]
+        for row in try connection.query("SELECT token_hash, kind, user_scope FROM ingest_tokens WHERE revoked_at IS NULL") {
+            guard let kind = TokenKind(rawValue: try row.decode("kind")) else { continue }
+            table[try row.decode("token_hash", as: PostgresBytes.self).bytes] = TokenGrant(kind: kind, userScope: try row.decodeIfPresent("user_scope"))
         }
         return table
     }
@@ -98,7 +125,7 @@ public struct TokenStore {
     public func authenticate(_ secret: String) throws -> TokenRecord? {
         let digest = SHA256.digest(secret)
         let rows = try connection.query("""
-            SELECT name, kind, token_prefix, token_hash,
+            SELECT name, kind, token_prefix, token_hash, user_scope,
                    to_char(created_at, 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS created_at
             FROM ingest_tokens WHERE token_hash = $1 AND revoked_at IS NULL
             """, [PostgresBytes(digest)])
@@ -108,7 +135,7 @@ public struct TokenStore {
         else { return nil }
         return TokenRecord(
             name: try row.decode("name"), kind: kind, prefix: try row.decode("token_prefix"),
-            createdAt: try row.decode("created_at"), revokedAt: nil
+            createdAt: try row.decode("created_at"), revokedAt: nil, userScope: try row.decodeIfPresent("user_scope")
         )
     }
 }

@@ -18,24 +18,31 @@ struct Tokens: ParsableCommand {
         var name: String
         @Option(help: "ingest (streams usage) or finance (reads the finance API).")
         var kind: String = "ingest"
+        @Option(help: ArgumentHelp("An ingest token may open calls only for user_ids that start with this (one tenant's pipelines); default: any user.",
+                                   valueName: "prefix"))
+        var scope: String?
 
         func validate() throws {
             guard TokenKind(rawValue: kind) != nil else {
                 throw ValidationError("--kind must be one of: \(TokenKind.allCases.map(\.rawValue).joined(separator: ", "))")
             }
+            if scope != nil, kind != TokenKind.ingest.rawValue {
+                throw ValidationError("--scope limits an ingest token's users; a finance token has none (drop --scope)")
+            }
         }
 
         func run() throws {
             let store = TokenStore(connection: try database.connect())
-            let secret = try store.create(name: name, kind: TokenKind(rawValue: kind)!)
-            print("Created \(kind) token '\(name)'. Store it now: it cannot be shown again.")
+            let secret = try store.create(name: name, kind: TokenKind(rawValue: kind)!, userScope: scope)
+            let limited = scope.map { ", for user_ids starting with '\($0)'" } ?? ""
+            print("Created \(kind) token '\(name)'\(limited). Store it now: it cannot be shown again.")
             print(secret)
         }
     }
 
     struct Revoke: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Revoke a token; a running server refuses it within seconds."
+            abstract: "Revoke a token; a running server refuses it and closes its connections within a second."
         )
         @OptionGroup var database: DatabaseOptions
         @Argument(help: "The token's name (see `voicemeter tokens list`).")
@@ -57,8 +64,11 @@ struct Tokens: ParsableCommand {
                 print("No tokens yet. Create one with: voicemeter tokens create NAME")
                 return
             }
-            let rows = tokens.map { [$0.name, $0.kind.rawValue, $0.prefix + "…", $0.createdAt, $0.revokedAt.map { "revoked \($0)" } ?? "active"] }
-            print(TextTable(header: ["NAME", "KIND", "PREFIX", "CREATED", "STATUS"], rows: rows).rendered)
+            let rows = tokens.map {
+                [$0.name, $0.kind.rawValue, $0.kind == .ingest ? $0.userScope.map { "\($0)*" } ?? "any user" : "-", $0.prefix + "…", $0.createdAt,
+                 $0.revokedAt.map { "revoked \($0)" } ?? "active"]
+            }
+            print(TextTable(header: ["NAME", "KIND", "USERS", "PREFIX", "CREATED", "STATUS"], rows: rows).rendered)
         }
     }
 }

@@ -330,6 +330,19 @@ struct ServerPipelineTests {
         #expect(try running.storedEvents(call: "CAREVOKE") == 10)
     }
 
+    @Test("a token scoped to a tenant opens calls for its users only; another user's call.start is refused and registers nothing")
+    func scopedTokenStaysInItsTenant() throws {
+        let running = try RunningServer()
+        defer { running.server.shutdown() }
+        let tenantToken = try TokenStore(connection: running.database).create(name: "tenant-a", kind: .ingest, userScope: "tenant-a/")
+        let client = try StreamingClient(ClientEndpoint(host: "127.0.0.1", port: running.server.port, bearerToken: tenantToken))
+        client.send([running.canonicalCallMessages("CAOTHER", user: "tenant-b/u1")[0], running.canonicalCallMessages("CAMINE", user: "tenant-a/u1")[0]])
+        #expect(client.wait { $0.contains { $0.contains(#""call_id":"CAMINE""#) && $0.contains("call.accepted") } })
+        #expect(client.messages.first == #"{"type":"call.rejected","call_id":"CAOTHER","reason":"user_not_in_token_scope"}"#)
+        #expect(try running.database.query("SELECT count(*) AS n FROM calls WHERE call_id = 'CAOTHER'").single().decode("n", as: Int.self) == 0)
+        #expect(throws: TokenError.self) { try TokenStore(connection: running.database).create(name: "finance-scoped", kind: .finance, userScope: "x") }
+    }
+
     @Test("a connection that knows a live call_id but did not start it can neither store usage, take its acks, nor end it")
     func onlyTheStartingConnectionSpeaksForACall() throws {
         let running = try RunningServer()
