@@ -301,4 +301,19 @@ struct EventStoreTests {
         #expect(try recorded.decode("n", as: Int.self) == 3)
         #expect(try recorded.decode("unmatched", as: Int.self) == 1)
     }
+
+    @Test("usage totals past 10^15 units (a day of the largest frames) are stored and folded exactly, and the fold goes on to the next user")
+    func rollupsHoldAnySum() throws {
+        let huge = stream(call: "CAHUGE", user: "u-huge", frames: (1...1_001).map { ($0, "unpriced-stt", "stt_streaming", nil, .seconds, "1000000000000") })
+        _ = try events.commit(huge)
+        try end("CAHUGE", user: "u-huge")
+        _ = try events.commit(canonicalCall("CASMALL", user: "u-small"))
+        _ = try Rollups.fold(on: connection)
+        #expect(try decimal("SELECT total_stt_seconds AS v FROM cost_summaries WHERE summary_type = 'call' AND call_id = 'CAHUGE'")
+            == ExactDecimal("1001000000000000")!)
+        #expect(try decimal("SELECT total_stt_seconds AS v FROM cost_summaries WHERE summary_type = 'user_day' AND user_id = 'u-huge'")
+            == ExactDecimal("1001000000000000")!)
+        #expect(try decimal("SELECT total_cost AS v FROM cost_summaries WHERE summary_type = 'user_day' AND user_id = 'u-small'")
+            == ExactDecimal("0.4045")!)
+    }
 }
