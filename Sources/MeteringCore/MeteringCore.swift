@@ -18,9 +18,16 @@ public struct MeteringSettings: Sendable {
     public var clockSkewSeconds: Int64
     /// Whether this core evaluates the platform's quotas on its tick (one core of the server does).
     public var evaluatesPlatformQuotas: Bool
+    /// Live calls one connection may carry (started or resumed on it); another `call.start` on it
+    /// is answered `call.rejected` `connection_call_limit`.
+    public var liveCallsPerConnectionMax: Int
+    /// Frames for unknown calls whose audit row (`rejected_frames`) one connection may cause per
+    /// second; beyond, they are still answered `unknown_call`, and counted instead of recorded.
+    public var unknownCallRecordsPerConnectionPerSecond: Int
 
     public init(defaults: BudgetPolicy, defaultCallCostEstimate: ExactDecimal, tickSeconds: Int, abandonAfterSeconds: Int64,
-                callStartPastSeconds: Int64 = 900, clockSkewSeconds: Int64 = 60, evaluatesPlatformQuotas: Bool = true) {
+                callStartPastSeconds: Int64 = 900, clockSkewSeconds: Int64 = 60, evaluatesPlatformQuotas: Bool = true,
+                callsPerConnectionMax: Int = 1_000, unknownCallRecordsPerSecond: Int = 10) {
         self.defaults = defaults
         self.defaultCallCostEstimate = defaultCallCostEstimate
         self.tickSeconds = tickSeconds
@@ -28,6 +35,8 @@ public struct MeteringSettings: Sendable {
         self.callStartPastSeconds = callStartPastSeconds
         self.clockSkewSeconds = clockSkewSeconds
         self.evaluatesPlatformQuotas = evaluatesPlatformQuotas
+        liveCallsPerConnectionMax = callsPerConnectionMax
+        unknownCallRecordsPerConnectionPerSecond = unknownCallRecordsPerSecond
     }
 
     /// No single frame may cost more (a unit mistake, not usage); the ledger's columns hold far more.
@@ -61,6 +70,8 @@ public struct MeteringCore {
     var commitNumber = 0
     /// Messages that waited for their call's admission, handled in order, one submit at a time.
     private var backlog: [MeteringInput] = []
+    /// Per connection: the second of its latest unknown-call frame, and how many were recorded in it.
+    private var unknownCallRecords: [ClientConnection: (second: Int64, recorded: Int)] = [:]
     /// The instant and prices of the input being handled.
     var now = Timestamp(microsecondsSinceEpoch: 0)
     var prices = PriceBook.empty
@@ -180,6 +191,11 @@ public struct MeteringCore {
                 forget(start.callID, &actions)
             }
         }
+        guard calls.values.count(where: { $0.owner == connection }) < settings.liveCallsPerConnectionMax else {
+            actions.append(.send(.callRejected(callID: start.callID, reason: "connection_call_limit", spent: nil, limit: nil), to: connection))
+            actions.append(.count(.callRefusedForConnectionLimit))
+            return
+        }
         let startedAt = start.startedAt ?? now
         calls[start.callID] = LiveCall(start: start, phase: .admitting(queued: []), owner: connection, startedAt: startedAt, lastMessageAt: now)
         actions.append(.pinRoute(callID: start.callID))
@@ -190,6 +206,7 @@ public struct MeteringCore {
     /// dropped: none was answered, so the sender resends them on its next connection.
     private mutating func connectionClosed(_ connection: ClientConnection, _ actions: inout [MeteringAction]) {
         // Keys first, then changes: changing the dictionary while iterating its indices copies it.
+        unknownCallRecords[connection] = nil
         let carried = calls.compactMap { $0.value.owner == connection ? $0.key : nil }
         for callID in carried { calls[callID]?.owner = nil }
         let waiting = calls.compactMap { $0.value.isAdmitting ? $0.key : nil }
@@ -331,7 +348,7 @@ public struct MeteringCore {
         guard let index = calls.index(forKey: frame.callID) else {
             actions.append(.send(.error(ProtocolError(.unknownCall, "no call.start was seen for this call_id on this server; send call.start first",
                                                       callID: frame.callID, seq: frame.seq)), to: connection))
-            actions.append(.recordRejectedFrame(frame, reason: .unknownCall))
+            actions.append(mayRecordUnknownCallFrame(from: connection) ? .recordRejectedFrame(frame, reason: .unknownCall) : .count(.rejectedFrameNotRecorded))
             return true
         }
         let call = calls.values[index]
@@ -450,6 +467,17 @@ public struct MeteringCore {
         case .closing, .ending:
             break  // a repeated call.end: the summary goes to the sender when the call ends
         }
+    }
+
+    /// Whether a frame for an unknown call from `connection` gets its audit row: at most
+    /// `unknownCallRecordsPerConnectionPerSecond` a second, so junk never costs an insert apiece.
+    private mutating func mayRecordUnknownCallFrame(from connection: ClientConnection) -> Bool {
+        let second = now.microsecondsSinceEpoch / 1_000_000
+        var entry = unknownCallRecords[connection] ?? (second, 0)
+        if entry.second != second { entry = (second, 0) }
+        entry.recorded += 1
+        unknownCallRecords[connection] = entry
+        return entry.recorded <= settings.unknownCallRecordsPerConnectionPerSecond
     }
 
     /// Only the connection that started or resumed a call (its latest `call.start`) speaks for it:

@@ -102,6 +102,10 @@ public enum RejectedFrameReason: String, Sendable, CaseIterable {
 public enum MeteringCounter: Sendable, Hashable {
     case unpricedEvent
     case budgetCutoff
+    /// A `call.start` refused: its connection carries `liveCallsPerConnectionMax` calls.
+    case callRefusedForConnectionLimit
+    /// A frame for an unknown call answered but not recorded (`unknownCallRecordsPerConnectionPerSecond`).
+    case rejectedFrameNotRecorded
 }
 
 /// A log line about a call.

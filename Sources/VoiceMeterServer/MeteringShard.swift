@@ -214,6 +214,8 @@ actor MeteringShard {
         case .frameHandled(let callID): writer(for: callID).noteHandled()
         case .count(.unpricedEvent): environment.metrics.unpricedEvents.increment()
         case .count(.budgetCutoff): environment.metrics.budgetCutoffs.increment()
+        case .count(.callRefusedForConnectionLimit): environment.metrics.callsRefusedForConnectionLimit.increment()
+        case .count(.rejectedFrameNotRecorded): environment.metrics.rejectedFramesNotRecorded.increment()
         case .log(let entry):
             var metadata: Logger.Metadata = ["call.id": "\(entry.callID)", "user.id": "\(entry.userID)",
                                              "conn.id": "\(entry.connection.map { "\($0.rawValue)" } ?? "none")"]

@@ -47,6 +47,10 @@ public struct ServerConfiguration: Sendable {
     public var callStartPastSeconds = 900
     /// How far a client's `ts` may run ahead of the server's clock (and a frame's before its call's start).
     public var clockSkewSeconds = 60
+    /// Live calls one connection may carry (`MeteringSettings.liveCallsPerConnectionMax`).
+    public var callsPerConnectionMax = 1_000
+    /// Frames for unknown calls one connection may have recorded in `rejected_frames` per second.
+    public var unknownCallRecordsPerSecond = 10
     /// Metering's wall clock and tick timer; tests inject a fake one.
     public var clock: any MeteringClock = SystemMeteringClock()
     /// Metering shards (actors on their own queues); a user's calls always share one. Half the

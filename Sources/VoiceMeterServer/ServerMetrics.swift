@@ -35,6 +35,11 @@ struct ServerMetrics: Sendable {
     })
     let budgetWarnings = Counter(label: "voicemeter_budget_warnings_total")
     let budgetCutoffs = Counter(label: "voicemeter_budget_cutoffs_total")
+    /// `call.start`s refused because their connection carried `calls-per-connection-max` calls.
+    let callsRefusedForConnectionLimit = Counter(label: "voicemeter_calls_refused_connection_limit_total")
+    /// Frames for unknown calls answered but not written to `rejected_frames` (past
+    /// `unknown-call-records-per-second` on their connection).
+    let rejectedFramesNotRecorded = Counter(label: "voicemeter_rejected_frames_unrecorded_total")
     /// Frames stored without a price in force (priced later by `voicemeter reprice`).
     let unpricedEvents = Counter(label: "voicemeter_unpriced_events_total")
 

@@ -50,6 +50,8 @@ public struct ServerSettings: Sendable {
         Setting(key: "abandon-after-seconds", environment: "VOICEMETER_ABANDON_AFTER_SECONDS", defaultValue: String(builtIn.abandonCallAfterSeconds), help: "a silent call is closed as abandoned after this long"),
         Setting(key: "database-connect-timeout-seconds", environment: "VOICEMETER_DATABASE_CONNECT_TIMEOUT_SECONDS", defaultValue: String(builtIn.databaseConnectTimeoutSeconds), help: "give up connecting to the database after this long"),
         Setting(key: "database-statement-timeout-seconds", environment: "VOICEMETER_DATABASE_STATEMENT_TIMEOUT_SECONDS", defaultValue: String(builtIn.databaseStatementTimeoutSeconds), help: "a statement may run this long (locks wait a third of it)"),
+        Setting(key: "calls-per-connection-max", environment: "VOICEMETER_CALLS_PER_CONNECTION_MAX", defaultValue: String(builtIn.callsPerConnectionMax), help: "live calls one connection may carry; another call.start on it is answered call.rejected connection_call_limit"),
+        Setting(key: "unknown-call-records-per-second", environment: "VOICEMETER_UNKNOWN_CALL_RECORDS_PER_SECOND", defaultValue: String(builtIn.unknownCallRecordsPerSecond), help: "frames for unknown calls one connection may have recorded in rejected_frames per second; beyond, they are answered and counted only"),
         Setting(key: "shutdown-drain-seconds", environment: "VOICEMETER_SHUTDOWN_DRAIN_SECONDS", defaultValue: String(builtIn.shutdownDrainSeconds), help: "on SIGTERM, wait this long for the writers to commit what was received (the whole stop takes at most \(VoiceMeterServer.shutdownSecondsAfterDrain) s more; what was not committed stays unacknowledged)"),
         Setting(key: "call-start-past-seconds", environment: "VOICEMETER_CALL_START_PAST_SECONDS", defaultValue: String(builtIn.callStartPastSeconds), help: "a new call's call.start ts may lie this far before the server's clock"),
         Setting(key: "clock-skew-seconds", environment: "VOICEMETER_CLOCK_SKEW_SECONDS", defaultValue: String(builtIn.clockSkewSeconds), help: "a ts may lie this far after the server's clock (a frame's this far before its call's start)"),
@@ -197,6 +199,8 @@ public struct ServerSettings: Sendable {
         configuration.databaseConnectTimeoutSeconds = try integer("database-connect-timeout-seconds", in: 1...300)
         configuration.databaseStatementTimeoutSeconds = try integer("database-statement-timeout-seconds", in: 3...3_600)
         configuration.shutdownDrainSeconds = try integer("shutdown-drain-seconds", in: 1...600)
+        configuration.callsPerConnectionMax = try integer("calls-per-connection-max", in: 1...1_000_000)
+        configuration.unknownCallRecordsPerSecond = try integer("unknown-call-records-per-second", in: 0...100_000)
         configuration.callStartPastSeconds = try integer("call-start-past-seconds", in: 0...86_400)
         configuration.clockSkewSeconds = try integer("clock-skew-seconds", in: 0...3_600)
         configuration.defaultBudget = BudgetPolicy(callLimit: try money("default-call-limit"), dayLimit: try money("default-day-limit"),

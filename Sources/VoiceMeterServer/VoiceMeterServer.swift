@@ -81,7 +81,8 @@ public final class VoiceMeterServer: Sendable {
                                        tickSeconds: configuration.budgetTickSeconds,
                                        abandonAfterSeconds: Int64(configuration.abandonCallAfterSeconds),
                                        callStartPastSeconds: Int64(configuration.callStartPastSeconds),
-                                       clockSkewSeconds: Int64(configuration.clockSkewSeconds)),
+                                       clockSkewSeconds: Int64(configuration.clockSkewSeconds), callsPerConnectionMax: configuration.callsPerConnectionMax,
+                                       unknownCallRecordsPerSecond: configuration.unknownCallRecordsPerSecond),
             clock: configuration.clock
         )
         self.services = services

@@ -58,6 +58,10 @@ struct Serve: ParsableCommand {
     var databaseConnectTimeoutSeconds: String?
     @Option(name: .customLong("database-statement-timeout-seconds"), help: ArgumentHelp("A statement may run this long (locks wait a third of it).", valueName: "s"))
     var databaseStatementTimeoutSeconds: String?
+    @Option(name: .customLong("calls-per-connection-max"), help: ArgumentHelp("Live calls one connection may carry.", valueName: "n"))
+    var callsPerConnectionMax: String?
+    @Option(name: .customLong("unknown-call-records-per-second"), help: ArgumentHelp("Frames for unknown calls one connection may have recorded in rejected_frames per second.", valueName: "n"))
+    var unknownCallRecordsPerSecond: String?
     @Option(name: .customLong("shutdown-drain-seconds"), help: ArgumentHelp("On SIGTERM, wait this long for what was received to be committed (the stop takes at most \(VoiceMeterServer.shutdownSecondsAfterDrain) s more).", valueName: "s"))
     var shutdownDrainSeconds: String?
     @Option(name: .customLong("call-start-past-seconds"), help: ArgumentHelp("A new call's call.start ts may lie this far before the server's clock.", valueName: "s"))
@@ -81,7 +85,8 @@ struct Serve: ParsableCommand {
             ("writer-connections", writerConnections), ("batch-events", batchEvents), ("flush-ms", flushMilliseconds), ("queue-events", queueEvents),
             ("metering-shards", meteringShards), ("budget-tick-seconds", budgetTickSeconds), ("rollup-fold-seconds", rollupFoldSeconds), ("abandon-after-seconds", abandonAfterSeconds),
             ("database-connect-timeout-seconds", databaseConnectTimeoutSeconds), ("database-statement-timeout-seconds", databaseStatementTimeoutSeconds),
-            ("shutdown-drain-seconds", shutdownDrainSeconds), ("call-start-past-seconds", callStartPastSeconds), ("clock-skew-seconds", clockSkewSeconds), ("default-call-limit", defaultCallLimit),
+            ("shutdown-drain-seconds", shutdownDrainSeconds), ("calls-per-connection-max", callsPerConnectionMax),
+            ("unknown-call-records-per-second", unknownCallRecordsPerSecond), ("call-start-past-seconds", callStartPastSeconds), ("clock-skew-seconds", clockSkewSeconds), ("default-call-limit", defaultCallLimit),
             ("default-day-limit", defaultDayLimit), ("default-month-limit", defaultMonthLimit), ("idle-timeout-seconds", idleTimeoutSeconds),
             ("connections-max", connectionsMax), ("connections-per-peer-max", connectionsPerPeerMax), ("messages-per-second", messagesPerSecond),
             ("log-format", logFormat), ("log-level", logLevel),

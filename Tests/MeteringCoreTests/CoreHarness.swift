@@ -20,9 +20,11 @@ struct CoreHarness {
     /// 2026-03-10T12:00:00Z: the tests never read today's date.
     static let start = Timestamp(microsecondsSinceEpoch: 1_773_144_000_000_000)
 
-    init(policy: BudgetPolicy = BudgetPolicy(callLimit: nil, dayLimit: nil, monthLimit: nil), abandonAfterSeconds: Int64 = 600) {
-        core = MeteringCore(settings: MeteringSettings(defaults: policy, defaultCallCostEstimate: .zero, tickSeconds: 30,
-                                                       abandonAfterSeconds: abandonAfterSeconds))
+    init(policy: BudgetPolicy = BudgetPolicy(callLimit: nil, dayLimit: nil, monthLimit: nil), abandonAfterSeconds: Int64 = 600,
+         configure: (inout MeteringSettings) -> Void = { _ in }) {
+        var settings = MeteringSettings(defaults: policy, defaultCallCostEstimate: .zero, tickSeconds: 30, abandonAfterSeconds: abandonAfterSeconds)
+        configure(&settings)
+        core = MeteringCore(settings: settings)
         now = Self.start
         prices = PriceBook([PriceVersion(id: 1, key: PriceKey(service: "llm", operation: "chat", unit: .requests),
                                          rule: .perUnit(unitPrice: ExactDecimal("0.10")!), effectiveFrom: Timestamp(microsecondsSinceEpoch: 0))])
@@ -91,6 +93,9 @@ extension [MeteringAction] {
     /// The messages sent, in order.
     var sent: [ServerMessage] { compactMap { if case .send(let message, _) = $0 { message } else { nil } } }
     var acks: [Int64] { sent.compactMap { if case .ack(_, let seq) = $0 { seq } else { nil } } }
+    /// Audit rows asked for, and frames counted instead.
+    var rejectedFramesRecorded: Int { count { if case .recordRejectedFrame = $0 { true } else { false } } }
+    var rejectedFramesCounted: Int { count { if case .count(.rejectedFrameNotRecorded) = $0 { true } else { false } } }
     /// The connections messages were sent to, in order.
     var recipients: [ClientConnection] { compactMap { if case .send(_, let connection) = $0 { connection } else { nil } } }
     var errors: [ProtocolError] { sent.compactMap { if case .error(let error) = $0 { error } else { nil } } }

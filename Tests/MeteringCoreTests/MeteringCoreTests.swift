@@ -41,6 +41,28 @@ import VoiceMeterDomain
         #expect(harness.commit().recipients == [resumed])
     }
 
+    @Test func aConnectionCarriesAtMostItsLimitOfCalls() {
+        var harness = CoreHarness { $0.liveCallsPerConnectionMax = 2 }
+        harness.startCall("C1")
+        harness.startCall("C2")
+        let refused = harness.feed(.callStart(CallStart(callID: "C3", userID: "u1", startedAt: harness.now), from: harness.connection))
+        #expect(refused.sent == [.callRejected(callID: "C3", reason: "connection_call_limit", spent: nil, limit: nil)])
+        #expect(refused.contains { if case .register = $0 { true } else { false } } == false)
+        // Another connection's calls are its own.
+        #expect(harness.startCall("C3", on: ClientConnection(2)).sent.contains { if case .callAccepted = $0 { true } else { false } })
+    }
+
+    @Test func framesForUnknownCallsCostAtMostTenAuditRowsASecondPerConnection() {
+        var harness = CoreHarness()
+        var actions: [MeteringAction] = []
+        for seq in 1...25 { actions += harness.send(Int64(seq), call: "NOPE") }
+        #expect(actions.errors.count == 25 && actions.errors.allSatisfy { $0.code == .unknownCall })
+        #expect(actions.rejectedFramesRecorded == 10 && actions.rejectedFramesCounted == 15)
+        #expect(harness.send(26, call: "NOPE", on: ClientConnection(2)).rejectedFramesRecorded == 1)
+        harness.advance(seconds: 1)
+        #expect(harness.send(27, call: "NOPE").rejectedFramesRecorded == 1)
+    }
+
     @Test func anAckNeverPassesASeqNotSeenYet() {
         // Frames resent out of order on a new connection: 3 is stored before 2 arrives.
         var harness = CoreHarness()

@@ -330,6 +330,24 @@ struct ServerPipelineTests {
         #expect(try running.storedEvents(call: "CAREVOKE") == 10)
     }
 
+    @Test("200 frames for an unknown call each get unknown_call, but cost at most ten audit rows a second")
+    func junkFramesDoNotCostAnInsertApiece() throws {
+        let running = try RunningServer()
+        defer { running.server.shutdown() }
+        let client = try StreamingClient(running.endpoint)
+        let frame = running.canonicalCallMessages("CAJUNK")[1]
+        client.send((1...200).map { frame.replacingOccurrences(of: #""seq":1,"#, with: #""seq":\#($0),"#) })
+        let started = ContinuousClock.now
+        #expect(client.wait { $0.filter { $0.contains(#""code":"unknown_call""#) }.count == 200 })
+        let seconds = Int((ContinuousClock.now - started) / .seconds(1)) + 2
+        // The rows are written on the registry's queue, in order: once a later call.start is
+        // answered, every row the junk caused is there.
+        client.send([running.canonicalCallMessages("CAAFTER")[0]])
+        #expect(client.wait { $0.contains { $0.contains("call.accepted") } })
+        let recorded = try running.database.query("SELECT count(*) AS n FROM rejected_frames WHERE call_id = 'CAJUNK'").single().decode("n", as: Int.self)
+        #expect(recorded >= 10 && recorded <= 10 * seconds, "\(recorded) rows in at most \(seconds) s")
+    }
+
     @Test("a token scoped to a tenant opens calls for its users only; another user's call.start is refused and registers nothing")
     func scopedTokenStaysInItsTenant() throws {
         let running = try RunningServer()
