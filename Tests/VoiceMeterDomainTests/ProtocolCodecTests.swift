@@ -181,6 +181,22 @@ struct ProtocolCodecTests {
         #expect(actions == [.close(code: 1008, reason: "a message arrived in more than 1024 pieces")])
     }
 
+    @Test("pieces count against the rate: a connection sending more pieces a second than its messages allow is closed with 1008")
+    func piecesAreRateLimited() {
+        var limits = IngressLimits()
+        limits.messagesPerSecondPerConnection = 10
+        limits.messagesBurstPerConnection = 10
+        var connection = session(limits)
+        // 160 pieces (16 for each of the 10 messages a second) are allowed; the 161st is not.
+        let bytes = Array(usageExample.utf8)
+        var actions: [IngressAction] = []
+        for index in 0..<200 { actions += connection.receive(bytes[index...index], endsMessage: false, isBinary: false, nowNanoseconds: now) }
+        #expect(actions == [.close(code: 1008, reason: "more than 160 message pieces a second")])
+        // Whole messages in one piece use message tokens only.
+        var whole = session(limits)
+        for _ in 0..<10 { guard case .deliver = whole.receiveAll([bytes], now: now).first else { Issue.record("refused"); return } }
+    }
+
     @Test("revenue must be what calls.revenue stores exactly: more than 4 decimal places or 10^10 is invalid_amount naming the call")
     func revenueFitsItsColumn() {
         func start(revenue: String) -> Result<ClientMessage, ProtocolError> {

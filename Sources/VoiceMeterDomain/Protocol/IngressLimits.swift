@@ -6,6 +6,10 @@ public struct IngressLimits: Sendable, Hashable {
     /// socket); more close the connection with 1008. A 64 KiB message needs 16 pieces of lws's
     /// 4 KiB reads; this bounds the receive callbacks a peer can cost per message.
     public var messagePiecesMax = 1_024
+    /// Pieces count against the rate too: a connection may send `piecesPerMessageToken` pieces
+    /// for each message token (a 64 KiB message read in 4 KiB parts fits), from a bucket of its own;
+    /// a connection past it is closed with 1008.
+    public var piecesPerMessageToken = 16
     /// Consecutive oversized messages after which the connection is closed with 1009.
     public var oversizedMessagesBeforeCloseMax = 3
     /// Server messages queued for one connection before it is treated as stuck and closed (1008).

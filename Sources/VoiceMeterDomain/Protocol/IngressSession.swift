@@ -33,6 +33,7 @@ public struct IngressSession: Sendable {
     /// The message being collected; outside `state` so appending never copies it.
     private var buffer: [UInt8] = []
     private var bucket: TokenBucket
+    private var pieceBucket: TokenBucket
     private var oversizedInARow = 0
     private var rateLimitedInARow = 0
 
@@ -40,15 +41,20 @@ public struct IngressSession: Sendable {
         self.limits = limits
         self.bucket = TokenBucket(capacity: limits.messagesBurstPerConnection, refillPerSecond: limits.messagesPerSecondPerConnection,
                                   nowNanoseconds: nowNanoseconds)
+        self.pieceBucket = TokenBucket(capacity: limits.messagesBurstPerConnection * limits.piecesPerMessageToken,
+                                       refillPerSecond: limits.messagesPerSecondPerConnection * limits.piecesPerMessageToken,
+                                       nowNanoseconds: nowNanoseconds)
     }
 
     public mutating func receive(_ chunk: some Collection<UInt8>, endsMessage: Bool, isBinary: Bool, nowNanoseconds: UInt64) -> [IngressAction] {
         switch state {
         case .collecting(let pieces):
             guard pieces < limits.messagePiecesMax else {
-                state = .closed
-                buffer = []
-                return [.close(code: Self.closeCodePolicyViolation, reason: "a message arrived in more than \(limits.messagePiecesMax) pieces")]
+                return close("a message arrived in more than \(limits.messagePiecesMax) pieces")
+            }
+            // A whole message in one piece is paid for by its message token alone.
+            guard endsMessage && pieces == 0 || pieceBucket.take(nowNanoseconds: nowNanoseconds) else {
+                return close("more than \(limits.messagesPerSecondPerConnection * limits.piecesPerMessageToken) message pieces a second")
             }
             if buffer.count + chunk.count > limits.messageBytesMax {
                 state = .discarding(receivedBytes: buffer.count + chunk.count)
@@ -71,6 +77,12 @@ public struct IngressSession: Sendable {
         case .closed:
             return []
         }
+    }
+
+    private mutating func close(_ reason: String) -> [IngressAction] {
+        state = .closed
+        buffer = []
+        return [.close(code: Self.closeCodePolicyViolation, reason: reason)]
     }
 
     private mutating func finishOversized() -> [IngressAction] {
