@@ -74,6 +74,10 @@ final class IngressDelegate: WebSocketServerDelegate {
     }
 
     func respond(to request: HTTPRequest, reply: @escaping @Sendable (HTTPResponse) -> Void) {
+        guard request.method == "GET" else {
+            return reply(HTTPResponse(status: 405, body: #"{"error":"method_not_allowed","message":"only GET is served here"}"# + "\n",
+                                      headers: [HTTPHeader("Allow", "GET")]))
+        }
         if request.path.hasPrefix("/v1/calls/") || request.path.hasPrefix("/v1/users/") || request.path.hasPrefix("/v1/finance/")
             || request.path == "/dashboard" {
             finance.respond(to: request, reply: reply)

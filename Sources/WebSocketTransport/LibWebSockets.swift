@@ -21,6 +21,14 @@ enum LWS {
         return String(decoding: buffer.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
+    /// The request's method: lws keeps the URI in a header named for it.
+    static func method(_ wsi: OpaquePointer) -> String {
+        let methods: [(lws_token_indexes, String)] = [(WSI_TOKEN_GET_URI, "GET"), (WSI_TOKEN_POST_URI, "POST"), (WSI_TOKEN_PUT_URI, "PUT"),
+                                                      (WSI_TOKEN_PATCH_URI, "PATCH"), (WSI_TOKEN_DELETE_URI, "DELETE"),
+                                                      (WSI_TOKEN_OPTIONS_URI, "OPTIONS"), (WSI_TOKEN_HEAD_URI, "HEAD")]
+        return methods.first { lws_hdr_total_length(wsi, $0.0) > 0 }?.1 ?? "UNKNOWN"
+    }
+
     /// The query string's arguments (`a=1&b=2`): lws keeps each one as a separate header fragment.
     static func queryString(_ wsi: OpaquePointer) -> String? {
         var arguments: [String] = []

@@ -247,7 +247,7 @@ extension WebSocketServer {
 
     private func httpRequest(_ wsi: OpaquePointer, path: String) -> Int32 {
         let request = HTTPRequest(
-            path: path, query: LWS.queryString(wsi),
+            method: LWS.method(wsi), path: path, query: LWS.queryString(wsi),
             bearerToken: Self.bearerToken(LWS.header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION)),
             accept: LWS.header(wsi, WSI_TOKEN_HTTP_ACCEPT),
             cookie: LWS.header(wsi, WSI_TOKEN_HTTP_COOKIE)

@@ -30,6 +30,8 @@ public enum UpgradeDecision: Sendable, Equatable {
 
 /// A plain HTTP request on the same listener (health checks, later metrics and the read API).
 public struct HTTPRequest: Sendable {
+    /// `GET`, `POST`, … as sent.
+    public var method: String
     public var path: String
     public var query: String?
     public var bearerToken: String?

@@ -238,6 +238,19 @@ struct DashboardTokenTests {
         return socket.readUntilClosed().text
     }
 
+    @Test("a method other than GET is answered 405 with Allow: GET, whatever the path and token")
+    func onlyGet() throws {
+        let (running, financeToken) = try RunningServer.withFinanceToken()
+        defer { running.server.shutdown() }
+        for method in ["PUT", "POST", "DELETE"] {
+            let socket = try RawSocket(port: running.server.port)
+            socket.send("\(method) /v1/finance/months HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(financeToken)\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            let answer = socket.readUntilClosed().text
+            #expect(answer.hasPrefix("HTTP/1.1 405"), "\(method): \(answer)")
+            #expect(answer.lowercased().contains("allow: get"))
+        }
+    }
+
     @Test("?token= is taken once: the answer moves it into an HttpOnly cookie and sends the browser to /dashboard without it")
     func tokenLeavesTheURL() throws {
         let (running, financeToken) = try RunningServer.withFinanceToken()
