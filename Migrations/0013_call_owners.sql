@@ -19,3 +19,13 @@ SELECT DISTINCT ON (call_id) call_id, user_id, created_at FROM calls ORDER BY ca
 DELETE FROM calls c USING call_owners o
 WHERE o.call_id = c.call_id AND o.user_id <> c.user_id
   AND NOT EXISTS (SELECT 1 FROM api_call_events e WHERE e.user_id = c.user_id AND e.call_id = c.call_id);
+
+-- A database set up with deploy/roles.sql: the server's role registers calls here.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'voicemeter_ingest') THEN
+        GRANT SELECT, INSERT ON call_owners TO voicemeter_ingest;
+        GRANT SELECT ON call_owners TO voicemeter_finance;
+        GRANT ALL ON call_owners TO voicemeter_owner;
+    END IF;
+END $$;

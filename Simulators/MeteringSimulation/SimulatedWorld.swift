@@ -563,6 +563,8 @@ public struct CoreSimulation {
         if let (key, _) = ledger.events.first(where: { $0.value.afterEnd }) {
             throw violation("an ended call stays ended", "\(key) was stored after its call ended (\(String(describing: ledger.calls[key.callID])))")
         }
+        // Every fifth step: a doubled spend stays doubled, and summing the ledger is the costly check.
+        if step % 5 == 0 { try checkCallSpendIsBounded() }
         for (index, node) in nodes.enumerated() {
             for call in node.core.audit() where (call.phase == "active" || call.phase == "closing") && call.policy.autoCutoff && call.cutoff == nil {
                 for (scope, spent) in [(BudgetScope.call, call.spent.call), (.day, call.spent.day), (.month, call.spent.month)] {
@@ -580,6 +582,27 @@ public struct CoreSimulation {
         case .callAccepted(let id, _, _, _), .callRejected(let id, _, _, _), .ack(let id, _), .budgetWarning(let id, _, _, _, _),
              .budgetCutoff(let id, _, _, _), .callSummary(let id, _, _, _, _, _): id
         case .error(let error): error.callID
+        }
+    }
+
+    /// A copy of a call never counts more spend than its frames stored or on their way to the
+    /// ledger (a frame counted twice would cut a call off early).
+    private func checkCallSpendIsBounded() throws {
+        let audits = nodes.map { $0.core.audit().filter { $0.spent.call > .zero } }
+        guard audits.contains(where: { !$0.isEmpty }) else { return }
+        var bound: [String: ExactDecimal] = [:]
+        func add(_ cost: ExactDecimal, to callID: String) { bound[callID] = (try? bound[callID, default: .zero].adding(cost)) ?? cost }
+        for (key, event) in ledger.events { if let cost = event.cost { add(cost, to: key.callID) } }
+        for node in nodes {
+            for case .event(let event) in node.writerQueue {
+                if case .priced(let priced) = event.pricing { add(priced.totalCost, to: event.key.callID) }
+            }
+        }
+        for (index, calls) in audits.enumerated() {
+            for call in calls where call.spent.call > bound[call.callID, default: .zero] {
+                throw violation("a call's spend counts each frame once",
+                                "node \(index): \(call.callID) counts \(call.spent.call), its frames stored and on their way cost \(bound[call.callID, default: .zero])")
+            }
         }
     }
 

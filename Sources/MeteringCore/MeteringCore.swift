@@ -168,12 +168,20 @@ public struct MeteringCore {
     // MARK: call.start and admission
 
     mutating func callStarted(_ start: CallStart, _ connection: ClientConnection, _ actions: inout [MeteringAction]) {
+        let known = calls[start.callID]
+        if let known, known.start.userID != start.userID {
+            actions.append(.send(.callRejected(callID: start.callID, reason: "duplicate_call", spent: nil, limit: nil), to: connection))
+            return
+        }
+        // Checked before anything changes: a refused start leaves a call it names where it was.
+        if known?.owner != connection, calls.values.count(where: { $0.owner == connection }) >= settings.liveCallsPerConnectionMax {
+            actions.append(.send(.callRejected(callID: start.callID, reason: "connection_call_limit", spent: nil, limit: nil), to: connection))
+            actions.append(.count(.callRefusedForConnectionLimit))
+            if known == nil { actions.append(.forgetRoute(callID: start.callID)) }
+            return
+        }
         if let index = calls.index(forKey: start.callID) {
             let existing = calls.values[index]
-            guard existing.start.userID == start.userID else {
-                actions.append(.send(.callRejected(callID: start.callID, reason: "duplicate_call", spent: nil, limit: nil), to: connection))
-                return
-            }
             switch existing.phase {
             case .admitting, .ending:
                 // The answer to the start (or the summary) goes to the new connection.
@@ -190,11 +198,6 @@ public struct MeteringCore {
                 // moved on since this copy last saw it (its acks, spend and cutoff with it).
                 forget(start.callID, &actions)
             }
-        }
-        guard calls.values.count(where: { $0.owner == connection }) < settings.liveCallsPerConnectionMax else {
-            actions.append(.send(.callRejected(callID: start.callID, reason: "connection_call_limit", spent: nil, limit: nil), to: connection))
-            actions.append(.count(.callRefusedForConnectionLimit))
-            return
         }
         let startedAt = start.startedAt ?? now
         calls[start.callID] = LiveCall(start: start, phase: .admitting(queued: []), owner: connection, startedAt: startedAt, lastMessageAt: now)
@@ -307,6 +310,8 @@ public struct MeteringCore {
         for committed in registered.committedEvents {
             let seq = committed.stored.seq
             call.settled.settle(seq)
+            // Taken in already by a commit that reached this copy while it was being admitted.
+            if call.acceptedHashes[seq] == committed.payloadHash { continue }
             call.acceptedHashes[seq] = committed.payloadHash
             if let priceID = committed.stored.priceID, let version = prices.version(id: priceID) {
                 _ = call.meter.price(committed.stored.usage, with: version)

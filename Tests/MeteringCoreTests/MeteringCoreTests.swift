@@ -52,6 +52,38 @@ import VoiceMeterDomain
         #expect(harness.startCall("C3", on: ClientConnection(2)).sent.contains { if case .callAccepted = $0 { true } else { false } })
     }
 
+    @Test func aStartRefusedForTheConnectionLimitLeavesTheCallWhereItWas() {
+        // The call runs on connection 1; connection 2, at its limit, asks for it (found in review).
+        var harness = CoreHarness { $0.liveCallsPerConnectionMax = 1 }
+        harness.startCall()
+        let busy = ClientConnection(2)
+        harness.startCall("C2", on: busy)
+        let refused = harness.feed(.callStart(CallStart(callID: "C1", userID: "u1", startedAt: harness.now), from: busy))
+        #expect(refused.sent == [.callRejected(callID: "C1", reason: "connection_call_limit", spent: nil, limit: nil)])
+        #expect(!refused.contains { if case .forgetRoute = $0 { true } else { false } })
+        harness.send(1)
+        #expect(harness.commit().acks == [1])
+        // A new call refused for the limit gives back the route the router pinned for it.
+        let new = harness.feed(.callStart(CallStart(callID: "C3", userID: "u1", startedAt: harness.now), from: busy))
+        #expect(new.contains { if case .forgetRoute(callID: "C3") = $0 { true } else { false } })
+    }
+
+    @Test func aCommitThatArrivesWhileAResumeIsAdmittedIsCountedOnce() {
+        // The old copy's frame commits after the resume's registration read it (found in review).
+        var harness = CoreHarness()
+        harness.startCall()
+        harness.send(1)
+        let resumed = ClientConnection(2)
+        harness.feed(.callStart(CallStart(callID: "C1", userID: "u1", startedAt: harness.now), from: resumed))
+        harness.commit()
+        let stored = CommittedEvent(stored: StoredUsageEvent(seq: 1, usage: harness.usage(at: harness.now), priceID: 1),
+                                    totalCost: ExactDecimal("0.10")!, payloadHash: CoreHarness.hash(1))
+        harness.feed(.registered(callID: "C1", .registered(RegisteredCall(userID: "u1", isNew: false, startedAt: harness.now, committedEvents: [stored],
+                                                                          generation: 2)),
+                                 UserBudgetSnapshot(settings: BudgetSettings(), daySpent: .zero, monthSpent: .zero), asOf: harness.now))
+        #expect(harness.core.audit().first?.spent.call == ExactDecimal("0.10")!)
+    }
+
     @Test func framesForUnknownCallsCostAtMostTenAuditRowsASecondPerConnection() {
         var harness = CoreHarness()
         var actions: [MeteringAction] = []
