@@ -29,14 +29,7 @@ cleanup() {
 }
 trap cleanup EXIT
 source deploy/lib/private-postgres.sh
-if [ -z "${DATABASE_URL:-}" ]; then
-    private_postgres=1
-    start_private_postgres "$work" 15480
-fi
-database="vm_contract_$$"
-psql "$DATABASE_URL" -qAt -c "CREATE DATABASE $database" >/dev/null
-export DATABASE_URL="${DATABASE_URL%/*}/$database"
-"$bin/voicemeter" migrate >/dev/null 2>&1
+fresh_database "$work" 15480 "vm_contract_$$" "$bin"
 finance=$("$bin/voicemeter" tokens create contract-finance --kind finance 2>/dev/null | tail -n 1)
 ingest=$("$bin/voicemeter" tokens create contract-ingest 2>/dev/null | tail -n 1)
 

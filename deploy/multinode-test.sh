@@ -28,15 +28,7 @@ cleanup() {
 trap cleanup EXIT
 
 source deploy/lib/private-postgres.sh
-if [ -z "${DATABASE_URL:-}" ]; then
-    private_postgres=1
-    start_private_postgres "$work" 15460
-fi
-# A database of its own on that server.
-database="vm_multinode_$$"
-psql "$DATABASE_URL" -qAt -c "CREATE DATABASE $database" >/dev/null
-export DATABASE_URL="${DATABASE_URL%/*}/$database"
-"$bin/voicemeter" migrate >/dev/null 2>&1
+fresh_database "$work" 15460 "vm_multinode_$$" "$bin"
 token=$("$bin/voicemeter" tokens create multinode 2>/dev/null | tail -n 1)
 
 # Three nodes; spend is shared through the database every second.

@@ -26,3 +26,18 @@ stop_private_postgres() {
     bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
     runuser -u postgres -- "$bin/pg_ctl" -D "$1/data" -m immediate stop >/dev/null 2>&1 || true
 }
+
+# fresh_database DIR FIRST_PORT NAME BIN: a database of its own called NAME, migrated with
+# BIN/voicemeter, on DATABASE_URL's server, or on a private PostgreSQL started in DIR when
+# DATABASE_URL is unset (then private_postgres=1: stop it with stop_private_postgres DIR).
+# Exports DATABASE_URL for the new database.
+fresh_database() {
+    local dir=$1 port=$2 name=$3 bin=$4
+    if [ -z "${DATABASE_URL:-}" ]; then
+        private_postgres=1
+        start_private_postgres "$dir" "$port"
+    fi
+    psql "$DATABASE_URL" -qAt -c "CREATE DATABASE $name" >/dev/null
+    export DATABASE_URL="${DATABASE_URL%/*}/$name"
+    "$bin/voicemeter" migrate >/dev/null 2>&1
+}
