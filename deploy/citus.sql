@@ -37,6 +37,8 @@ SELECT create_distributed_table('api_call_events', 'user_id', colocate_with => '
 SELECT create_distributed_table('cost_summaries', 'user_id', colocate_with => 'calls');
 SELECT create_distributed_table('rollup_journal', 'user_id', colocate_with => 'calls');
 SELECT create_distributed_table('user_budget_settings', 'user_id', colocate_with => 'calls');
+-- take_budget_grant runs on the coordinator under a per-user advisory lock there.
+SELECT create_distributed_table('budget_grants', 'user_id', colocate_with => 'calls');
 
 -- cost_alerts (key: id; user_id may be NULL for platform alerts), rejected_frames and
 -- cost_reconciliations stay on the coordinator as local tables: low volume, append-only.

@@ -28,7 +28,7 @@ GRANT USAGE ON SCHEMA public TO voicemeter_ingest, voicemeter_finance;
 -- The server reads these.
 GRANT SELECT ON schema_migrations, service_pricing, fixed_costs, ingest_tokens, user_budget_settings,
                 usage_quotas, cost_summaries, rollup_journal, period_rollups, calls, api_call_events, cost_alerts,
-                rejected_frames, call_owners
+                rejected_frames, call_owners, budget_grants
     TO voicemeter_ingest;
 -- Events are append-only for the server: INSERT (… ON CONFLICT DO NOTHING), no UPDATE, no DELETE.
 GRANT INSERT ON api_call_events, cost_alerts, rejected_frames TO voicemeter_ingest;
@@ -38,6 +38,8 @@ GRANT INSERT, UPDATE ON cost_summaries TO voicemeter_ingest;
 -- Period deltas are journaled by each commit and deleted by the fold that adds them to the rollups.
 GRANT INSERT, DELETE ON rollup_journal TO voicemeter_ingest;
 GRANT INSERT ON calls, call_owners TO voicemeter_ingest;
+-- Budget grants are taken, renewed and returned (take_budget_grant), and expired ones removed.
+GRANT INSERT, UPDATE, DELETE ON budget_grants TO voicemeter_ingest;
 GRANT UPDATE (started_at, registrations, ended_at, status, cutoff_reason, cutoff_at, updated_at) ON calls TO voicemeter_ingest;
 GRANT UPDATE (current_amount, current_cost, last_updated) ON usage_quotas TO voicemeter_ingest;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO voicemeter_ingest;

@@ -29,6 +29,8 @@ struct SimulatedLedger {
     var settings: [String: BudgetSettings] = [:]
     /// Events stored while their call was `rejected` (an admission bypassed).
     var eventsOfRejectedCalls: [EventKey] = []
+    /// `budget_grants`: by user, then holder.
+    var grants: [String: [String: (amount: ExactDecimal, expiresAt: Timestamp)]] = [:]
 
     /// `CallStore.register` and `BudgetStore.snapshot`.
     mutating func register(_ start: CallStart, startedAt: Timestamp, asOf: Timestamp) -> (CallRegistration, UserBudgetSnapshot) {
@@ -69,6 +71,41 @@ struct SimulatedLedger {
             if event.occurredAt.startOfMonth == asOf.startOfMonth { month = (try? month.adding(cost)) ?? month }
         }
         return UserBudgetSnapshot(settings: settings[userID] ?? BudgetSettings(), daySpent: day, monthSpent: month)
+    }
+
+    /// `take_budget_grant` (Migrations/0016), with the database's clock at `now`.
+    mutating func takeGrant(_ request: GrantRequest, holder: String, now: Timestamp) -> GrantAnswer {
+        func sum(_ a: ExactDecimal, _ b: ExactDecimal) -> ExactDecimal { (try? a.adding(b)) ?? a }
+        func difference(_ a: ExactDecimal, _ b: ExactDecimal) -> ExactDecimal { (try? a.subtracting(b)) ?? a }
+        let all = grants[request.userID] ?? [:]
+        var live = all.filter { $0.value.expiresAt > now }
+        let heldBefore = live[holder] != nil
+        let others = live.filter { $0.key != holder }.values.reduce(ExactDecimal.zero) { sum($0, $1.amount) }
+        let stored = settings[request.userID] ?? BudgetSettings()
+        let spent = snapshot(request.userID, asOf: request.asOf)
+        let dayRoom = (stored.dayLimit ?? request.defaultDayLimit).map { difference(difference($0, spent.daySpent), others) }
+        let monthRoom = (stored.monthLimit ?? request.defaultMonthLimit).map { difference(difference($0, spent.monthSpent), others) }
+        let room: ExactDecimal? = switch (dayRoom, monthRoom) {
+        case (let day?, let month?): min(day, month)
+        case (let day?, nil): day
+        case (nil, let month?): month
+        case (nil, nil): nil
+        }
+        let keep = heldBefore || room == nil ? request.keep : min(request.keep, max(room!, .zero))
+        var extra = room.map { min(request.want, max(difference($0, keep), .zero)) } ?? request.want
+        if extra < request.minimum { extra = .zero }
+        let shortScope: BudgetScope? = if extra >= request.want { nil }
+            else if let dayRoom, monthRoom.map({ dayRoom <= $0 }) ?? true { .day } else { .month }
+        let held = sum(keep, extra)
+        live[holder] = held > .zero ? (held, now.adding(seconds: request.leaseSeconds)) : nil
+        grants[request.userID] = live
+        return GrantAnswer(held: held, extra: extra, daySpent: spent.daySpent, monthSpent: spent.monthSpent, othersHeld: others,
+                           shortScope: shortScope, expired: all.count { $0.value.expiresAt <= now })
+    }
+
+    /// What the unexpired grants of a user hold at `now`.
+    func held(by userID: String, at now: Timestamp) -> ExactDecimal {
+        (grants[userID] ?? [:]).values.filter { $0.expiresAt > now }.reduce(ExactDecimal.zero) { (try? $0.adding($1.amount)) ?? $0 }
     }
 
     /// `EventStore.commit` with the endings in the same transaction (`CallStore.end`).
@@ -114,8 +151,8 @@ struct SimulatedLedger {
     }
 
     /// `BudgetStore.markCall`.
-    mutating func mark(_ callID: String, status: String) {
-        guard var call = calls[callID], !call.ended else { return }
+    mutating func mark(_ callID: String, status: String, onlyIfGeneration: Int64? = nil) {
+        guard var call = calls[callID], !call.ended, onlyIfGeneration.map({ $0 == call.registrations }) ?? true else { return }
         call.status = status
         calls[callID] = call
     }

@@ -45,6 +45,9 @@ public struct CoreSimulationStats: Sendable {
     public var conflictsAtCommit = 0
     /// Messages sent about a live call on a connection that did not start it.
     public var intrusions = 0
+    /// Budget grant requests answered, and failed (the database away).
+    public var grantsAnswered = 0
+    public var grantsFailed = 0
 
     public init() {}
 
@@ -61,6 +64,8 @@ public struct CoreSimulationStats: Sendable {
         limitChanges += other.limitChanges
         conflictsAtCommit += other.conflictsAtCommit
         intrusions += other.intrusions
+        grantsAnswered += other.grantsAnswered
+        grantsFailed += other.grantsFailed
     }
 }
 
@@ -87,14 +92,33 @@ public struct CoreSimulation {
     /// One line per step when tracing.
     public var trace: ((String) -> Void)?
 
-    private static let writerQueueEvents = 6
+    private static let writerQueueEvents = 2
     private static let abandonAfterSeconds: Int64 = 120
+    /// Frames a client sends before it waits for an ack (a pipeline's bounded buffer): one
+    /// under budget pressure, where the overshoot a window allows is what is measured.
+    private var clientWindow: Int { sharedBudget ? 1 : 2 }
+    /// The costliest frame the schedule sends (amount 4 at 0.01).
+    static let frameCostMaximum = ExactDecimal("0.04")!
+    /// Spend a user's limits must bound from some point on, by user, scope and period: what was
+    /// committed or granted when a limit was lowered, or while spend was not held by grants.
+    private var spendFloors: [String: ExactDecimal] = [:]
+    /// The most calls of a user admitted and live at once: each may have a window of frames on its way.
+    private var liveCallsMax: [String: Int] = [:]
+    /// One seed in four puts one user's budget under pressure: all calls are that user's, on
+    /// every node at once, longer, against a fixed $1.00 month limit (no limit changes) with a
+    /// $0.20 expected call cost (about five calls admitted at once). Their demand is many times
+    /// the limit: nodes that each spent a whole budget would show.
+    private let sharedBudget: Bool
+    private var users: Int { sharedBudget ? 1 : options.users }
 
     struct Node {
         var core: MeteringCore
+        /// Numbers the node's lives: a restarted node is a new grant holder.
+        var life = 0
         var writerQueue: [WriterItem] = []
         var registrations: [(start: CallStart, startedAt: Timestamp, asOf: Timestamp)] = []
         var refreshes: [(users: [String], asOf: Timestamp)] = []
+        var grantRequests: [GrantRequest] = []
         var nextTick: Timestamp
     }
 
@@ -139,13 +163,15 @@ public struct CoreSimulation {
         // Ten minutes before a new month (and day) in UTC: rollovers happen inside most runs.
         now = Timestamp(rfc3339: "2027-01-31T23:50:00Z")!
         prices = PriceBook([PriceVersion(id: 1, key: PriceKey(service: "llm", operation: "op", unit: .requests),
-                                         rule: .perUnit(unitPrice: ExactDecimal("0.10")!), effectiveFrom: Timestamp(microsecondsSinceEpoch: 0))])
-        settings = MeteringSettings(defaults: BudgetPolicy(callLimit: ExactDecimal("2.00")!, dayLimit: nil, monthLimit: ExactDecimal("4.00")!),
-                                    defaultCallCostEstimate: ExactDecimal("0.10")!, tickSeconds: 30,
+                                         rule: .perUnit(unitPrice: ExactDecimal("0.01")!), effectiveFrom: Timestamp(microsecondsSinceEpoch: 0))])
+        sharedBudget = options.seed % 4 == 0
+        settings = MeteringSettings(defaults: BudgetPolicy(callLimit: ExactDecimal("0.20")!, dayLimit: nil,
+                                                           monthLimit: ExactDecimal(sharedBudget ? "1.00" : "0.40")!),
+                                    defaultCallCostEstimate: ExactDecimal(sharedBudget ? "0.20" : "0.01")!, tickSeconds: 30,
                                     abandonAfterSeconds: Self.abandonAfterSeconds)
         nodes = (0..<options.nodes).map { _ in Node(core: MeteringCore(settings: settings), nextTick: now.adding(seconds: 30)) }
         clients = (0..<options.calls).map { index in
-            Client(callID: "C\(index % (options.calls - 1) + 1)", userID: "u\(index % options.users + 1)")
+            Client(callID: "C\(index % (options.calls - 1) + 1)", userID: "u\(index % (options.seed % 4 == 0 ? 1 : options.users) + 1)")
         }
     }
 
@@ -185,9 +211,10 @@ public struct CoreSimulation {
         case 295..<330: endCall()
         case 330..<560: try deliverToServer()
         case 560..<760: try deliverToClient()
-        case 760..<880: try flushWriter()
-        case 880..<930: try completeRegistration()
-        case 930..<950: try completeRefresh()
+        case 760..<860: try flushWriter()
+        case 860..<900: try completeRegistration()
+        case 900..<915: try completeRefresh()
+        case 915..<950: try completeGrant()
         case 950..<965: dropConnection()
         case 965..<985: try reconnect()
         case 985..<988: crashNode()
@@ -232,9 +259,11 @@ public struct CoreSimulation {
                       hash: Self.hash(client.callID, seq, frame.variant), from: ClientConnection(connection))
     }
 
+    /// A new frame of a call not ended nor cut off, while fewer than `clientWindow` wait for their ack.
     private mutating func sendFrame() {
-        guard let index = clients.indices.filter({ [.starting, .active].contains(clients[$0].state) && !clients[$0].endSent
-                                                   && clients[$0].connection != nil }).randomElement(using: &random)
+        guard let index = clients.indices.filter({ [.starting, .active].contains(clients[$0].state) && !clients[$0].endSent && !clients[$0].cutOff
+                                                   && clients[$0].unacked.count < clientWindow && clients[$0].connection != nil })
+            .randomElement(using: &random)
         else { return }
         let seq = clients[index].nextSeq
         clients[index].nextSeq += 1
@@ -303,7 +332,7 @@ public struct CoreSimulation {
         let candidates = clients.indices.filter { index in
             let client = clients[index]
             return client.state == .active && !client.endSent && client.connection != nil && client.acceptedOn == client.connection
-                && (client.cutOff || client.nextSeq > 6 || settling)
+                && (client.cutOff || client.nextSeq > (sharedBudget ? 25 : 6) || settling)
         }
         guard let index = candidates.randomElement(using: &random) else { return }
         clients[index].endSent = true
@@ -374,6 +403,27 @@ public struct CoreSimulation {
         try feed(index, .registered(callID: pending.start.callID, registration, snapshot, asOf: pending.asOf))
     }
 
+    /// The ledger answers a node's oldest grant request (they run in order, like the registry's queue).
+    private mutating func completeGrant() throws {
+        guard let index = nodes.indices.filter({ !nodes[$0].grantRequests.isEmpty }).randomElement(using: &random) else { return }
+        let request = nodes[index].grantRequests.removeFirst()
+        let fault = faultsAllowed ? random.below(20) : 20
+        if fault == 0 {
+            stats.grantsFailed += 1
+            try feed(index, .grantFailed(request, reason: "simulated outage"))
+            return
+        }
+        let answer = ledger.takeGrant(request, holder: "node\(index)/\(nodes[index].life)", now: now)
+        // Applied, and the answer lost with the connection.
+        if fault == 1 {
+            stats.grantsFailed += 1
+            try feed(index, .grantFailed(request, reason: "simulated lost answer"))
+            return
+        }
+        stats.grantsAnswered += 1
+        try feed(index, .grantAnswered(request, answer))
+    }
+
     private mutating func completeRefresh() throws {
         guard let index = nodes.indices.filter({ !nodes[$0].refreshes.isEmpty }).randomElement(using: &random) else { return }
         let pending = nodes[index].refreshes.removeFirst()
@@ -410,13 +460,15 @@ public struct CoreSimulation {
         for id in connections.keys.sorted().filter({ connections[$0]!.node == index }) {
             if let client = connections.removeValue(forKey: id)?.client, clients[client].connection == id { clients[client].connection = nil }
         }
-        nodes[index] = Node(core: MeteringCore(settings: settings), nextTick: now.adding(seconds: 30))
+        nodes[index] = Node(core: MeteringCore(settings: settings), life: nodes[index].life + 1, nextTick: now.adding(seconds: 30))
     }
 
     private mutating func changeLimits() throws {
-        guard faultsAllowed else { return }
-        let user = "u\(random.below(options.users) + 1)"
-        let money = [nil, "0.50", "1.00", "1.50", "3.00", "6.00"].map { $0.flatMap { ExactDecimal($0) } }
+        guard faultsAllowed, !sharedBudget else { return }
+        let user = "u\(random.below(users) + 1)"
+        let money = [nil, "0.05", "0.10", "0.15", "0.30", "0.60"].map { $0.flatMap { ExactDecimal($0) } }
+        // What was committed or granted under the old limits is spent whatever the new ones say.
+        raiseSpendFloors(of: user)
         ledger.settings[user] = BudgetSettings(callLimit: money[random.below(money.count)], dayLimit: money[random.below(money.count)],
                                                monthLimit: money[random.below(money.count)], autoCutoff: random.below(5) != 0)
         stats.limitChanges += 1
@@ -455,7 +507,8 @@ public struct CoreSimulation {
                 if case .tick = input { endedBySilence.insert(ending.callID) }
             case .register(let start, let startedAt, let asOf): nodes[index].registrations.append((start, startedAt, asOf))
             case .refreshBudgets(let users, let asOf, _): nodes[index].refreshes.append((users, asOf))
-            case .markCall(_, let callID, let status, _): ledger.mark(callID, status: status)
+            case .takeGrant(let request): nodes[index].grantRequests.append(request)
+            case .markCall(_, let callID, let status, _, let generation): ledger.mark(callID, status: status, onlyIfGeneration: generation)
             case .recordRejectedFrame(let frame, let reason):
                 if reason != .unknownCall, ledger.refused[frame.callID]?[frame.seq] == nil { ledger.refused[frame.callID, default: [:]][frame.seq] = reason.rawValue }
             case .recordAlert, .evaluateQuotas, .pinRoute, .forgetRoute, .frameHandled, .count, .log: break
@@ -556,7 +609,7 @@ public struct CoreSimulation {
         }
     }
 
-    private func checkInvariants() throws {
+    private mutating func checkInvariants() throws {
         if let key = ledger.eventsOfRejectedCalls.first {
             throw violation("no admission is bypassed", "\(key) was stored for a call refused at admission")
         }
@@ -564,7 +617,11 @@ public struct CoreSimulation {
             throw violation("an ended call stays ended", "\(key) was stored after its call ended (\(String(describing: ledger.calls[key.callID])))")
         }
         // Every fifth step: a doubled spend stays doubled, and summing the ledger is the costly check.
-        if step % 5 == 0 { try checkCallSpendIsBounded() }
+        if step % 5 == 0 {
+            try checkCallSpendIsBounded()
+            try checkUserBudgetsHold()
+            try checkGrantsAreHeld()
+        }
         for (index, node) in nodes.enumerated() {
             for call in node.core.audit() where (call.phase == "active" || call.phase == "closing") && call.policy.autoCutoff && call.cutoff == nil {
                 for (scope, spent) in [(BudgetScope.call, call.spent.call), (.day, call.spent.day), (.month, call.spent.month)] {
@@ -602,6 +659,86 @@ public struct CoreSimulation {
             for call in calls where call.spent.call > bound[call.callID, default: .zero] {
                 throw violation("a call's spend counts each frame once",
                                 "node \(index): \(call.callID) counts \(call.spent.call), its frames stored and on their way cost \(bound[call.callID, default: .zero])")
+            }
+        }
+    }
+
+    /// What a user's frames on their way to the ledger (in the nodes' writer queues) cost.
+    private func queuedSpend(of userID: String) -> ExactDecimal {
+        var total = ExactDecimal.zero
+        for node in nodes {
+            for case .event(let event) in node.writerQueue where event.userID == userID {
+                if case .priced(let priced) = event.pricing { total = (try? total.adding(priced.totalCost)) ?? total }
+            }
+        }
+        return total
+    }
+
+    private static func floorKey(_ userID: String, _ scope: BudgetScope, _ now: Timestamp) -> String {
+        "\(userID) \(scope.rawValue) \(scope == .day ? now.startOfDay : now.startOfMonth)"
+    }
+
+    /// Raises the user's floors to what is committed, granted or on its way now.
+    private mutating func raiseSpendFloors(of userID: String) {
+        let spent = ledger.snapshot(userID, asOf: now)
+        let promised = (try? ledger.held(by: userID, at: now).adding(queuedSpend(of: userID))) ?? .zero
+        for (scope, committed) in [(BudgetScope.day, spent.daySpent), (.month, spent.monthSpent)] {
+            let key = Self.floorKey(userID, scope, now)
+            let floor = (try? committed.adding(promised)) ?? committed
+            spendFloors[key] = max(spendFloors[key] ?? .zero, floor)
+        }
+    }
+
+    /// Committed day and month spend never passes the limit (or the floor under it) by more than
+    /// a window of frames per call live at once and a frame per node: N nodes never spend N
+    /// budgets. Spend not held by grants (auto-cutoff off, no limit, or a node that has not yet
+    /// seen the user's limits) raises the floor instead.
+    private mutating func checkUserBudgetsHold() throws {
+        let audits = nodes.map { (calls: Set($0.core.audit().map(\.userID)), grants: Set($0.core.grantAudit().map(\.userID))) }
+        // Every core spends day and month budget of a user whose limits cut off through a grant.
+        for (index, node) in nodes.enumerated() {
+            for call in node.core.audit() where call.phase == "active" && call.policy.autoCutoff
+                && (call.policy.dayLimit != nil || call.policy.monthLimit != nil) && !audits[index].grants.contains(call.userID) {
+                throw violation("a user whose limits cut off spends through a grant", "node \(index): \(call.callID) of \(call.userID) is live without one")
+            }
+        }
+        for user in (1...users).map({ "u\($0)" }) {
+            let live = clients.count { $0.userID == user && $0.state == .active }
+            liveCallsMax[user] = max(liveCallsMax[user] ?? 0, live)
+            let policy = (ledger.settings[user] ?? BudgetSettings()).policy(over: settings.defaults)
+            let heldByGrants = policy.autoCutoff && (policy.dayLimit != nil || policy.monthLimit != nil)
+                && audits.allSatisfy { !$0.calls.contains(user) || $0.grants.contains(user) }
+            guard heldByGrants else {
+                raiseSpendFloors(of: user)
+                continue
+            }
+            let spent = ledger.snapshot(user, asOf: now)
+            let frames = clientWindow * (liveCallsMax[user] ?? 0) + nodes.count
+            let allowance = (try? Self.frameCostMaximum.multiplied(by: ExactDecimal(frames))) ?? .zero
+            for (scope, committed) in [(BudgetScope.day, spent.daySpent), (.month, spent.monthSpent)] {
+                guard let limit = policy.limit(for: scope) else { continue }
+                let bound = (try? max(limit, spendFloors[Self.floorKey(user, scope, now)] ?? .zero).adding(allowance)) ?? limit
+                guard committed <= bound else {
+                    throw violation("a user's day and month budget holds across nodes",
+                                    "\(user) committed \(committed) in the \(scope.rawValue), limit \(limit), bound \(bound) (a window of frames for each of \(liveCallsMax[user] ?? 0) calls at once and one per node)")
+                }
+            }
+        }
+    }
+
+    /// No grant is counted twice: while a core's lease lasts, the ledger holds at least what the
+    /// core may still price plus its frames on their way.
+    private func checkGrantsAreHeld() throws {
+        for (index, node) in nodes.enumerated() {
+            for grant in node.core.grantAudit() where now < grant.validUntil {
+                let holder = "node\(index)/\(node.life)"
+                let row = ledger.grants[grant.userID]?[holder]
+                let stored = row.flatMap { $0.expiresAt > now ? $0.amount : nil } ?? .zero
+                let covered = (try? grant.inFlight.adding(grant.available)) ?? grant.inFlight
+                guard stored >= covered else {
+                    throw violation("a core spends only what the ledger holds for it",
+                                    "node \(index): \(grant.userID) may price \(grant.available) with \(grant.inFlight) on its way; the ledger holds \(stored) for it")
+                }
             }
         }
     }
@@ -650,6 +787,9 @@ public struct CoreSimulation {
         case .refusedByLedger(let event, _): "ledger refused \(event.key)"
         case .budgetsRefreshed(let snapshots, _): "refreshed \(snapshots.keys.sorted())"
         case .budgetSettingsChanged: "settings changed"
+        case .grantAnswered(let request, let answer): "grant #\(request.number) \(request.userID) \(request.purpose): keep \(request.keep) want \(request.want) → held \(answer.held) extra \(answer.extra) short \(answer.shortScope?.rawValue ?? "-")"
+        case .grantFailed(let request, _): "grant #\(request.number) \(request.userID) failed"
+        case .releaseGrants: "release grants"
         case .tick: "tick"
         }
     }

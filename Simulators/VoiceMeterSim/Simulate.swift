@@ -12,12 +12,16 @@ struct Simulate: ParsableCommand {
             Each seed is one schedule: calls started, frames sent in and out of order, resends and \
             conflicting resends, rate limits, a full ledger queue, commits whose reply is lost, \
             data errors, registration outages, dropped connections and reconnects to any node, \
-            node crashes, limit changes, ticks, and a UTC day and month rollover. No sockets, no \
+            node crashes, limit changes, budget grants answered, refused, failed or applied with \
+            their answer lost, ticks, and a UTC day and month rollover. No sockets, no \
             database, no real clock: the same seed replays the same run.
 
             Invariants: no acknowledged frame is missing from the ledger; acks never decrease; a \
             summary equals its call's stored events; an ended call stays ended; no admission is \
-            bypassed; a live call over a limit with auto-cutoff is cut off. A violation prints the \
+            bypassed; a live call over a limit with auto-cutoff is cut off; a user's committed day \
+            and month spend stays within the limit but for a window of frames per live call and \
+            one frame per node (N nodes never spend N budgets); a core never spends more than the \
+            ledger holds for it. A violation prints the \
             seed, the step and the command that replays it, and exits 1.
 
             Examples:
@@ -62,6 +66,7 @@ struct Simulate: ParsableCommand {
               frames stored \(total.framesStored), calls summarized \(total.callsSummarized), rejected \(total.callsRejected), cutoffs sent \(total.cutoffs)
               rate limited \(total.rateLimited), overloaded \(total.overloaded), conflicts at commit \(total.conflictsAtCommit), intrusions \(total.intrusions)
               reconnects \(total.reconnects), node crashes \(total.crashes), limit changes \(total.limitChanges)
+              budget grants answered \(total.grantsAnswered), failed \(total.grantsFailed)
             """)
     }
 }

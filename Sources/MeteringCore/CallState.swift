@@ -64,6 +64,12 @@ final class LiveCall {
     /// Frames arrived after the cutoff since it was last sent.
     var streamingAfterCutoff = false
     var lastMessageAt: Timestamp
+    /// Its user, once admitted (the same object while the call lives here).
+    var user: UserBudget?
+    /// The registration of a call whose admission waits (for its reservation in a grant).
+    var pendingAdmission: RegisteredCall?
+    /// The expected cost reserved for it at admission (grants hold what of it is not spent yet).
+    var reservation = ExactDecimal.zero
 
     init(start: CallStart, phase: Phase, owner: ClientConnection?, startedAt: Timestamp, lastMessageAt: Timestamp) {
         self.start = start
@@ -167,12 +173,17 @@ struct PeriodSpend: Sendable {
 
 /// A user with live calls in this core: limits and period spend (a class for the same reason as `LiveCall`).
 final class UserBudget {
+    let userID: String
     var policy: BudgetPolicy
     var day: PeriodSpend
     var month: PeriodSpend
+    /// Admitted calls here.
     var calls: Set<String> = []
+    /// What this core holds of the day and month budget, when spend goes through grants.
+    var grant: BudgetGrant?
 
-    init(_ snapshot: UserBudgetSnapshot, defaults: BudgetPolicy, asOf instant: Timestamp) {
+    init(_ userID: String, _ snapshot: UserBudgetSnapshot, defaults: BudgetPolicy, asOf instant: Timestamp) {
+        self.userID = userID
         policy = snapshot.settings.policy(over: defaults)
         day = PeriodSpend(.day, containing: instant, committed: snapshot.daySpent)
         month = PeriodSpend(.month, containing: instant, committed: snapshot.monthSpent)
@@ -194,7 +205,8 @@ final class UserBudget {
 extension ExactDecimal {
     static func + (lhs: ExactDecimal, rhs: ExactDecimal) -> ExactDecimal { (try? lhs.adding(rhs)) ?? lhs }
     static func += (lhs: inout ExactDecimal, rhs: ExactDecimal) { lhs = lhs + rhs }
-    static func -= (lhs: inout ExactDecimal, rhs: ExactDecimal) { lhs = (try? lhs.subtracting(rhs)) ?? lhs }
+    static func - (lhs: ExactDecimal, rhs: ExactDecimal) -> ExactDecimal { (try? lhs.subtracting(rhs)) ?? lhs }
+    static func -= (lhs: inout ExactDecimal, rhs: ExactDecimal) { lhs = lhs - rhs }
 }
 
 /// Whether `spent` has reached `limit` (a zero limit allows nothing: any spend reaches it).

@@ -5,10 +5,14 @@ extension MeteringCore {
 
     /// Adds a frame's cost to its call and user (in the periods of its `ts`) and acts on every budget it crosses.
     mutating func charge(_ cost: ExactDecimal, at instant: Timestamp, to call: LiveCall, _ actions: inout [MeteringAction]) {
-        guard let user = users[call.start.userID] else { return }
+        guard let user = call.user ?? users[call.start.userID] else { return }
         call.spent += cost
         user.day.charge(cost, at: instant, now: now)
         user.month.charge(cost, at: instant, now: now)
+        if user.grant != nil {
+            user.grant?.charge(cost)
+            if user.grant?.needsRequest(at: now) == true { adjustGrant(user, &actions) }
+        }
         let callSignals = call.budget.check(spent: call.spent, policy: user.policy)
         let daySignals = user.day.meter.check(spent: user.day.spent, policy: user.policy)
         let monthSignals = user.month.meter.check(spent: user.month.spent, policy: user.policy)
@@ -26,7 +30,7 @@ extension MeteringCore {
         }
     }
 
-    private mutating func act(on signal: BudgetSignal, userID: String, callID: String, _ actions: inout [MeteringAction]) {
+    mutating func act(on signal: BudgetSignal, userID: String, callID: String, _ actions: inout [MeteringAction]) {
         guard let user = users[userID] else { return }
         switch signal {
         case .warning(let scope, let spent, let limit, let percent, _):
@@ -97,13 +101,15 @@ extension MeteringCore {
             // Silence ends a call only if no later registration resumed it elsewhere: the copy's
             // connection may be gone, or half-open (the sender moved on without it closing here).
             case .active: finish(callID, endedAt: call.lastMessageAt, status: "abandoned", conditional: true, &actions)
-            // The refused frames never came back: the call ends with what was stored (unless it
-            // moved on: the copy has lost its connection, and the sender may have resent them elsewhere).
-            case .closing(let endedAt): finish(callID, endedAt: endedAt, status: call.endStatus, conditional: call.owner == nil, &actions)
+            // The refused frames never came back here: the call ends with what was stored, unless
+            // it moved on (the sender may have resent them elsewhere, its connection here half-open).
+            case .closing(let endedAt): finish(callID, endedAt: endedAt, status: call.endStatus, conditional: true, &actions)
             case .admitting, .ending: break
             }
         }
         warnOfProjectedExhaustion(byID, &actions)
+        // Leases renewed, failed requests retried, reservations of ended calls given back.
+        for userID in users.keys.sorted() { if let user = users[userID], user.grant != nil { adjustGrant(user, &actions) } }
         if settings.evaluatesPlatformQuotas { actions.append(.evaluateQuotas(asOf: now)) }
         if !users.isEmpty { actions.append(.refreshBudgets(userIDs: users.keys.sorted(), asOf: now, paced: true)) }
     }
@@ -130,14 +136,15 @@ extension MeteringCore {
     /// justifies, and cuts off calls it now does.
     mutating func budgetsRefreshed(_ snapshots: [String: UserBudgetSnapshot], asOf: Timestamp, _ actions: inout [MeteringAction]) {
         for (userID, snapshot) in snapshots.sorted(by: { $0.key < $1.key }) {
-            guard let userIndex = users.index(forKey: userID) else { continue }
+            // The object, not an index: what follows may add or drop users.
+            guard let user = users[userID] else { continue }
             let policy = snapshot.settings.policy(over: settings.defaults)
-            let policyChanged = policy != users.values[userIndex].policy
-            users.values[userIndex].policy = policy
-            users.values[userIndex].day.refresh(committed: snapshot.daySpent, asOf: asOf)
-            users.values[userIndex].month.refresh(committed: snapshot.monthSpent, asOf: asOf)
-            let user = users.values[userIndex]
+            let policyChanged = policy != user.policy
+            user.policy = policy
+            user.day.refresh(committed: snapshot.daySpent, asOf: asOf)
+            user.month.refresh(committed: snapshot.monthSpent, asOf: asOf)
             if policyChanged {
+                switchGrants(of: user, &actions)
                 for callID in user.calls.sorted() { liftUnjustifiedCutoff(callID, user: user, &actions) }
             }
             // New settings may put a running call over its own limit too.
@@ -146,13 +153,14 @@ extension MeteringCore {
                 let signals = calls.values[index].budget.check(spent: calls.values[index].spent, policy: user.policy)
                 for signal in signals { act(on: signal, userID: userID, callID: callID, &actions) }
             }
-            let daySignals = users.values[userIndex].day.meter.check(spent: user.day.spent, policy: user.policy)
-            let monthSignals = users.values[userIndex].month.meter.check(spent: user.month.spent, policy: user.policy)
+            let daySignals = user.day.meter.check(spent: user.day.spent, policy: user.policy)
+            let monthSignals = user.month.meter.check(spent: user.month.spent, policy: user.policy)
             if let anyCall = user.calls.sorted().first(where: { calls[$0]?.isAdmitting == false }) {
                 for signal in daySignals + monthSignals { act(on: signal, userID: userID, callID: anyCall, &actions) }
             }
             // A limit reached before (auto-cutoff turned on, a meter that fired for another call) holds for every call.
             for callID in user.calls.sorted() { enforceReachedLimits(on: callID, &actions) }
+            if user.grant != nil { adjustGrant(user, &actions) }
         }
     }
 
@@ -189,15 +197,15 @@ extension MeteringCore {
     /// The live calls, by call id.
     public func audit() -> [CallAudit] {
         calls.sorted { $0.key < $1.key }.map { callID, call in
-            guard let user = users[call.start.userID] else {
-                return CallAudit(callID: callID, userID: call.start.userID, phase: "admitting", policy: settings.defaults,
-                                 spent: (call.spent, .zero, .zero), cutoff: nil, highestAckedSeq: call.highestAckedSeq)
-            }
             let phase = switch call.phase {
             case .admitting: "admitting"
             case .active: "active"
             case .closing: "closing"
             case .ending: "ending"
+            }
+            guard let user = users[call.start.userID] else {
+                return CallAudit(callID: callID, userID: call.start.userID, phase: phase, policy: settings.defaults,
+                                 spent: (call.spent, .zero, .zero), cutoff: call.cutoff?.scope, highestAckedSeq: call.highestAckedSeq)
             }
             return CallAudit(callID: callID, userID: call.start.userID, phase: phase, policy: user.policy,
                              spent: (call.spent, user.day.spent, user.month.spent), cutoff: call.cutoff?.scope,

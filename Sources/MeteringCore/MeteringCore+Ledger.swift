@@ -18,6 +18,7 @@ extension MeteringCore {
             if let cost, let user = users[commit.events[position].userID] {
                 user.day.settle(cost, at: occurredAt, stored: !conflicted)
                 user.month.settle(cost, at: occurredAt, stored: !conflicted)
+                user.grant?.settle(cost, stored: !conflicted)
             }
             guard let index = calls.index(forKey: key.callID) else { continue }
             let call = calls.values[index]
@@ -68,6 +69,7 @@ extension MeteringCore {
         if let cost, let user = users[event.userID] {
             user.day.settle(cost, at: event.usage.occurredAt, stored: false)
             user.month.settle(cost, at: event.usage.occurredAt, stored: false)
+            user.grant?.settle(cost, stored: false)
         }
         guard let call = calls[event.key.callID], call.acceptedHashes[event.key.seq] == event.payloadHash else { return }
         call.acceptedHashes[event.key.seq] = nil

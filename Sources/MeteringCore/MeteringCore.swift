@@ -24,10 +24,14 @@ public struct MeteringSettings: Sendable {
     /// Frames for unknown calls whose audit row (`rejected_frames`) one connection may cause per
     /// second; beyond, they are still answered `unknown_call`, and counted instead of recorded.
     public var unknownCallRecordsPerConnectionPerSecond: Int
+    /// Seconds of a user's burn a budget grant covers (topped up when half of it is left).
+    public var grantSeconds: Int
+    /// How long the ledger keeps a grant its core stopped renewing (a node that died), in seconds.
+    public var grantLeaseSeconds: Int64
 
     public init(defaults: BudgetPolicy, defaultCallCostEstimate: ExactDecimal, tickSeconds: Int, abandonAfterSeconds: Int64,
                 callStartPastSeconds: Int64 = 900, clockSkewSeconds: Int64 = 60, evaluatesPlatformQuotas: Bool = true,
-                callsPerConnectionMax: Int = 1_000, unknownCallRecordsPerSecond: Int = 10) {
+                callsPerConnectionMax: Int = 1_000, unknownCallRecordsPerSecond: Int = 10, grantSeconds: Int = 5, grantLeaseSeconds: Int64 = 60) {
         self.defaults = defaults
         self.defaultCallCostEstimate = defaultCallCostEstimate
         self.tickSeconds = tickSeconds
@@ -37,6 +41,8 @@ public struct MeteringSettings: Sendable {
         self.evaluatesPlatformQuotas = evaluatesPlatformQuotas
         liveCallsPerConnectionMax = callsPerConnectionMax
         unknownCallRecordsPerConnectionPerSecond = unknownCallRecordsPerSecond
+        self.grantSeconds = grantSeconds
+        self.grantLeaseSeconds = grantLeaseSeconds
     }
 
     /// No single frame may cost more (a unit mistake, not usage); the ledger's columns hold far more.
@@ -68,6 +74,8 @@ public struct MeteringCore {
     private var staged: StagedFrame?
     /// Counts commits: marks the calls a commit touched.
     var commitNumber = 0
+    /// Numbers grant requests (`GrantRequest.number`).
+    var grantNumber = 0
     /// Messages that waited for their call's admission, handled in order, one submit at a time.
     private var backlog: [MeteringInput] = []
     /// Per connection: the second of its latest unknown-call frame, and how many were recorded in it.
@@ -161,6 +169,9 @@ public struct MeteringCore {
         case .budgetSettingsChanged:
             guard !users.isEmpty else { return }
             actions.append(.refreshBudgets(userIDs: users.keys.sorted(), asOf: now, paced: false))
+        case .grantAnswered(let request, let answer): grantAnswered(request, answer, &actions)
+        case .grantFailed(let request, let reason): grantFailed(request, reason, &actions)
+        case .releaseGrants: releaseGrants(&actions)
         case .tick: tick(&actions)
         }
     }
@@ -237,7 +248,7 @@ public struct MeteringCore {
     }
 
     /// Answers a refused `call.start` and every message that waited for it, and forgets the call.
-    private mutating func refuseAdmission(_ callID: String, _ answer: ServerMessage, frames: (ProtocolErrorCode, String),
+    mutating func refuseAdmission(_ callID: String, _ answer: ServerMessage, frames: (ProtocolErrorCode, String),
                                           _ actions: inout [MeteringAction]) {
         guard let call = calls.removeValue(forKey: callID), case .admitting(let queued) = call.phase else { return }
         actions.append(.forgetRoute(callID: callID))
@@ -250,7 +261,8 @@ public struct MeteringCore {
 
     private mutating func registered(_ callID: String, _ registration: CallRegistration, _ snapshot: UserBudgetSnapshot, asOf: Timestamp,
                                      _ actions: inout [MeteringAction]) {
-        guard let index = calls.index(forKey: callID), case .admitting(let queued) = calls.values[index].phase else { return }
+        guard let index = calls.index(forKey: callID), case .admitting(let queued) = calls.values[index].phase,
+              calls.values[index].pendingAdmission == nil else { return }
         let notTaken = "the call was not admitted, so usage for it is not taken"
         let registered: RegisteredCall
         switch registration {
@@ -273,36 +285,73 @@ public struct MeteringCore {
         let start = calls.values[index].start
         // The snapshot is the spend of the day and month containing `asOf` (a registration answered
         // just after midnight brings yesterday's figures: catching up starts today's).
-        let user = users[start.userID] ?? UserBudget(snapshot, defaults: settings.defaults, asOf: asOf)
+        let user = users[start.userID] ?? UserBudget(start.userID, snapshot, defaults: settings.defaults, asOf: asOf)
         user.catchUp(to: now)
+        // New or resumed, its day and month spend goes through this core's grant.
+        if spendsThroughGrants(user.policy) && user.grant == nil { user.grant = BudgetGrant() }
+        calls.values[index].pendingAdmission = registered
+        let estimate = snapshot.averageCallCost ?? settings.defaultCallCostEstimate
         if registered.isNew {
             if let window = startWindowViolation(registered.startedAt) {
                 actions.append(.markCall(userID: start.userID, callID: callID, status: "rejected", cutoffReason: nil))
                 refuseAdmission(callID, .error(ProtocolError(.invalidTimestamp, window, callID: callID)), frames: (.unknownCall, notTaken), &actions)
                 return
             }
-            if let refusal = Admission.check(policy: user.policy, daySpent: user.day.spent, monthSpent: user.month.spent,
-                                             estimatedCallCost: snapshot.averageCallCost ?? settings.defaultCallCostEstimate) {
-                actions.append(.markCall(userID: start.userID, callID: callID, status: "rejected", cutoffReason: nil))
-                actions.append(.log(MeteringLog(level: .info, message: "call refused", callID: callID, userID: start.userID,
-                                                connection: calls.values[index].owner, details: [("reason", refusal.refusal.rawValue)])))
-                refuseAdmission(callID, .callRejected(callID: callID, reason: refusal.refusal.rawValue, spent: refusal.spent, limit: refusal.limit),
-                                frames: (.unknownCall, notTaken), &actions)
+            if user.grant == nil, let refusal = Admission.check(policy: user.policy, daySpent: user.day.spent, monthSpent: user.month.spent,
+                                                                estimatedCallCost: estimate) {
+                refuseForBudget(callID, refusal.refusal, spent: refusal.spent, limit: refusal.limit, &actions)
                 return
             }
+        }
+        users[start.userID] = user
+        if user.grant != nil {
+            // Admitted once its expected cost is reserved in the user's grant (a resumed call is
+            // admitted whatever the answer, and cut off if nothing could be had): its messages
+            // wait for the answer rather than for a top-up.
+            calls.values[index].reservation = estimate
+            user.grant?.waitingAdmissions.append(callID)
+            adjustGrant(user, &actions)
+            return
+        }
+        users[start.userID] = user
+        completeAdmission(callID, user, &actions)
+    }
+
+    /// Admits (or resumes) a registered call: its state from the ledger, then the messages that
+    /// waited for it. A call whose sender left meanwhile, with nothing waiting, is dropped.
+    mutating func completeAdmission(_ callID: String, _ user: UserBudget, _ actions: inout [MeteringAction]) {
+        guard let index = calls.index(forKey: callID), case .admitting(let queued) = calls.values[index].phase,
+              let registered = calls.values[index].pendingAdmission else { return }
+        calls.values[index].pendingAdmission = nil
+        if calls.values[index].owner == nil && queued.isEmpty {
+            forget(callID, &actions)
+            return
         }
         calls.values[index].startedAt = registered.startedAt
         calls.values[index].generation = registered.generation
         calls.values[index].phase = .active
+        calls.values[index].user = user
         replay(registered, into: &calls.values[index])
         actions.append(.log(MeteringLog(level: .debug, message: registered.isNew ? "call admitted" : "call resumed", callID: callID,
-                                        userID: start.userID, connection: calls.values[index].owner, details: [])))
+                                        userID: user.userID, connection: calls.values[index].owner, details: [])))
         user.calls.insert(callID)
-        users[start.userID] = user
         accept(callID, &actions)
         // A cutoff is part of the call wherever it resumes: its own spend, or its user's period.
         enforceReachedLimits(on: callID, &actions)
         backlog += queued
+        if user.grant != nil { adjustGrant(user, &actions) }
+    }
+
+    /// Refuses a new call for its user's day or month budget.
+    mutating func refuseForBudget(_ callID: String, _ refusal: AdmissionRefusal, spent: ExactDecimal, limit: ExactDecimal,
+                                  _ actions: inout [MeteringAction]) {
+        guard let call = calls[callID] else { return }
+        actions.append(.markCall(userID: call.start.userID, callID: callID, status: "rejected", cutoffReason: nil,
+                                 onlyIfGeneration: call.pendingAdmission?.generation))
+        actions.append(.log(MeteringLog(level: .info, message: "call refused", callID: callID, userID: call.start.userID,
+                                        connection: call.owner, details: [("reason", refusal.rawValue)])))
+        refuseAdmission(callID, .callRejected(callID: callID, reason: refusal.rawValue, spent: spent, limit: limit),
+                        frames: (.unknownCall, "the call was not admitted, so usage for it is not taken"), &actions)
     }
 
     /// Rebuilds a resumed call's billing state, resend detection and spend from the ledger.
@@ -404,6 +453,11 @@ public struct MeteringCore {
                           "this frame would cost \(priced.totalCost) USD, above the \(MeteringSettings.frameCostMaximum) USD a frame may cost; check amount and unit",
                           call: call, closing: closing, connection, &actions)
             return true
+        }
+        // A user's day and month budget is spent through this core's grant: none left, the frame waits.
+        if let user = call.user, let grant = user.grant, call.cutoff == nil, !grant.mayPrice(at: now),
+           case .priced(let priced) = quote.outcome, priced.totalCost > .zero {
+            return waitForGrant(frame, cost: priced.totalCost, call, user, connection, &actions)
         }
         staged = StagedFrame(call: call, seq: frame.seq, occurredAt: frame.usage.occurredAt, hash: hash, quote: quote,
                              connection: connection, closing: closing)
@@ -517,6 +571,6 @@ public struct MeteringCore {
         actions.append(.forgetRoute(callID: callID))
         let userID = call.start.userID
         users[userID]?.calls.remove(callID)
-        if users[userID]?.calls.isEmpty == true { users[userID] = nil }
+        dropIfIdle(userID, &actions)
     }
 }

@@ -37,6 +37,12 @@ public enum MeteringInput: Sendable {
     case budgetSettingsChanged
     /// The budget tick (every `tickSeconds`).
     case tick
+    /// The ledger's answer to a `takeGrant` action.
+    case grantAnswered(GrantRequest, GrantAnswer)
+    /// A `takeGrant` action failed (the database is away): whether it was applied is unknown.
+    case grantFailed(GrantRequest, reason: String)
+    /// The server stops: what each grant holds beyond the frames on their way goes back.
+    case releaseGrants
 }
 
 /// What one ledger commit did, as metering needs it.
@@ -67,10 +73,15 @@ public enum MeteringAction: Sendable {
     /// the first seconds of the tick); answered with `budgetsRefreshed`.
     case refreshBudgets(userIDs: [String], asOf: Timestamp, paced: Bool)
     case recordAlert(CostAlert)
-    case markCall(userID: String, callID: String, status: String, cutoffReason: String?)
+    /// Set a live call's status; with `onlyIfGeneration`, only while no later registration resumed
+    /// it (an admission refused late must not reject a copy admitted elsewhere meanwhile).
+    case markCall(userID: String, callID: String, status: String, cutoffReason: String?, onlyIfGeneration: Int64? = nil)
     /// Keep a refused frame for audit (`rejected_frames`) with the reason.
     case recordRejectedFrame(UsageFrame, reason: RejectedFrameReason)
     case evaluateQuotas(asOf: Timestamp)
+    /// Set what this core holds of a user's budget in the ledger; answered with `grantAnswered`
+    /// or `grantFailed` (requests of one core are performed in order).
+    case takeGrant(GrantRequest)
     /// The call's later messages go to this metering core (until `forgetRoute`).
     case pinRoute(callID: String)
     case forgetRoute(callID: String)
@@ -106,6 +117,8 @@ public enum MeteringCounter: Sendable, Hashable {
     case callRefusedForConnectionLimit
     /// A frame for an unknown call answered but not recorded (`unknownCallRecordsPerConnectionPerSecond`).
     case rejectedFrameNotRecorded
+    /// A frame refused for now while its user's grant had nothing left (`overloaded`).
+    case frameWaitedForGrant
 }
 
 /// A log line about a call.

@@ -29,6 +29,18 @@ final class CallRegistry: Sendable {
         run(completion) { try BudgetStore(connection: $0).snapshots(of: userIDs, at: instant) }
     }
 
+    /// Sets what `holder` holds of a user's budget (requests run in the order they are made).
+    func takeGrant(_ request: GrantRequest, holder: String, completion: @escaping @Sendable (Result<GrantAnswer, any Error>) -> Void) {
+        run(completion) { try BudgetStore(connection: $0).takeGrant(request, holder: holder) }
+    }
+
+    /// Waits until everything asked before has run, or `timeoutSeconds` passed.
+    func barrier(timeoutSeconds: Int) {
+        let done = DispatchSemaphore(value: 0)
+        queue.async { done.signal() }
+        _ = done.wait(timeout: .now() + .seconds(timeoutSeconds))
+    }
+
     /// Writes an alert (best effort: metering goes on if the database is away).
     func record(_ alert: CostAlert) {
         run({ _ in }) { try BudgetStore(connection: $0).record(alert) }
@@ -42,8 +54,11 @@ final class CallRegistry: Sendable {
         run({ _ in }) { try BudgetStore(connection: $0).recordRejected(callID: callID, seq: seq, reason: reason, payloadJSON: payloadJSON) }
     }
 
-    func markCall(userID: String, callID: String, status: String, cutoffReason: String?) {
-        run({ _ in }) { try BudgetStore(connection: $0).markCall(userID: userID, callID: callID, status: status, cutoffReason: cutoffReason) }
+    func markCall(userID: String, callID: String, status: String, cutoffReason: String?, onlyIfGeneration: Int64?) {
+        run({ _ in }) {
+            try BudgetStore(connection: $0).markCall(userID: userID, callID: callID, status: status, cutoffReason: cutoffReason,
+                                                     onlyIfGeneration: onlyIfGeneration)
+        }
     }
 
     private func run<T: Sendable>(_ completion: @escaping @Sendable (Result<T, any Error>) -> Void,

@@ -17,6 +17,8 @@ protocol MeteringEnvironment: Sendable {
     /// Metering's time and tick timer (injected so tests control time).
     var clock: any MeteringClock { get }
     var metrics: ServerMetrics { get }
+    /// This process as a holder of budget grants (each shard appends its index).
+    var grantHolder: String { get }
     func send(_ message: ServerMessage, to connection: ConnectionID)
 }
 
@@ -160,6 +162,9 @@ actor MeteringShard {
 
     func refused(_ event: UsageEvent, reason: String) { run(.refusedByLedger(event, reason: reason)) }
 
+    /// The server stops: the budget grants go back (after the writers drained).
+    nonisolated func releaseGrants() { perform { $0.run(.releaseGrants) } }
+
     /// `user_budget_settings` changed: reload the users with live calls now.
     func budgetSettingsChanged() { run(.budgetSettingsChanged) }
 
@@ -203,9 +208,10 @@ actor MeteringShard {
                 }
             }
         case .refreshBudgets(let userIDs, let asOf, let paced): refresh(userIDs, asOf: asOf, paced: paced)
+        case .takeGrant(let request): takeGrant(request)
         case .recordAlert(let alert): environment.registry.record(alert)
-        case .markCall(let userID, let callID, let status, let reason):
-            environment.registry.markCall(userID: userID, callID: callID, status: status, cutoffReason: reason)
+        case .markCall(let userID, let callID, let status, let reason, let generation):
+            environment.registry.markCall(userID: userID, callID: callID, status: status, cutoffReason: reason, onlyIfGeneration: generation)
         case .recordRejectedFrame(let frame, let reason):
             environment.registry.recordRejected(callID: frame.callID, seq: frame.seq, reason: reason.rawValue, payloadJSON: frame.auditJSON)
         case .evaluateQuotas(let asOf): environment.registry.evaluateQuotas(at: asOf)
@@ -216,6 +222,7 @@ actor MeteringShard {
         case .count(.budgetCutoff): environment.metrics.budgetCutoffs.increment()
         case .count(.callRefusedForConnectionLimit): environment.metrics.callsRefusedForConnectionLimit.increment()
         case .count(.rejectedFrameNotRecorded): environment.metrics.rejectedFramesNotRecorded.increment()
+        case .count(.frameWaitedForGrant): environment.metrics.framesWaitedForGrant.increment()
         case .log(let entry):
             var metadata: Logger.Metadata = ["call.id": "\(entry.callID)", "user.id": "\(entry.userID)",
                                              "conn.id": "\(entry.connection.map { "\($0.rawValue)" } ?? "none")"]
@@ -224,6 +231,22 @@ actor MeteringShard {
             case .debug: logger.debug("\(entry.message)", metadata: metadata)
             case .info: logger.info("\(entry.message)", metadata: metadata)
             case .warning: logger.warning("\(entry.message)", metadata: metadata)
+            }
+        }
+    }
+
+    private func takeGrant(_ request: GrantRequest) {
+        let metrics = environment.metrics
+        environment.registry.takeGrant(request, holder: "\(environment.grantHolder)/core\(index)") { outcome in
+            switch outcome {
+            case .success(let answer):
+                if answer.extra > .zero { metrics.grantsTaken.increment() }
+                if answer.extra == .zero && request.want > .zero { metrics.grantsRefused.increment() }
+                if answer.expired > 0 { metrics.grantsExpired.increment(by: answer.expired) }
+                self.perform { $0.run(.grantAnswered(request, answer)) }
+            case .failure(let error):
+                metrics.grantRequestsFailed.increment()
+                self.perform { $0.run(.grantFailed(request, reason: "\(error)")) }
             }
         }
     }

@@ -32,6 +32,12 @@ public struct ServerConfiguration: Sendable {
     public var defaultCallCostEstimate = ExactDecimal("0.90")!
     /// How often committed spend is refreshed, settings reloaded and cutoffs re-sent.
     public var budgetTickSeconds = 30
+    /// Seconds of a user's burn one budget grant covers; a core tops it up when half is left.
+    public var budgetGrantSeconds = 5
+    /// How long a budget grant outlives its core's last renewal: a node that dies (SIGKILL, power)
+    /// holds its grants this long before the other nodes may spend them. At least twice the tick,
+    /// which renews them.
+    public var budgetGrantLeaseSeconds = 60
     /// How often, at the longest, each user's period deltas journaled by the ledger are folded
     /// into `cost_summaries`, by a sweep over the users a step a second (a small journal is folded
     /// whole every second; readers count unfolded deltas either way).

@@ -46,6 +46,8 @@ public struct ServerSettings: Sendable {
         Setting(key: "queue-events", environment: "VOICEMETER_QUEUE_EVENTS", defaultValue: String(builtIn.writerQueueEventsMax), help: "events a writer queues before answering overloaded"),
         Setting(key: "metering-shards", environment: "VOICEMETER_METERING_SHARDS", defaultValue: String(builtIn.meteringShards), help: "metering actors, each on its own queue; a user's calls share one (default: half the cores)"),
         Setting(key: "budget-tick-seconds", environment: "VOICEMETER_BUDGET_TICK_SECONDS", defaultValue: String(builtIn.budgetTickSeconds), help: "how often committed spend is refreshed and cutoffs re-sent"),
+        Setting(key: "budget-grant-seconds", environment: "VOICEMETER_BUDGET_GRANT_SECONDS", defaultValue: String(builtIn.budgetGrantSeconds), help: "seconds of a user's burn one budget grant covers (topped up when half is left)"),
+        Setting(key: "budget-grant-lease-seconds", environment: "VOICEMETER_BUDGET_GRANT_LEASE_SECONDS", defaultValue: String(builtIn.budgetGrantLeaseSeconds), help: "a node that dies holds its budget grants this long (at least twice budget-tick-seconds)"),
         Setting(key: "rollup-fold-seconds", environment: "VOICEMETER_ROLLUP_FOLD_SECONDS", defaultValue: String(builtIn.rollupFoldSeconds), help: "how often each user's journaled period deltas are folded into cost_summaries (a sweep over the users, a step a second)"),
         Setting(key: "abandon-after-seconds", environment: "VOICEMETER_ABANDON_AFTER_SECONDS", defaultValue: String(builtIn.abandonCallAfterSeconds), help: "a silent call is closed as abandoned after this long"),
         Setting(key: "database-connect-timeout-seconds", environment: "VOICEMETER_DATABASE_CONNECT_TIMEOUT_SECONDS", defaultValue: String(builtIn.databaseConnectTimeoutSeconds), help: "give up connecting to the database after this long"),
@@ -194,6 +196,11 @@ public struct ServerSettings: Sendable {
         configuration.writerQueueEventsMax = try integer("queue-events", in: 100...10_000_000)
         configuration.meteringShards = try integer("metering-shards", in: 1...256)
         configuration.budgetTickSeconds = try integer("budget-tick-seconds", in: 1...3_600)
+        configuration.budgetGrantSeconds = try integer("budget-grant-seconds", in: 1...300)
+        configuration.budgetGrantLeaseSeconds = try integer("budget-grant-lease-seconds", in: 2...3_600)
+        guard configuration.budgetGrantLeaseSeconds >= 2 * configuration.budgetTickSeconds else {
+            throw Invalid(description: "budget-grant-lease-seconds (\(configuration.budgetGrantLeaseSeconds)) must be at least twice budget-tick-seconds (\(configuration.budgetTickSeconds)): the tick renews the leases")
+        }
         configuration.rollupFoldSeconds = try integer("rollup-fold-seconds", in: 1...3_600)
         configuration.abandonCallAfterSeconds = try integer("abandon-after-seconds", in: 10...86_400)
         configuration.databaseConnectTimeoutSeconds = try integer("database-connect-timeout-seconds", in: 1...300)

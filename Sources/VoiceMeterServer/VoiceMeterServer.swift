@@ -82,7 +82,9 @@ public final class VoiceMeterServer: Sendable {
                                        abandonAfterSeconds: Int64(configuration.abandonCallAfterSeconds),
                                        callStartPastSeconds: Int64(configuration.callStartPastSeconds),
                                        clockSkewSeconds: Int64(configuration.clockSkewSeconds), callsPerConnectionMax: configuration.callsPerConnectionMax,
-                                       unknownCallRecordsPerSecond: configuration.unknownCallRecordsPerSecond),
+                                       unknownCallRecordsPerSecond: configuration.unknownCallRecordsPerSecond,
+                                       grantSeconds: configuration.budgetGrantSeconds, grantLeaseSeconds: Int64(configuration.budgetGrantLeaseSeconds)),
+            grantHolder: Self.grantHolder(),
             clock: configuration.clock
         )
         self.services = services
@@ -102,18 +104,25 @@ public final class VoiceMeterServer: Sendable {
         rollups = RollupFolder(options: configuration.database, foldSeconds: configuration.rollupFoldSeconds, logger: logger)
     }
 
+    /// This process as a holder of budget grants (a core appends its number): host, process and
+    /// start, so a restarted process never takes over the grants of the one before (they expire).
+    private static func grantHolder() -> String {
+        "\(ProcessInfo.processInfo.hostName)/\(getpid())/\(Timestamp.now.microsecondsSinceEpoch)"
+    }
+
     /// The port the server listens on.
     public var port: Int { ingress.port }
 
     /// How long the stop takes at most beyond `shutdownDrainSeconds`: closing connections once
     /// their acks are written, then the final fold of the rollup journal.
-    public static let shutdownSecondsAfterDrain = closeSeconds + finalFoldSeconds
+    public static let shutdownSecondsAfterDrain = grantReturnSeconds + closeSeconds + finalFoldSeconds
+    private static let grantReturnSeconds = 2
     private static let closeSeconds = 2
     private static let finalFoldSeconds = 3
 
     /// Graceful stop, bounded whatever the database does: stop reading sockets and refuse new
     /// connections, let metering hand everything it received to the writer, commit it (at most
-    /// `shutdownDrainSeconds`), queue the acknowledgements, close every connection with 1001 once
+    /// `shutdownDrainSeconds`), return the budget grants (at most 2 s), queue the acknowledgements, close every connection with 1001 once
     /// its acks are written (at most 2 s), then fold the rollup journal (at most 3 s; a journal
     /// left behind is folded by the next server). What was not committed is not acknowledged:
     /// clients resend it.
@@ -123,6 +132,11 @@ public final class VoiceMeterServer: Sendable {
         shards.forEach { $0.barrier() }
         services.writers.drainAndStop(timeoutSeconds: Double(configuration.shutdownDrainSeconds))
         shards.forEach { $0.barrier() }
+        // What the budget grants hold beyond frames still on their way goes back to the users
+        // (at most the registry's statement time; an unanswered return expires with its lease).
+        shards.forEach { $0.releaseGrants() }
+        shards.forEach { $0.barrier() }
+        services.registry.barrier(timeoutSeconds: Self.grantReturnSeconds)
         ingress.shutdown(drainSeconds: Double(Self.closeSeconds))
         rollups.stop(within: Self.finalFoldSeconds)
         services.prices.stop()
@@ -141,10 +155,12 @@ final class MeteringServices: MeteringEnvironment {
     let router: CallRouter
     private let ingress: LateBound<WebSocketServer>
     let metering: MeteringSettings
+    let grantHolder: String
 
     init(prices: PriceBookWatcher, writers: LedgerWriters, registry: CallRegistry, router: CallRouter,
-         ingress: LateBound<WebSocketServer>, metering: MeteringSettings, clock: any MeteringClock) {
+         ingress: LateBound<WebSocketServer>, metering: MeteringSettings, grantHolder: String, clock: any MeteringClock) {
         self.clock = clock
+        self.grantHolder = grantHolder
         self.prices = prices
         self.writers = writers
         self.registry = registry

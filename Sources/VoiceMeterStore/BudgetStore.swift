@@ -46,22 +46,12 @@ public struct BudgetStore {
 
     /// Committed day and month spend of several users at `instant`, by user (absent users spent
     /// nothing): their folded rollups plus their journal rows not folded yet, read in one statement
-    /// (one snapshot, so a fold running meanwhile is seen entirely or not at all).
+    /// (`users_period_spend`: one snapshot, so a fold running meanwhile is seen entirely or not at all).
     public func spend(of userIDs: [String], at instant: Timestamp) throws -> [String: (day: ExactDecimal, month: ExactDecimal)] {
         guard !userIDs.isEmpty else { return [:] }
         var spend: [String: (day: ExactDecimal, month: ExactDecimal)] = [:]
-        for row in try connection.query("""
-            SELECT user_id, coalesce(sum(day), 0) AS day, coalesce(sum(month), 0) AS month FROM (
-                SELECT user_id, CASE summary_type WHEN 'user_day' THEN total_cost END AS day,
-                       CASE summary_type WHEN 'user_month' THEN total_cost END AS month
-                FROM cost_summaries
-                WHERE user_id = ANY($1::text[])
-                  AND ((summary_type = 'user_day' AND period_start = $2) OR (summary_type = 'user_month' AND period_start = $3))
-                UNION ALL
-                SELECT user_id, CASE WHEN period_start = $2 THEN total_cost END, total_cost FROM rollup_journal
-                WHERE user_id = ANY($1::text[]) AND date_trunc('month', period_start, 'UTC') = $3
-            ) AS spend GROUP BY user_id
-            """, [PostgresTextArray(userIDs), instant.startOfDay, instant.startOfMonth]) {
+        for row in try connection.query("SELECT user_id, day, month FROM users_period_spend($1::text[], $2)",
+                                        [PostgresTextArray(userIDs), instant]) {
             spend[try row.decode("user_id")] = (try row.decode("day"), try row.decode("month"))
         }
         return spend
@@ -87,6 +77,39 @@ public struct BudgetStore {
             """, [userID, Self.trailingCalls]).single()
         snapshot.averageCallCost = try average.decodeIfPresent("average")
         return snapshot
+    }
+
+    /// Sets what `holder` (one metering core) holds of the user's budget, atomically against
+    /// every other holder (`take_budget_grant`, Migrations/0016).
+    public func takeGrant(_ request: GrantRequest, holder: String) throws -> GrantAnswer {
+        let row = try connection.query("""
+            SELECT held, extra, day_spent, month_spent, others_held, short_scope, expired
+            FROM take_budget_grant($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            """, [request.userID, holder, request.keep, request.want, request.minimum, request.defaultDayLimit, request.defaultMonthLimit,
+                  request.asOf, Int(request.leaseSeconds)]).single()
+        let scope: String? = try row.decodeIfPresent("short_scope")
+        return GrantAnswer(held: try row.decode("held"), extra: try row.decode("extra"), daySpent: try row.decode("day_spent"),
+                           monthSpent: try row.decode("month_spent"), othersHeld: try row.decode("others_held"),
+                           shortScope: scope.flatMap(BudgetScope.init(rawValue:)), expired: try row.decode("expired"))
+    }
+
+    /// One holder's grant of a user's budget as the ledger keeps it.
+    public struct HeldGrant: Sendable {
+        public var holder: String
+        public var amount: ExactDecimal
+        public var expiresAt: Timestamp
+        /// Whether its lease ran out (its holder stopped renewing it: it is removed by the next grant).
+        public var expired: Bool
+    }
+
+    /// The grants held of a user's budget, by holder.
+    public func grants(of userID: String) throws -> [HeldGrant] {
+        try connection.query("""
+            SELECT holder, amount, expires_at, expires_at <= now() AS expired FROM budget_grants WHERE user_id = $1 ORDER BY holder
+            """, [userID]).map { row in
+            HeldGrant(holder: try row.decode("holder"), amount: try row.decode("amount"), expiresAt: try row.decode("expires_at"),
+                      expired: try row.decode("expired"))
+        }
     }
 
     public func record(_ alert: CostAlert) throws {
@@ -133,12 +156,13 @@ public struct BudgetStore {
                              [callID, seq, reason, payloadJSON])
     }
 
-    /// Marks a live call refused at admission, cut off, or active again (a lifted cutoff); an ended call keeps its status.
-    public func markCall(userID: String, callID: String, status: String, cutoffReason: String?) throws {
+    /// Marks a live call refused at admission, cut off, or active again (a lifted cutoff); an ended
+    /// call keeps its status. With `onlyIfGeneration`: only while the call has been registered that many times.
+    public func markCall(userID: String, callID: String, status: String, cutoffReason: String?, onlyIfGeneration: Int64? = nil) throws {
         try connection.query("""
             UPDATE calls SET status = $3, cutoff_reason = coalesce($4, cutoff_reason),
                              cutoff_at = CASE WHEN $4::text IS NULL THEN cutoff_at ELSE now() END, updated_at = now()
-            WHERE user_id = $1 AND call_id = $2 AND ended_at IS NULL
-            """, [userID, callID, status, cutoffReason])
+            WHERE user_id = $1 AND call_id = $2 AND ended_at IS NULL AND ($5::bigint IS NULL OR registrations = $5)
+            """, [userID, callID, status, cutoffReason, onlyIfGeneration])
     }
 }

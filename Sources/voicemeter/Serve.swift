@@ -50,6 +50,10 @@ struct Serve: ParsableCommand {
     var meteringShards: String?
     @Option(name: .customLong("budget-tick-seconds"), help: ArgumentHelp("How often committed spend is refreshed and cutoffs re-sent.", valueName: "s"))
     var budgetTickSeconds: String?
+    @Option(name: .customLong("budget-grant-seconds"), help: ArgumentHelp("Seconds of a user's burn one budget grant covers.", valueName: "s"))
+    var budgetGrantSeconds: String?
+    @Option(name: .customLong("budget-grant-lease-seconds"), help: ArgumentHelp("A node that dies holds its budget grants this long (at least twice the tick).", valueName: "s"))
+    var budgetGrantLeaseSeconds: String?
     @Option(name: .customLong("rollup-fold-seconds"), help: ArgumentHelp("How often each user's journaled period deltas are folded into cost_summaries (a sweep over the users, a step a second).", valueName: "s"))
     var rollupFoldSeconds: String?
     @Option(name: .customLong("abandon-after-seconds"), help: ArgumentHelp("Close a silent call as abandoned after this long.", valueName: "s"))
@@ -83,7 +87,8 @@ struct Serve: ParsableCommand {
         let given: [(String, String?)] = [
             ("database-url", databaseURL), ("listen", listen), ("tls-cert", tlsCertificate), ("tls-key", tlsKey), ("allowed-origin", allowedOrigins),
             ("writer-connections", writerConnections), ("batch-events", batchEvents), ("flush-ms", flushMilliseconds), ("queue-events", queueEvents),
-            ("metering-shards", meteringShards), ("budget-tick-seconds", budgetTickSeconds), ("rollup-fold-seconds", rollupFoldSeconds), ("abandon-after-seconds", abandonAfterSeconds),
+            ("metering-shards", meteringShards), ("budget-tick-seconds", budgetTickSeconds), ("budget-grant-seconds", budgetGrantSeconds),
+            ("budget-grant-lease-seconds", budgetGrantLeaseSeconds), ("rollup-fold-seconds", rollupFoldSeconds), ("abandon-after-seconds", abandonAfterSeconds),
             ("database-connect-timeout-seconds", databaseConnectTimeoutSeconds), ("database-statement-timeout-seconds", databaseStatementTimeoutSeconds),
             ("shutdown-drain-seconds", shutdownDrainSeconds), ("calls-per-connection-max", callsPerConnectionMax),
             ("unknown-call-records-per-second", unknownCallRecordsPerSecond), ("call-start-past-seconds", callStartPastSeconds), ("clock-skew-seconds", clockSkewSeconds), ("default-call-limit", defaultCallLimit),

@@ -3,7 +3,9 @@ import Testing
 import VoiceMeterDomain
 
 /// One metering core driven by hand: a clock that moves only when told, a price of $0.10 a
-/// request, and the ledger answered by the test.
+/// request, and the ledger answered by the test. Budget grants are answered at once from
+/// `grantRoom` (what this core may hold of each user's budget; `nil`: no limit), unless
+/// `answersGrants` is off: then they wait in `grantRequests` for `answerGrant`.
 struct CoreHarness {
     var core: MeteringCore
     var now: Timestamp
@@ -16,13 +18,17 @@ struct CoreHarness {
     /// Events submitted and not yet committed, in order.
     var inFlight: [UsageEvent] = []
     var generation: Int64 = 1
+    var grantRoom: ExactDecimal?
+    var answersGrants = true
+    var grantRequests: [GrantRequest] = []
 
     /// 2026-03-10T12:00:00Z: the tests never read today's date.
     static let start = Timestamp(microsecondsSinceEpoch: 1_773_144_000_000_000)
 
     init(policy: BudgetPolicy = BudgetPolicy(callLimit: nil, dayLimit: nil, monthLimit: nil), abandonAfterSeconds: Int64 = 600,
          configure: (inout MeteringSettings) -> Void = { _ in }) {
-        var settings = MeteringSettings(defaults: policy, defaultCallCostEstimate: .zero, tickSeconds: 30, abandonAfterSeconds: abandonAfterSeconds)
+        var settings = MeteringSettings(defaults: policy, defaultCallCostEstimate: ExactDecimal("0.50")!, tickSeconds: 30,
+                                        abandonAfterSeconds: abandonAfterSeconds)
         configure(&settings)
         core = MeteringCore(settings: settings)
         now = Self.start
@@ -39,6 +45,10 @@ struct CoreHarness {
             if case .submit(let event) = produced[next] {
                 if writerHasRoom { inFlight.append(event) }
                 produced += core.handle(.submitted(accepted: writerHasRoom), at: now, prices: prices)
+            }
+            if case .takeGrant(let request) = produced[next] {
+                if answersGrants { produced += core.handle(.grantAnswered(request, grantAnswer(to: request)), at: now, prices: prices) }
+                else { grantRequests.append(request) }
             }
             next += 1
         }
@@ -84,6 +94,22 @@ struct CoreHarness {
 
     mutating func advance(seconds: Int64) { now = now.adding(seconds: seconds) }
 
+    /// What the ledger gives: all that is wanted, or what `grantRoom` leaves.
+    func grantAnswer(to request: GrantRequest) -> GrantAnswer {
+        var extra = request.want
+        if let grantRoom { extra = min(extra, max(.zero, (try? grantRoom.subtracting(request.keep)) ?? .zero)) }
+        if extra < request.minimum { extra = .zero }
+        return GrantAnswer(held: (try? request.keep.adding(extra)) ?? request.keep, extra: extra, daySpent: .zero, monthSpent: .zero,
+                           othersHeld: .zero, shortScope: extra < request.want ? .month : nil, expired: 0)
+    }
+
+    /// Answers the oldest waiting grant request (`nil` answer: it failed).
+    @discardableResult
+    mutating func answerGrant(failing: Bool = false) -> [MeteringAction] {
+        let request = grantRequests.removeFirst()
+        return feed(failing ? .grantFailed(request, reason: "database away") : .grantAnswered(request, grantAnswer(to: request)))
+    }
+
     static func hash(_ content: Int64) -> PayloadHash {
         PayloadHash { buffer in buffer.storeBytes(of: content, as: Int64.self) }
     }
@@ -103,5 +129,6 @@ extension [MeteringAction] {
     var endings: [CallEnding] { compactMap { if case .submitEnding(let ending) = $0 { ending } else { nil } } }
     var submitted: [EventKey] { compactMap { if case .submit(let event) = $0 { event.key } else { nil } } }
     var rejections: [String] { sent.compactMap { if case .callRejected(_, let reason, _, _) = $0 { reason } else { nil } } }
-    var marks: [String] { compactMap { if case .markCall(_, _, let status, _) = $0 { status } else { nil } } }
+    var marks: [String] { compactMap { if case .markCall(_, _, let status, _, _) = $0 { status } else { nil } } }
+    var grantRequests: [GrantRequest] { compactMap { if case .takeGrant(let request) = $0 { request } else { nil } } }
 }

@@ -291,6 +291,20 @@ import VoiceMeterDomain
         #expect(harness.core.liveCallCount == 0, "nobody is served by the copy: it is dropped")
     }
 
+    // Found by the simulation with grants (seed 165, step 1698): a closing call whose refused
+    // frames never came back on its (half-open) connection was ended unconditionally, while its
+    // sender resumed it elsewhere and stored those frames after the end.
+    @Test func aClosingCallEndedBySilenceEndsOnlyIfItDidNotMoveOn() {
+        var harness = CoreHarness(abandonAfterSeconds: 60)
+        harness.startCall()
+        harness.writerHasRoom = false
+        harness.send(1)
+        harness.feed(.callEnd(CallEnd(callID: "C1", endedAt: nil), from: harness.connection))
+        harness.advance(seconds: 61)
+        let tick = harness.feed(.tick)
+        #expect(tick.endings.map(\.onlyIfGeneration) == [harness.generation])
+    }
+
     @Test func aStandingMonthLimitCutsOffACallThatJoinedBelowIt() {
         var harness = CoreHarness()
         let user = UserBudgetSnapshot(settings: BudgetSettings(monthLimit: ExactDecimal("0.30")!), daySpent: .zero, monthSpent: .zero)

@@ -1,0 +1,106 @@
+import VoiceMeterDomain
+
+/// What this core holds of one user's day and month budget (a grant in the ledger,
+/// `take_budget_grant`) and what of it is used. The core prices the user's frames only while
+/// `available` is positive and the lease lasts; a cut-off call's frames are priced regardless
+/// (usage after a cutoff is recorded, never dropped: that is the overshoot).
+///
+/// Kept true: while the lease lasts, the ledger holds at least `inFlight + available` for this
+/// core. Pricing moves money from `available` to `inFlight`; a frame stored leaves `inFlight`
+/// (the ledger's committed spend has it now); a frame not stored goes back to `available`; a
+/// request asks for `keep = inFlight + available` plus an extra, and only an answer adds to
+/// `available` (a shrink takes effect when it is asked for).
+struct BudgetGrant: Sendable {
+    /// What the ledger holds for this core, as of its last answer.
+    private(set) var held = ExactDecimal.zero
+    /// What this core may still price (negative after a frame that cost more than was left).
+    private(set) var available = ExactDecimal.zero
+    /// Priced under the grant and not stored (or refused) yet.
+    private(set) var inFlight = ExactDecimal.zero
+    /// The request on its way: one at a time, so answers apply in order.
+    private(set) var pending: GrantRequest?
+    /// A top-up is asked for when `available` falls below this (half the target last worked out).
+    private(set) var topUpBelow = ExactDecimal.zero
+    /// The last answer gave less than was wanted: no more is asked for until this is spent.
+    private(set) var roomExhausted = false
+    /// The lease as this core counts it: from the sending of its last answered request (the
+    /// ledger's lease starts later, when it applies the request).
+    private(set) var validUntil = Timestamp(microsecondsSinceEpoch: 0)
+    private(set) var renewAfter = Timestamp(microsecondsSinceEpoch: 0)
+    /// After a failed request (the database is away), no other before this.
+    var retryAfter: Timestamp?
+    /// Calls whose reservation waits to be asked for, in order of their registration.
+    var waitingAdmissions: [String] = []
+    /// The costliest frame priced: a grant covers at least one.
+    private(set) var largestFrameCost = ExactDecimal.zero
+
+    /// What this core holds and keeps in a request: its frames on their way plus what it may still price.
+    var kept: ExactDecimal { max(.zero, inFlight + available) }
+
+    func mayPrice(at now: Timestamp) -> Bool { available > .zero && now < validUntil }
+
+    /// Whether a frame just priced calls for a request: nothing or little left, or the lease to renew.
+    func needsRequest(at now: Timestamp) -> Bool {
+        available <= .zero || (!roomExhausted && available < topUpBelow) || now >= renewAfter
+    }
+
+    /// The top-up threshold for the target worked out now.
+    mutating func plan(topUpBelow threshold: ExactDecimal) {
+        topUpBelow = threshold
+    }
+
+    mutating func charge(_ cost: ExactDecimal) {
+        inFlight += cost
+        available -= cost
+        noteFrameCost(cost)
+    }
+
+    /// A frame of this cost was priced, or waits: grants cover at least one.
+    mutating func noteFrameCost(_ cost: ExactDecimal) {
+        if cost > largestFrameCost { largestFrameCost = cost }
+    }
+
+
+    /// A priced frame was stored, or not (a conflict, a refusal): not stored, its cost is
+    /// available again. (Never more than is in flight: a frame priced before the user's budget
+    /// was held through grants was never counted.)
+    mutating func settle(_ cost: ExactDecimal, stored: Bool) {
+        let settled = min(cost, inFlight)
+        inFlight -= settled
+        if !stored { available += settled }
+    }
+
+    /// Records the request being sent; keeps at most `available` of what may still be priced
+    /// (a shrink applies at once: the ledger may release it as soon as it reads the request).
+    mutating func send(_ request: GrantRequest, keepingAvailable: ExactDecimal) {
+        if keepingAvailable < available { available = keepingAvailable }
+        pending = request
+    }
+
+    /// Takes the ledger's answer to the pending request. Returns `false` if it answers another.
+    mutating func take(_ answer: GrantAnswer, for request: GrantRequest) -> Bool {
+        guard pending?.number == request.number else { return false }
+        pending = nil
+        retryAfter = nil
+        roomExhausted = answer.extra < request.want
+        // The extra, or less than what was kept when the lease had run out meanwhile.
+        available += answer.held - request.keep
+        held = answer.held
+        validUntil = request.asOf.adding(seconds: request.leaseSeconds)
+        renewAfter = request.asOf.adding(seconds: max(1, request.leaseSeconds / 3))
+        return true
+    }
+
+    /// The pending request failed: whatever it would have given is not used.
+    mutating func fail(_ request: GrantRequest, retryAfter instant: Timestamp) -> Bool {
+        guard pending?.number == request.number else { return false }
+        pending = nil
+        retryAfter = instant
+        return true
+    }
+
+    /// Nothing more is priced under this grant (the server stops).
+    mutating func stopPricing() {
+        if available > .zero { available = .zero }
+    }
+}
