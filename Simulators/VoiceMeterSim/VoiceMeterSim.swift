@@ -57,6 +57,8 @@ struct Play: ParsableCommand {
     @Option(help: "Users the calls belong to (default: one per ten calls).") var users: Int?
     @Option(name: .customLong("run-id"), help: ArgumentHelp("Tag of this run's call and user IDs (SIM-<id>-000001, sim-<id>-user-0001); default: unique per run.", valueName: "id"))
     var runID: String?
+    @Option(name: .customLong("first-call"), help: ArgumentHelp("Number of the run's first call ID (more calls of the same --run-id users).", valueName: "n"))
+    var firstCall = 1
     @Option(name: .customLong("llm-fallback-percent"), help: "Chance per LLM turn that GPT-4 Turbo answers instead of Cerebras.")
     var llmFallbackPercent = 3
     @Flag(help: "Play seed 002's canonical call exactly (no jitter, no fallback): API cost $0.4045 per call.") var canonical = false
@@ -110,6 +112,7 @@ struct Play: ParsableCommand {
         options.scenario = Scenario(rawValue: scenario)!
         options.users = users
         options.runID = runID ?? SimulationSession.freshRunID()
+        options.firstCall = firstCall
         options.answerTimeout = .seconds(answerTimeout)
         options.shape.durationSeconds = duration
         options.shape.jitter = !canonical

@@ -25,6 +25,8 @@ public struct SimulationOptions: Sendable {
     public var users: Int?
     /// Prefix of the run's call and user IDs, unique per run so runs never collide.
     public var runID = "run"
+    /// The number in the run's first call ID (calls are numbered from it).
+    public var firstCall = 1
     /// How long to wait for `call.accepted` or `call.summary` before a call counts as failed.
     public var answerTimeout = Duration.seconds(30)
 
@@ -33,7 +35,7 @@ public struct SimulationOptions: Sendable {
     public var connectionCount: Int { max(1, min(connections ?? concurrency, calls)) }
     public var userCount: Int { max(1, users ?? calls / 10) }
 
-    public func callID(_ index: Int) -> String { "SIM-\(runID)-\(String(format: "%06d", index + 1))" }
+    public func callID(_ index: Int) -> String { "SIM-\(runID)-\(String(format: "%06d", index + firstCall))" }
     public func userID(_ index: Int) -> String { "sim-\(runID)-user-\(String(format: "%04d", index % userCount + 1))" }
     /// Every user the run's calls belong to.
     public var userIDs: [String] { (0..<min(userCount, calls)).map(userID) }

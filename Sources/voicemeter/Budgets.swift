@@ -55,7 +55,7 @@ struct Budgets: ParsableCommand {
     }
 
     struct Show: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "A user's limits, spend today and this month, and what remains.")
+        static let configuration = CommandConfiguration(abstract: "A user's limits, spend today and this month, what running servers hold granted, and what remains.")
         @OptionGroup var database: DatabaseOptions
         @Argument(help: "The user id.") var userID: String
 
@@ -66,16 +66,25 @@ struct Budgets: ParsableCommand {
         static func print(store: BudgetStore, userID: String) throws {
             let snapshot = try store.snapshot(of: userID, at: .now)
             let policy = snapshot.settings.policy(over: Budgets.defaults)
+            let grants = try store.grants(of: userID)
+            let granted = grants.filter { !$0.expired }.reduce(ExactDecimal.zero) { (try? $0.adding($1.amount)) ?? $0 }
             func remaining(_ limit: ExactDecimal?, _ spent: ExactDecimal) -> String {
-                limit.map { ((try? $0.subtracting(spent)) ?? .zero).formatted(scale: 2) + " USD" } ?? "-"
+                limit.map { ((try? $0.subtracting(spent).subtracting(granted)) ?? .zero).formatted(scale: 2) + " USD" } ?? "-"
             }
+            let held = granted.formatted(scale: 4) + " USD"
             let rows = [
-                ["per call", Budgets.describe(policy.callLimit), "-", "-"],
-                ["today (UTC)", Budgets.describe(policy.dayLimit), snapshot.daySpent.formatted(scale: 4) + " USD", remaining(policy.dayLimit, snapshot.daySpent)],
-                ["this month", Budgets.describe(policy.monthLimit), snapshot.monthSpent.formatted(scale: 4) + " USD", remaining(policy.monthLimit, snapshot.monthSpent)],
+                ["per call", Budgets.describe(policy.callLimit), "-", "-", "-"],
+                ["today (UTC)", Budgets.describe(policy.dayLimit), snapshot.daySpent.formatted(scale: 4) + " USD", held, remaining(policy.dayLimit, snapshot.daySpent)],
+                ["this month", Budgets.describe(policy.monthLimit), snapshot.monthSpent.formatted(scale: 4) + " USD", held,
+                 remaining(policy.monthLimit, snapshot.monthSpent)],
             ]
-            Swift.print(TextTable(header: ["SCOPE", "LIMIT", "SPENT", "REMAINING"], rows: rows).rendered)
+            Swift.print(TextTable(header: ["SCOPE", "LIMIT", "SPENT", "GRANTED, UNSPENT", "REMAINING"], rows: rows).rendered)
             Swift.print(Budgets.describeWarnings(policy))
+            guard !grants.isEmpty else { return }
+            Swift.print("\nGranted to running servers (each metering core holds what it may still spend; a server that died holds its grant until it expires):")
+            Swift.print(TextTable(header: ["HOLDER (HOST/PID/START/CORE)", "GRANTED, UNSPENT", "EXPIRES"], rows: grants.map { grant in
+                [grant.holder, grant.amount.formatted(scale: 4) + " USD", "\(grant.expiresAt)" + (grant.expired ? " (expired: freed by the next grant)" : "")]
+            }).rendered)
         }
     }
 
