@@ -39,9 +39,10 @@ struct BudgetGrant: Sendable {
 
     func mayPrice(at now: Timestamp) -> Bool { available > .zero && now < validUntil }
 
-    /// Whether a frame just priced calls for a request: nothing or little left, or the lease to renew.
+    /// Whether a frame just priced calls for a request: none on its way, and nothing or little
+    /// left, or the lease to renew.
     func needsRequest(at now: Timestamp) -> Bool {
-        available <= .zero || (!roomExhausted && available < topUpBelow) || now >= renewAfter
+        pending == nil && (available <= .zero || (!roomExhausted && available < topUpBelow) || now >= renewAfter)
     }
 
     /// The top-up threshold for the target worked out now.
@@ -59,7 +60,6 @@ struct BudgetGrant: Sendable {
     mutating func noteFrameCost(_ cost: ExactDecimal) {
         if cost > largestFrameCost { largestFrameCost = cost }
     }
-
 
     /// A priced frame was stored, or not (a conflict, a refusal): not stored, its cost is
     /// available again. (Never more than is in flight: a frame priced before the user's budget

@@ -5,14 +5,13 @@ extension MeteringCore {
 
     /// Adds a frame's cost to its call and user (in the periods of its `ts`) and acts on every budget it crosses.
     mutating func charge(_ cost: ExactDecimal, at instant: Timestamp, to call: LiveCall, _ actions: inout [MeteringAction]) {
-        guard let user = call.user ?? users[call.start.userID] else { return }
+        // Set at admission: no lookup of the user per frame.
+        guard let user = call.user else { return }
         call.spent += cost
         user.day.charge(cost, at: instant, now: now)
         user.month.charge(cost, at: instant, now: now)
-        if user.grant != nil {
-            user.grant?.charge(cost)
-            if user.grant?.needsRequest(at: now) == true { adjustGrant(user, &actions) }
-        }
+        user.grant?.charge(cost)
+        if user.grant?.needsRequest(at: now) == true { adjustGrant(user, &actions) }
         let callSignals = call.budget.check(spent: call.spent, policy: user.policy)
         let daySignals = user.day.meter.check(spent: user.day.spent, policy: user.policy)
         let monthSignals = user.month.meter.check(spent: user.month.spent, policy: user.policy)

@@ -37,9 +37,10 @@ extension MeteringCore {
             return
         }
         let target = targetHeadroom(of: spending, largestFrameCost: grant.largestFrameCost)
-        user.grant?.plan(topUpBelow: (try? target.divided(by: ExactDecimal(2), scale: 10, .down)) ?? .zero)
+        let half = (try? target.divided(by: ExactDecimal(2), scale: 10, .down)) ?? .zero
+        user.grant?.plan(topUpBelow: half)
         let want = max(.zero, target - grant.available)
-        let short = grant.available <= .zero || (!grant.roomExhausted && grant.available < (user.grant?.topUpBelow ?? .zero))
+        let short = grant.available <= .zero || (!grant.roomExhausted && grant.available < half)
         if (short || now >= grant.validUntil) && want > .zero {
             requestGrant(user, want: want, minimum: .zero, keepingAvailable: grant.available, purpose: .topUp, &actions)
         } else if grant.available > target + target {
@@ -66,26 +67,28 @@ extension MeteringCore {
         return max(target, largestFrameCost)
     }
 
+    /// Sends a request the grant waits for (one at a time).
     private mutating func requestGrant(_ user: UserBudget, want: ExactDecimal, minimum: ExactDecimal, keepingAvailable: ExactDecimal,
                                        purpose: GrantPurpose, _ actions: inout [MeteringAction]) {
-        guard var grant = user.grant else { return }
-        grantNumber += 1
-        let kept = max(.zero, grant.inFlight + min(grant.available, keepingAvailable))
-        let request = GrantRequest(userID: user.userID, number: grantNumber, keep: kept, want: want, minimum: minimum,
-                                   defaultDayLimit: settings.defaults.dayLimit, defaultMonthLimit: settings.defaults.monthLimit,
-                                   asOf: now, leaseSeconds: settings.grantLeaseSeconds, purpose: purpose)
-        grant.send(request, keepingAvailable: keepingAvailable)
-        user.grant = grant
+        guard let grant = user.grant else { return }
+        let request = nextGrantRequest(user.userID, keep: max(.zero, grant.inFlight + min(grant.available, keepingAvailable)),
+                                       want: want, minimum: minimum, purpose: purpose)
+        user.grant?.send(request, keepingAvailable: keepingAvailable)
         actions.append(.takeGrant(request))
     }
 
     /// Returns everything of a grant that is not on its way, without waiting for the answer
     /// (the user leaves this core, or the core stops).
     private mutating func returnGrant(of userID: String, keep: ExactDecimal, _ actions: inout [MeteringAction]) {
+        actions.append(.takeGrant(nextGrantRequest(userID, keep: keep, want: .zero, minimum: .zero, purpose: .release)))
+    }
+
+    private mutating func nextGrantRequest(_ userID: String, keep: ExactDecimal, want: ExactDecimal, minimum: ExactDecimal,
+                                           purpose: GrantPurpose) -> GrantRequest {
         grantNumber += 1
-        actions.append(.takeGrant(GrantRequest(userID: userID, number: grantNumber, keep: keep, want: .zero, minimum: .zero,
-                                               defaultDayLimit: settings.defaults.dayLimit, defaultMonthLimit: settings.defaults.monthLimit,
-                                               asOf: now, leaseSeconds: settings.grantLeaseSeconds, purpose: .release)))
+        return GrantRequest(userID: userID, number: grantNumber, keep: keep, want: want, minimum: minimum,
+                            defaultDayLimit: settings.defaults.dayLimit, defaultMonthLimit: settings.defaults.monthLimit,
+                            asOf: now, leaseSeconds: settings.grantLeaseSeconds, purpose: purpose)
     }
 
     // MARK: Answers
@@ -140,10 +143,9 @@ extension MeteringCore {
     /// The server stops: what every grant holds beyond the frames on their way goes back.
     mutating func releaseGrants(_ actions: inout [MeteringAction]) {
         for userID in users.keys.sorted() {
-            guard var grant = users[userID]?.grant else { continue }
-            grant.stopPricing()
-            users[userID]?.grant = grant
-            returnGrant(of: userID, keep: grant.kept, &actions)
+            guard let user = users[userID], user.grant != nil else { continue }
+            user.grant?.stopPricing()
+            returnGrant(of: userID, keep: user.grant?.kept ?? .zero, &actions)
         }
     }
 

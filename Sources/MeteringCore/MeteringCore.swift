@@ -304,17 +304,13 @@ public struct MeteringCore {
             }
         }
         users[start.userID] = user
-        if user.grant != nil {
-            // Admitted once its expected cost is reserved in the user's grant (a resumed call is
-            // admitted whatever the answer, and cut off if nothing could be had): its messages
-            // wait for the answer rather than for a top-up.
-            calls.values[index].reservation = estimate
-            user.grant?.waitingAdmissions.append(callID)
-            adjustGrant(user, &actions)
-            return
-        }
-        users[start.userID] = user
-        completeAdmission(callID, user, &actions)
+        guard user.grant != nil else { return completeAdmission(callID, user, &actions) }
+        // Admitted once its expected cost is reserved in the user's grant (a resumed call is
+        // admitted whatever the answer, and cut off if nothing could be had): its messages wait
+        // for the answer rather than for a top-up.
+        calls.values[index].reservation = estimate
+        user.grant?.waitingAdmissions.append(callID)
+        adjustGrant(user, &actions)
     }
 
     /// Admits (or resumes) a registered call: its state from the ledger, then the messages that
@@ -455,7 +451,8 @@ public struct MeteringCore {
             return true
         }
         // A user's day and month budget is spent through this core's grant: none left, the frame waits.
-        if let user = call.user, let grant = user.grant, call.cutoff == nil, !grant.mayPrice(at: now),
+        // (Read in place: binding the grant would copy it for every frame.)
+        if call.cutoff == nil, let user = call.user, user.grant?.mayPrice(at: now) == false,
            case .priced(let priced) = quote.outcome, priced.totalCost > .zero {
             return waitForGrant(frame, cost: priced.totalCost, call, user, connection, &actions)
         }
