@@ -33,11 +33,23 @@ struct BudgetGrant: Sendable {
     var waitingAdmissions: [String] = []
     /// The costliest frame priced: a grant covers at least one.
     private(set) var largestFrameCost = ExactDecimal.zero
+    /// Everything priced under the grant, and how much of it had been when the last request was
+    /// sent: the user's live burn on this core is the difference over the time since.
+    private var charged = ExactDecimal.zero
+    private var chargedAtRequest = (instant: Timestamp(microsecondsSinceEpoch: 0), charged: ExactDecimal.zero)
 
     /// What this core holds and keeps in a request: its frames on their way plus what it may still price.
     var kept: ExactDecimal { max(.zero, inFlight + available) }
 
-    func mayPrice(at now: Timestamp) -> Bool { available > .zero && now < validUntil }
+    /// Whether a frame may be priced now: something is left, or a top-up is on its way while the
+    /// last answer gave all that was asked (the frames that arrive within its round trip are
+    /// priced on it, never more than it asks for: a burst does not wait for the database).
+    func mayPrice(at now: Timestamp) -> Bool {
+        guard now < validUntil else { return false }
+        if available > .zero { return true }
+        guard let pending, pending.purpose == .topUp, !roomExhausted else { return false }
+        return available + pending.want > .zero
+    }
 
     /// Whether a frame just priced calls for a request: none on its way, and nothing or little
     /// left, or the lease to renew.
@@ -53,7 +65,15 @@ struct BudgetGrant: Sendable {
     mutating func charge(_ cost: ExactDecimal) {
         inFlight += cost
         available -= cost
+        charged += cost
         noteFrameCost(cost)
+    }
+
+    /// What was priced per second since the last request (over one second at least: a burst is
+    /// not a rate), as the user's calls here burn it now.
+    func burnPerSecond(at now: Timestamp) -> ExactDecimal {
+        let micros = max(1_000_000, now.microsecondsSinceEpoch - chargedAtRequest.instant.microsecondsSinceEpoch)
+        return (try? (charged - chargedAtRequest.charged).multiplied(by: ExactDecimal(1_000_000)).divided(by: ExactDecimal(Int(micros)), scale: 10, .up)) ?? .zero
     }
 
     /// A frame of this cost was priced, or waits: grants cover at least one.
@@ -75,6 +95,7 @@ struct BudgetGrant: Sendable {
     mutating func send(_ request: GrantRequest, keepingAvailable: ExactDecimal) {
         if keepingAvailable < available { available = keepingAvailable }
         pending = request
+        chargedAtRequest = (request.asOf, charged)
     }
 
     /// Takes the ledger's answer to the pending request. Returns `false` if it answers another.
@@ -99,8 +120,11 @@ struct BudgetGrant: Sendable {
         return true
     }
 
-    /// Nothing more is priced under this grant (the server stops).
+    /// The server stops: nothing more is priced under this grant, nor asked for.
+    private(set) var stopped = false
+
     mutating func stopPricing() {
         if available > .zero { available = .zero }
+        stopped = true
     }
 }

@@ -181,6 +181,8 @@ final class UserBudget {
     var calls: Set<String> = []
     /// What this core holds of the day and month budget, when spend goes through grants.
     var grant: BudgetGrant?
+    /// Frames of its calls that found the grant spent, handled again once the request on its way is answered.
+    var framesWaitingForGrant: [MeteringInput] = []
 
     init(_ userID: String, _ snapshot: UserBudgetSnapshot, defaults: BudgetPolicy, asOf instant: Timestamp) {
         self.userID = userID

@@ -17,7 +17,8 @@ extension MeteringCore {
     /// Sends the request the user's grant needs now, if any: the next waiting reservation, a
     /// top-up, a shrink, a renewal, or the return of what no call spends any more.
     mutating func adjustGrant(_ user: UserBudget, _ actions: inout [MeteringAction]) {
-        guard users[user.userID] === user, let grant = user.grant, grant.pending == nil, grant.retryAfter.map({ now >= $0 }) ?? true else { return }
+        guard users[user.userID] === user, let grant = user.grant, grant.pending == nil, !grant.stopped,
+              grant.retryAfter.map({ now >= $0 }) ?? true else { return }
         while let callID = user.grant?.waitingAdmissions.first {
             guard let call = calls[callID], call.pendingAdmission != nil else {
                 user.grant?.waitingAdmissions.removeFirst()
@@ -36,7 +37,7 @@ extension MeteringCore {
             }
             return
         }
-        let target = targetHeadroom(of: spending, largestFrameCost: grant.largestFrameCost)
+        let target = targetHeadroom(of: spending, grant)
         let half = (try? target.divided(by: ExactDecimal(2), scale: 10, .down)) ?? .zero
         user.grant?.plan(topUpBelow: half)
         let want = max(.zero, target - grant.available)
@@ -51,20 +52,17 @@ extension MeteringCore {
     }
 
     /// What the user's spending calls here should hold: what is left of their reservations plus
-    /// `grantSeconds` of their burn (each call's spend over its duration so far, and at least
-    /// what a call of the expected cost spends in that time over a five-minute call), and at
-    /// least one frame.
-    private func targetHeadroom(of spending: [LiveCall], largestFrameCost: ExactDecimal) -> ExactDecimal {
-        var target = ExactDecimal.zero
+    /// `grantSeconds` of the user's live burn here (what was priced since the last request, per
+    /// second; at least what calls of the expected cost spend over five minutes), and at least
+    /// one frame.
+    private func targetHeadroom(of spending: [LiveCall], _ grant: BudgetGrant) -> ExactDecimal {
+        var reserved = ExactDecimal.zero
+        for call in spending where call.reservation > call.spent { reserved += call.reservation - call.spent }
         let grantSeconds = ExactDecimal(settings.grantSeconds)
-        let expectedBurn = (try? settings.defaultCallCostEstimate.multiplied(by: grantSeconds).divided(by: ExactDecimal(300), scale: 10, .up)) ?? .zero
-        for call in spending {
-            if call.reservation > call.spent { target += call.reservation - call.spent }
-            let elapsed = max(1, (now.microsecondsSinceEpoch - call.startedAt.microsecondsSinceEpoch) / 1_000_000)
-            let burn = (try? call.spent.multiplied(by: grantSeconds).divided(by: ExactDecimal(Int(elapsed)), scale: 10, .up)) ?? .zero
-            target += max(burn, expectedBurn)
-        }
-        return max(target, largestFrameCost)
+        let expectedBurn = (try? settings.defaultCallCostEstimate.multiplied(by: grantSeconds).multiplied(by: ExactDecimal(spending.count))
+            .divided(by: ExactDecimal(300), scale: 10, .up)) ?? .zero
+        let liveBurn = (try? grant.burnPerSecond(at: now).multiplied(by: grantSeconds)) ?? .zero
+        return max(reserved + max(liveBurn, expectedBurn), grant.largestFrameCost)
     }
 
     /// Sends a request the grant waits for (one at a time).
@@ -115,6 +113,7 @@ extension MeteringCore {
         case .release: break
         }
         adjustGrant(user, &actions)
+        resumeFramesWaitingForGrant(of: user)
         dropIfIdle(user.userID, &actions)
     }
 
@@ -137,6 +136,8 @@ extension MeteringCore {
         }
         actions.append(.log(MeteringLog(level: .warning, message: "budget grant failed", callID: "", userID: user.userID, connection: nil,
                                         details: [("error", reason)])))
+        // Handled again: refused for now, as no request can be made before the retry.
+        resumeFramesWaitingForGrant(of: user)
         dropIfIdle(user.userID, &actions)
     }
 
@@ -178,17 +179,30 @@ extension MeteringCore {
     // MARK: The per-frame check
 
     /// A priced frame of a call not cut off, while the user's grant has nothing left (or its
-    /// lease ran out): refused for now, named, and resent by the sender once a grant is had or
-    /// the call is cut off (after a cutoff, usage is recorded). Returns `true` (handled).
-    mutating func waitForGrant(_ frame: UsageFrame, cost: ExactDecimal, _ call: LiveCall, _ user: UserBudget, _ connection: ClientConnection,
-                               _ actions: inout [MeteringAction]) -> Bool {
-        call.refusedSeqs.insert(frame.seq)
+    /// lease ran out): it waits for the request on its way (returns `false`: handled again with
+    /// the answer, priced or, after a cutoff, recorded). With no request possible (the database
+    /// is away) it is refused for now, named, and resent by the sender. Returns `true` then.
+    mutating func waitForGrant(_ frame: UsageFrame, _ hash: PayloadHash, cost: ExactDecimal, _ call: LiveCall, _ user: UserBudget,
+                               _ connection: ClientConnection, _ actions: inout [MeteringAction]) -> Bool {
         user.grant?.noteFrameCost(cost)
+        adjustGrant(user, &actions)
+        // Not taken yet either way: a call.end waits for it (as for a frame refused for now).
+        call.refusedSeqs.insert(frame.seq)
+        if user.grant?.pending != nil {
+            user.framesWaitingForGrant.append(.usage(frame, hash: hash, from: connection))
+            return false
+        }
         actions.append(.send(.error(ProtocolError(.overloaded, "waiting for this user's budget grant from the database; send the frame again shortly",
                                                   callID: frame.callID, seq: frame.seq)), to: connection))
-        actions.append(.count(.frameWaitedForGrant))
-        adjustGrant(user, &actions)
+        actions.append(.count(.frameRefusedForGrant))
         return true
+    }
+
+    /// The frames that waited for an answer are handled again, in order.
+    private mutating func resumeFramesWaitingForGrant(of user: UserBudget) {
+        guard !user.framesWaitingForGrant.isEmpty else { return }
+        backlog += user.framesWaitingForGrant
+        user.framesWaitingForGrant.removeAll()
     }
 }
 

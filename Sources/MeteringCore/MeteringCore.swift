@@ -76,8 +76,9 @@ public struct MeteringCore {
     var commitNumber = 0
     /// Numbers grant requests (`GrantRequest.number`).
     var grantNumber = 0
-    /// Messages that waited for their call's admission, handled in order, one submit at a time.
-    private var backlog: [MeteringInput] = []
+    /// Messages that waited for their call's admission or their user's grant, handled in order,
+    /// one submit at a time.
+    var backlog: [MeteringInput] = []
     /// Per connection: the second of its latest unknown-call frame, and how many were recorded in it.
     private var unknownCallRecords: [ClientConnection: (second: Int64, recorded: Int)] = [:]
     /// The instant and prices of the input being handled.
@@ -450,11 +451,12 @@ public struct MeteringCore {
                           call: call, closing: closing, connection, &actions)
             return true
         }
-        // A user's day and month budget is spent through this core's grant: none left, the frame waits.
+        // A user's day and month budget is spent through this core's grant: none left, the frame
+        // waits for the answer on its way.
         // (Read in place: binding the grant would copy it for every frame.)
         if call.cutoff == nil, let user = call.user, user.grant?.mayPrice(at: now) == false,
            case .priced(let priced) = quote.outcome, priced.totalCost > .zero {
-            return waitForGrant(frame, cost: priced.totalCost, call, user, connection, &actions)
+            return waitForGrant(frame, hash, cost: priced.totalCost, call, user, connection, &actions)
         }
         staged = StagedFrame(call: call, seq: frame.seq, occurredAt: frame.usage.occurredAt, hash: hash, quote: quote,
                              connection: connection, closing: closing)

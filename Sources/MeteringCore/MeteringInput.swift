@@ -117,8 +117,9 @@ public enum MeteringCounter: Sendable, Hashable {
     case callRefusedForConnectionLimit
     /// A frame for an unknown call answered but not recorded (`unknownCallRecordsPerConnectionPerSecond`).
     case rejectedFrameNotRecorded
-    /// A frame refused for now while its user's grant had nothing left (`overloaded`).
-    case frameWaitedForGrant
+    /// A frame refused for now while its user's grant had nothing left and none could be asked
+    /// for (the database away: `overloaded`).
+    case frameRefusedForGrant
 }
 
 /// A log line about a call.

@@ -222,7 +222,7 @@ actor MeteringShard {
         case .count(.budgetCutoff): environment.metrics.budgetCutoffs.increment()
         case .count(.callRefusedForConnectionLimit): environment.metrics.callsRefusedForConnectionLimit.increment()
         case .count(.rejectedFrameNotRecorded): environment.metrics.rejectedFramesNotRecorded.increment()
-        case .count(.frameWaitedForGrant): environment.metrics.framesWaitedForGrant.increment()
+        case .count(.frameRefusedForGrant): environment.metrics.framesRefusedForGrant.increment()
         case .log(let entry):
             var metadata: Logger.Metadata = ["call.id": "\(entry.callID)", "user.id": "\(entry.userID)",
                                              "conn.id": "\(entry.connection.map { "\($0.rawValue)" } ?? "none")"]

@@ -42,12 +42,13 @@ struct ServerMetrics: Sendable {
     let rejectedFramesNotRecorded = Counter(label: "voicemeter_rejected_frames_unrecorded_total")
     /// Budget grants (issue 22): requests that got something, that wanted something and got
     /// nothing (the user's budget is spent or held by other nodes), and grants of dead holders
-    /// removed after their lease; frames refused for now while their user's grant was empty.
+    /// removed after their lease; frames refused for now while their user's grant was empty and
+    /// none could be asked for (the database away).
     let grantsTaken = Counter(label: "voicemeter_budget_grants_taken_total")
     let grantsRefused = Counter(label: "voicemeter_budget_grants_refused_total")
     let grantsExpired = Counter(label: "voicemeter_budget_grants_expired_total")
     let grantRequestsFailed = Counter(label: "voicemeter_budget_grant_requests_failed_total")
-    let framesWaitedForGrant = Counter(label: "voicemeter_frames_waited_for_grant_total")
+    let framesRefusedForGrant = Counter(label: "voicemeter_frames_refused_for_grant_total")
     /// Frames stored without a price in force (priced later by `voicemeter reprice`).
     let unpricedEvents = Counter(label: "voicemeter_unpriced_events_total")
 

@@ -26,11 +26,32 @@ import VoiceMeterDomain
         harness.answersGrants = false
         for seq in 1...5 { #expect(harness.send(Int64(seq)).submitted.count == 1) }  // the $0.50 reservation
         #expect(harness.grantRequests.count == 1, "a top-up is asked for before the grant runs out, once")
-        let waiting = harness.send(6)
+        // Frames within the top-up on its way are priced on it (a burst does not wait for the
+        // database); the first beyond it waits.
+        let asked = harness.grantRequests[0].want
+        var seq: Int64 = 6
+        while ((try? harness.core.grantAudit()[0].available.adding(asked)) ?? .zero) > .zero { harness.send(seq); seq += 1 }
+        #expect(harness.inFlight.count == Int(seq - 1))
+        let waiting = harness.send(seq)
         #expect(waiting.submitted.isEmpty)
-        #expect(waiting.errors.map(\.code) == [.overloaded])
-        harness.answerGrant()
-        #expect(harness.send(6).submitted.count == 1)
+        #expect(waiting.errors.isEmpty, "it waits in the server: the sender need not resend it")
+        #expect(harness.answerGrant().submitted == [EventKey(callID: "C1", seq: seq)], "the answer takes it")
+    }
+
+    @Test func withTheDatabaseAwayAFrameBeyondTheGrantIsRefusedForNowNotPriced() {
+        var harness = CoreHarness(policy: Self.monthLimit)
+        harness.startCall()
+        harness.answersGrants = false
+        var seq: Int64 = 1
+        while harness.grantRequests.isEmpty { harness.send(seq); seq += 1 }
+        harness.answerGrant(failing: true)  // no other request for a second
+        while harness.core.grantAudit()[0].available > .zero { harness.send(seq); seq += 1 }
+        let refused = harness.send(seq)
+        #expect(refused.submitted.isEmpty)
+        #expect(refused.errors.map(\.code) == [.overloaded])
+        harness.advance(seconds: 1)
+        #expect(harness.send(seq).submitted.isEmpty, "the retry is on its way: it waits")
+        #expect(harness.answerGrant().submitted == [EventKey(callID: "C1", seq: seq)])
     }
 
     @Test func whenTheLedgerHasNothingMoreTheUsersCallsAreCutOffAndLaterUsageIsStillTaken() {
@@ -65,9 +86,9 @@ import VoiceMeterDomain
         harness.answersGrants = false
         harness.advance(seconds: 61)  // past the 60 s lease, no tick in between
         let late = harness.send(1)
-        #expect(late.errors.map(\.code) == [.overloaded])
-        harness.answerGrant()
-        #expect(harness.send(1).submitted.count == 1)
+        #expect(late.submitted.isEmpty, "not priced on a lease that ran out")
+        #expect(harness.grantRequests.last?.purpose == .topUp, "the grant is taken again")
+        #expect(harness.answerGrant().submitted.count == 1)
     }
 
     @Test func aFailedReservationRefusesTheStartForNowAndFramesWaitForTheRetry() {
