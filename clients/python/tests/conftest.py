@@ -119,6 +119,13 @@ class VoiceMeterServer:
             self._process.wait(timeout=60)
             self._process = None
 
+    def kill(self) -> None:
+        """SIGKILL: frames taken but not committed are lost with the process, never acknowledged."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait(timeout=60)
+            self._process = None
+
     def restart(self) -> None:
         self.stop()
         self.start()
@@ -133,7 +140,7 @@ def voicemeter_server() -> Iterator[VoiceMeterServer]:
         private = server_url is None
         if server_url is None:
             server_url = subprocess.run(
-                ["bash", "-c", f'source {PRIVATE_POSTGRES}; start_private_postgres "$1" 15480 && echo "$DATABASE_URL"', "-", directory],
+                ["bash", "-c", f'source {PRIVATE_POSTGRES}; start_private_postgres "$1" 15490 && echo "$DATABASE_URL"', "-", directory],
                 capture_output=True, text=True, check=True,
             ).stdout.strip()
         name = f"vm_pytest_{os.getpid()}"
