@@ -79,7 +79,16 @@ class VoiceMeterServer:
     def set_price(
         self, service: str, operation: str, unit: str, price: str, model: str | None = None
     ) -> None:
-        """Open a price version in force from one hour ago (usage stamped now is priced)."""
+        """Open a price version in force from one hour ago (usage stamped now is priced), unless
+        the same price is in force already (modules of one session share the database, and a key
+        cannot open two versions at the same instant)."""
+        in_force = self.sql(
+            "SELECT 1 FROM service_pricing WHERE effective_to IS NULL AND effective_from <= now()"
+            f" AND service = '{service}' AND operation = '{operation}' AND unit = '{unit}'"
+            f" AND model = '{model or ''}' AND unit_price = {price}"
+        )
+        if in_force:
+            return
         arguments = ["pricing", "set", service, operation, "--unit", unit, "--price", price]
         if model is not None:
             arguments += ["--model", model]
@@ -151,5 +160,6 @@ def voicemeter_server() -> Iterator[VoiceMeterServer]:
             yield server
         finally:
             server.stop()
+            subprocess.run(["psql", server_url, "-qAt", "-c", f"DROP DATABASE {name} WITH (FORCE)"], capture_output=True)
             if private:
                 subprocess.run(["bash", "-c", f'source {PRIVATE_POSTGRES}; stop_private_postgres "$1"', "-", directory])

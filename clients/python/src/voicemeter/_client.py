@@ -173,14 +173,15 @@ class VoiceMeter:
                 )
             call._finish()
         self._calls.clear()
+        # Closing the connection ends the runner's read loop; cancelling ends a reconnect wait.
+        if self._connection is not None:
+            await self._connection.close()
         if self._runner is not None:
             self._runner.cancel()
             try:
                 await self._runner
             except asyncio.CancelledError:
                 pass
-        if self._connection is not None:
-            await self._connection.close()
         for task in list(self._tasks):
             task.cancel()
 

@@ -1,0 +1,467 @@
+"""Pipecat integration: stream a pipeline's usage metrics to VoiceMeter, end it on a budget cutoff.
+
+```python
+from voicemeter.pipecat import VoiceMeterObserver
+
+call = await vm.start_call(call_id=call_sid, user_id=user_id, revenue="4.99")
+meter = VoiceMeterObserver(call)
+worker = PipelineWorker(pipeline, params=PipelineParams(enable_usage_metrics=True), observers=[meter])
+meter.attach(worker)                  # what a budget cutoff ends
+await runner.run()                    # WorkerRunner with the worker added
+await call.end()                      # the call's summary: cost and margin
+```
+
+`VoiceMeterObserver` is a Pipecat observer (`PipelineWorker(observers=[…])`, or the deprecated
+`PipelineTask(observers=[…])`; `PipelineParams(enable_usage_metrics=True)` is what makes the
+services report usage). Each usage metric in a `MetricsFrame` becomes VoiceMeter usage of the
+call, counted once although observers see a frame on every hop:
+
+- `LLMUsageMetricsData`: `input_tokens` (uncached), `cached_input_tokens` and `output_tokens`.
+  Services differ in what `prompt_tokens` means: OpenAI-style services (OpenAI, Google, Groq,
+  …) count cache reads inside it, Anthropic-style ones (Anthropic, AWS Bedrock) do not
+  (`ServiceMapping.prompt_tokens_include_cached`). Cache writes are input tokens.
+- `TTSUsageMetricsData`: `characters`.
+- `STTUsageMetricsData`: `seconds` of audio the service was sent (Pipecat measures it on the
+  client; continuous STT services stream silence too, which is what streaming STT bills),
+  rounded to microseconds.
+
+Zero amounts are not sent. The service, operation and model come from the processor that pushed
+the frame: its class is looked up (through its bases) in `DEFAULT_SERVICES`, a table of
+Pipecat's services, overridable with `VoiceMeterObserver(call, services={…})`; the model is the
+one the service reports in its metrics unless the mapping names one.
+
+On `budget.cutoff` the observer ends the pipeline it was attached to (`attach(worker)` or the
+`worker=` argument): `on_cutoff="end"` (default) queues an `EndFrame` (graceful: what is queued
+is spoken, services flush their last usage), `"cancel"` cancels the worker (`worker.cancel()`,
+immediate), or a callable `cb(cutoff)` (sync or async) does what you want instead. A cutoff
+that comes before `attach` is acted on at `attach`. Usage that arrives after the cutoff is
+still reported (the server records it).
+
+The observer never raises into Pipecat: a usage it cannot send is logged (logger
+`voicemeter.pipecat`) and counted in `VoiceMeterObserver.dropped`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import re
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal
+from types import MappingProxyType
+from typing import Any, Literal, Protocol
+
+from pipecat.frames.frames import EndFrame, Frame, MetricsFrame
+from pipecat.metrics.metrics import (
+    LLMUsageMetricsData,
+    MetricsData,
+    STTUsageMetricsData,
+    TTSUsageMetricsData,
+)
+from pipecat.observers.base_observer import BaseObserver, FramePushed
+
+from ._client import Call
+from ._events import BudgetCutoff
+
+__all__ = [
+    "DEFAULT_SERVICES",
+    "CutoffAction",
+    "PipelineLike",
+    "ServiceMapping",
+    "Usage",
+    "VoiceMeterObserver",
+    "usage_from_metrics",
+]
+
+logger = logging.getLogger("voicemeter.pipecat")
+
+
+@dataclass(frozen=True)
+class ServiceMapping:
+    """How a Pipecat service's usage is named in VoiceMeter (and priced by the server).
+
+    `service`, `operation`: the price key's first parts (e.g. `openai`, `chat_completion`).
+    `model`: the model to report; `None` reports the one the service names in its metrics.
+    `prompt_tokens_include_cached`: whether the service's `prompt_tokens` already contain the
+    cached (and cache-write) tokens, as OpenAI-style APIs count them (True), or exclude them, as
+    Anthropic-style APIs do (False). Only LLM usage reads it.
+    """
+
+    service: str
+    operation: str
+    model: str | None = None
+    prompt_tokens_include_cached: bool = True
+
+
+def _m(service: str, operation: str, *, net: bool = False) -> ServiceMapping:
+    return ServiceMapping(service, operation, prompt_tokens_include_cached=not net)
+
+
+_LLM, _STT, _TTS = "chat_completion", "stt_streaming", "tts_generation"
+
+#: Pipecat service class name -> how VoiceMeter names its usage. A class not listed here is
+#: looked up by its bases; a Pipecat service class that is not listed (a newer service) is
+#: named after its package (`pipecat.services.NAME…`) with the operation of its metric
+#: (`chat_completion`, `stt_streaming`, `tts_generation`), never after a base class's provider.
+DEFAULT_SERVICES: Mapping[str, ServiceMapping] = MappingProxyType(
+    {
+        # LLMs. OpenAI-compatible APIs count cached tokens inside prompt_tokens.
+        "OpenAILLMService": _m("openai", _LLM),
+        "OpenAIResponsesLLMService": _m("openai", _LLM),
+        "OpenAIResponsesHttpLLMService": _m("openai", _LLM),
+        "OpenAIRealtimeLLMService": _m("openai", "realtime"),
+        "AzureLLMService": _m("azure", _LLM),
+        "AzureRealtimeLLMService": _m("azure", "realtime"),
+        "GoogleLLMService": _m("google", _LLM),
+        "GoogleVertexLLMService": _m("google_vertex", _LLM),
+        "GeminiLiveLLMService": _m("google", "live"),
+        "GeminiLiveVertexLLMService": _m("google_vertex", "live"),
+        "GroqLLMService": _m("groq", _LLM),
+        "CerebrasLLMService": _m("cerebras", _LLM),
+        "TogetherLLMService": _m("together", _LLM),
+        "FireworksLLMService": _m("fireworks", _LLM),
+        "DeepSeekLLMService": _m("deepseek", _LLM),
+        "OpenRouterLLMService": _m("openrouter", _LLM),
+        "MistralLLMService": _m("mistral", _LLM),
+        "GrokLLMService": _m("xai", _LLM),
+        "PerplexityLLMService": _m("perplexity", _LLM),
+        "NebiusLLMService": _m("nebius", _LLM),
+        "SambaNovaLLMService": _m("sambanova", _LLM),
+        "OLLamaLLMService": _m("ollama", _LLM),
+        "QwenLLMService": _m("qwen", _LLM),
+        "NvidiaLLMService": _m("nvidia", _LLM),
+        # Anthropic-style APIs report input tokens net of the cache.
+        "AnthropicLLMService": _m("anthropic", _LLM, net=True),
+        "AWSBedrockLLMService": _m("aws_bedrock", _LLM, net=True),
+        # Speech to text: seconds of audio sent.
+        "DeepgramSTTService": _m("deepgram", _STT),
+        "DeepgramFluxSTTService": _m("deepgram", _STT),
+        "AssemblyAISTTService": _m("assemblyai", _STT),
+        "CartesiaSTTService": _m("cartesia", _STT),
+        "ElevenLabsRealtimeSTTService": _m("elevenlabs", _STT),
+        "ElevenLabsSTTService": _m("elevenlabs", "stt_batch"),
+        "OpenAIRealtimeSTTService": _m("openai", _STT),
+        "OpenAISTTService": _m("openai", "stt_batch"),
+        "GroqSTTService": _m("groq", "stt_batch"),
+        "GladiaSTTService": _m("gladia", _STT),
+        "SpeechmaticsSTTService": _m("speechmatics", _STT),
+        "SonioxSTTService": _m("soniox", _STT),
+        "AzureSTTService": _m("azure", _STT),
+        "GoogleSTTService": _m("google", _STT),
+        "AWSTranscribeSTTService": _m("aws_transcribe", _STT),
+        # Text to speech: characters.
+        "ElevenLabsTTSService": _m("elevenlabs", _TTS),
+        "ElevenLabsHttpTTSService": _m("elevenlabs", _TTS),
+        "OpenAITTSService": _m("openai", _TTS),
+        "CartesiaTTSService": _m("cartesia", _TTS),
+        "CartesiaHttpTTSService": _m("cartesia", _TTS),
+        "DeepgramTTSService": _m("deepgram", _TTS),
+        "DeepgramHttpTTSService": _m("deepgram", _TTS),
+        "AzureTTSService": _m("azure", _TTS),
+        "AzureHttpTTSService": _m("azure", _TTS),
+        "GoogleTTSService": _m("google", _TTS),
+        "GoogleHttpTTSService": _m("google", _TTS),
+        "AWSPollyTTSService": _m("aws_polly", _TTS),
+        "RimeTTSService": _m("rime", _TTS),
+        "RimeHttpTTSService": _m("rime", _TTS),
+        "FishAudioTTSService": _m("fish", _TTS),
+        "InworldTTSService": _m("inworld", _TTS),
+        "HumeTTSService": _m("hume", _TTS),
+        "NeuphonicTTSService": _m("neuphonic", _TTS),
+        "GroqTTSService": _m("groq", _TTS),
+    }
+)
+
+#: Services (named after their Pipecat package) whose unlisted LLM classes report prompt tokens
+#: net of the cache.
+_NET_PACKAGES = frozenset({"anthropic"})
+
+_OPERATION_BY_METRIC: dict[type[MetricsData], str] = {
+    LLMUsageMetricsData: _LLM,
+    STTUsageMetricsData: _STT,
+    TTSUsageMetricsData: _TTS,
+}
+
+_MICROSECOND = Decimal("0.000001")
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One usage quantity to report: the arguments of `Call.usage`."""
+
+    service: str
+    operation: str
+    unit: str
+    amount: int | Decimal
+    model: str | None
+
+
+def usage_from_metrics(metric: MetricsData, mapping: ServiceMapping) -> list[Usage]:
+    """The usage in one Pipecat metric, named by MAPPING; `[]` for a metric that is not usage
+    (TTFB, processing time, …) and for zero amounts."""
+    model = mapping.model if mapping.model is not None else (metric.model or None)
+
+    def usage(unit: str, amount: int | Decimal) -> Usage:
+        return Usage(mapping.service, mapping.operation, unit, amount, model)
+
+    found: list[Usage] = []
+    if isinstance(metric, LLMUsageMetricsData):
+        tokens = metric.value
+        cache_read = tokens.cache_read_input_tokens or 0
+        cache_write = tokens.cache_creation_input_tokens or 0
+        if mapping.prompt_tokens_include_cached:
+            uncached = tokens.prompt_tokens - cache_read
+        else:
+            uncached = tokens.prompt_tokens + cache_write
+        if uncached < 0:
+            logger.warning(
+                "%s reported %d prompt tokens with %d cached: is prompt_tokens_include_cached right "
+                "for it? Counting the cached ones only",
+                metric.processor, tokens.prompt_tokens, cache_read,
+            )
+            uncached = 0
+        found = [
+            usage("input_tokens", uncached),
+            usage("cached_input_tokens", cache_read),
+            usage("output_tokens", tokens.completion_tokens),
+        ]
+    elif isinstance(metric, TTSUsageMetricsData):
+        found = [usage("characters", int(metric.value))]
+    elif isinstance(metric, STTUsageMetricsData):
+        seconds = Decimal(repr(float(metric.value.audio_seconds))).quantize(_MICROSECOND, ROUND_HALF_EVEN)
+        found = [usage("seconds", seconds)]
+    return [item for item in found if item.amount > 0]
+
+
+class PipelineLike(Protocol):
+    """What the observer needs of the pipeline a cutoff ends: Pipecat's `PipelineWorker`, or
+    the deprecated `PipelineTask`, has it."""
+
+    async def queue_frame(self, frame: Frame) -> Any: ...
+
+    async def cancel(self, *, reason: str | None = None) -> Any: ...
+
+    def has_finished(self) -> bool: ...
+
+
+CutoffAction = Literal["end", "cancel"] | Callable[[BudgetCutoff], Awaitable[None] | None]
+"""What a budget cutoff does: `"end"` (queue an `EndFrame`), `"cancel"` (cancel the worker), or
+your callback."""
+
+_INSTANCE_SUFFIX = re.compile(r"#\d+$")
+_SEEN_FRAMES_MAX = 4096
+
+
+def _observer_kwargs() -> dict[str, Any]:
+    """`observe_every_push=False` where Pipecat has it (it then only passes a frame's first push)."""
+    if "observe_every_push" in inspect.signature(BaseObserver.__init__).parameters:
+        return {"observe_every_push": False}
+    return {}
+
+
+class VoiceMeterObserver(BaseObserver):
+    """Reports a Pipecat pipeline's usage metrics as usage of a VoiceMeter call, and ends the
+    pipeline when the call is cut off. See the module's documentation.
+
+    Args:
+        call: The call, from `VoiceMeter.start_call` (or `vm.call(...)`).
+        worker: The `PipelineWorker` (or `PipelineTask`) a cutoff ends; or give it later with
+            `attach(worker)` (it is usually built with this observer in its `observers`).
+        on_cutoff: `"end"` (default: queue an `EndFrame`, graceful), `"cancel"` (cancel the
+            worker), or a callable `cb(cutoff)`, sync or async, called instead.
+        services: Overrides of `DEFAULT_SERVICES`, keyed by a processor class, a class name, or
+            a processor's name (`OpenAILLMService#0`, or the `name=` you gave it).
+        metadata: Whether each usage carries `{"pipecat_processor": name}` as its metadata.
+    """
+
+    def __init__(
+        self,
+        call: Call,
+        *,
+        worker: PipelineLike | None = None,
+        on_cutoff: CutoffAction = "end",
+        services: Mapping[type[Any] | str, ServiceMapping] | None = None,
+        metadata: bool = True,
+    ) -> None:
+        super().__init__(**_observer_kwargs())
+        if not callable(on_cutoff) and on_cutoff not in ("end", "cancel"):
+            raise ValueError(f"on_cutoff must be 'end', 'cancel' or a callable, got {on_cutoff!r}")
+        self.call = call
+        self._worker: PipelineLike | None = worker
+        self._on_cutoff: CutoffAction = on_cutoff
+        self._overrides: dict[type[Any] | str, ServiceMapping] = dict(services or {})
+        self._metadata = metadata
+        self._seen: OrderedDict[int, None] = OrderedDict()
+        self._cutoff: BudgetCutoff | None = None
+        self._acted = False
+        self._action: asyncio.Task[None] | None = None
+        #: Usage quantities reported so far (one per `Call.usage`).
+        self.reported = 0
+        #: Usage quantities that could not be reported (logged).
+        self.dropped = 0
+        call.on_cutoff(self._cutoff_received)
+
+    # The pipeline a cutoff ends.
+
+    def attach(self, worker: PipelineLike) -> None:
+        """Give the observer the `PipelineWorker` (or `PipelineTask`) a budget cutoff ends.
+
+        Call it once the worker exists (it takes this observer in its `observers`, so it is
+        built after it). A cutoff that has already come is acted on now.
+        """
+        self._worker = worker
+        self._maybe_act()
+
+    @property
+    def worker(self) -> PipelineLike | None:
+        """The attached worker, if any."""
+        return self._worker
+
+    @property
+    def cutoff(self) -> BudgetCutoff | None:
+        """The call's budget cutoff, once the server sent it."""
+        return self._cutoff
+
+    @property
+    def cutoff_handled(self) -> asyncio.Task[None] | None:
+        """The task acting on the cutoff (ending the pipeline), once started: await it to know
+        the `EndFrame` is queued, the cancel requested or your callback returned."""
+        return self._action
+
+    def _cutoff_received(self, cutoff: BudgetCutoff) -> None:
+        self._cutoff = cutoff
+        logger.warning(
+            "call %s cut off (%s budget: spent %s of %s): ending the pipeline",
+            cutoff.call_id, cutoff.scope, cutoff.spent, cutoff.limit,
+        )
+        self._maybe_act()
+
+    def _maybe_act(self) -> None:
+        if self._acted or self._cutoff is None:
+            return
+        if self._worker is None and not callable(self._on_cutoff):
+            return  # acted on at attach()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # acted on once the pipeline runs (on_pipeline_started / the next frame)
+        self._acted = True
+        self._action = loop.create_task(self._act(self._cutoff), name="voicemeter-cutoff")
+
+    async def _act(self, cutoff: BudgetCutoff) -> None:
+        action = self._on_cutoff
+        reason = f"voicemeter budget cutoff ({cutoff.scope}: spent {cutoff.spent} of {cutoff.limit})"
+        try:
+            if callable(action):
+                result = action(cutoff)
+                if inspect.isawaitable(result):
+                    await result
+                return
+            worker = self._worker
+            if worker is None or worker.has_finished():
+                return
+            if action == "cancel":
+                await worker.cancel(reason=reason)
+            else:
+                await worker.queue_frame(EndFrame(reason=reason))
+        except Exception:
+            logger.exception("ending the pipeline of call %s on its cutoff failed", cutoff.call_id)
+
+    # Pipecat's observer events.
+
+    async def on_pipeline_started(self) -> None:
+        """Acts on a cutoff that came before the pipeline ran."""
+        self._maybe_act()
+
+    async def on_push_frame(self, data: FramePushed) -> None:
+        """Reports the usage metrics of each `MetricsFrame`, once per frame."""
+        frame = data.frame
+        if not isinstance(frame, MetricsFrame):
+            return
+        if not self._first_sight(frame.id):
+            return
+        self._maybe_act()
+        for metric in frame.data:
+            if not isinstance(metric, (LLMUsageMetricsData, STTUsageMetricsData, TTSUsageMetricsData)):
+                continue
+            try:
+                mapping = self.mapping_for(metric, data.source)
+                found = usage_from_metrics(metric, mapping)
+            except Exception:
+                logger.exception("could not map the usage metric %r", metric)
+                self.dropped += 1
+                continue
+            for usage in found:
+                await self._report(usage, metric.processor)
+
+    def _first_sight(self, frame_id: int) -> bool:
+        if frame_id in self._seen:
+            return False
+        self._seen[frame_id] = None
+        if len(self._seen) > _SEEN_FRAMES_MAX:
+            self._seen.popitem(last=False)
+        return True
+
+    async def _report(self, usage: Usage, processor: str) -> None:
+        try:
+            await self.call.usage(
+                usage.service,
+                usage.operation,
+                usage.unit,
+                usage.amount,
+                model=usage.model,
+                metadata={"pipecat_processor": processor} if self._metadata else None,
+            )
+            self.reported += 1
+        except Exception as error:
+            self.dropped += 1
+            logger.error(
+                "call %s: could not report %s %s of %s/%s: %s",
+                self.call.call_id, usage.amount, usage.unit, usage.service, usage.operation, error,
+            )
+
+    # The mapping.
+
+    def mapping_for(self, metric: MetricsData, processor: object | None = None) -> ServiceMapping:
+        """How the usage in METRIC is named: from the processor that pushed it (PROCESSOR, when it
+        is the one the metric names) or else from the metric's processor name."""
+        name = metric.processor
+        if name in self._overrides:
+            return self._overrides[name]
+        operation = _operation_of(metric)
+        if processor is not None and getattr(processor, "name", None) == name:
+            return self._mapping_for_class(type(processor), operation)
+        class_name = _INSTANCE_SUFFIX.sub("", name)
+        if class_name in self._overrides:
+            return self._overrides[class_name]
+        if class_name in DEFAULT_SERVICES:
+            return DEFAULT_SERVICES[class_name]
+        return ServiceMapping(class_name.lower() or "unknown", operation)
+
+    def _mapping_for_class(self, cls: type[Any], operation: str) -> ServiceMapping:
+        for base in cls.__mro__:
+            override = self._overrides.get(base) or self._overrides.get(base.__name__)
+            if override is not None:
+                return override
+            default = DEFAULT_SERVICES.get(base.__name__)
+            if default is not None:
+                return default
+            module = base.__module__.split(".")
+            if module[:2] == ["pipecat", "services"] and len(module) > 2:
+                # A Pipecat service the table does not know: named after its own package, not
+                # after the provider of a class it derives from (Groq is not OpenAI).
+                package = module[2]
+                return ServiceMapping(
+                    package, operation, prompt_tokens_include_cached=package not in _NET_PACKAGES
+                )
+        return ServiceMapping(cls.__name__.lower(), operation)
+
+
+def _operation_of(metric: MetricsData) -> str:
+    for kind, operation in _OPERATION_BY_METRIC.items():
+        if isinstance(metric, kind):
+            return operation
+    return "usage"
