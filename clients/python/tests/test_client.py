@@ -11,7 +11,7 @@ from decimal import Decimal
 import pytest
 
 from conftest import VoiceMeterServer
-from voicemeter import AuthenticationFailed, BudgetCutoff, BudgetWarning, CallRejected, VoiceMeter
+from voicemeter import AuthenticationFailed, BudgetCutoff, BudgetWarning, CallEnded, CallRejected, VoiceMeter
 
 
 def new_id(prefix: str) -> str:
@@ -52,6 +52,7 @@ async def test_a_call_is_stored_once_and_its_summary_equals_the_ledger(
     # Twilio bills whole minutes per call: 60 s at $0.014 a minute.
     assert summary.by_service["twilio"] == Decimal("0.014")
     assert summary.revenue == Decimal("4.99")
+    assert summary.payment_fee is not None and summary.revenue is not None
     assert summary.margin == summary.revenue - summary.cost - summary.payment_fee
 
 
@@ -167,3 +168,44 @@ async def test_an_unknown_token_fails_at_once(voicemeter_server: VoiceMeterServe
     with pytest.raises(AuthenticationFailed, match="401"):
         await vm.start_call(call_id=new_id("CA-token"), user_id="u1")
     await vm.close()
+
+
+async def test_a_frame_the_server_would_refuse_is_refused_before_it_takes_a_seq(
+    voicemeter_server: VoiceMeterServer,
+) -> None:
+    vm = VoiceMeter(url=voicemeter_server.url, token=voicemeter_server.token)
+    call_id = new_id("CA-checked")
+    async with vm.call(call_id=call_id, user_id=new_id("user")) as call:
+        with pytest.raises(ValueError, match="at most 100"):
+            await call.usage("bedrock", "chat_completion", "input_tokens", 10, model="m" * 101)
+        with pytest.raises(ValueError, match="metadata must be JSON"):
+            await call.usage("x", "op", "requests", 1, metadata={"ratio": float("nan")})
+        with pytest.raises(ValueError, match="RFC 3339"):
+            await call.usage("x", "op", "requests", 1, ts="yesterday")
+        assert await call.usage("x", "op", "requests", 1) == 1
+    await vm.close()
+    # The refused ones took no seq, so nothing holds the call's acks.
+    assert [row[0] for row in stored_events(voicemeter_server, call_id)] == ["1"]
+
+
+async def test_ending_while_disconnected_sends_every_kept_frame_before_the_end(
+    voicemeter_server: VoiceMeterServer,
+) -> None:
+    vm = VoiceMeter(
+        url=voicemeter_server.url, token=voicemeter_server.token, buffer_frames=3, reconnect_delay_max=0.5
+    )
+    call_id = new_id("CA-ending")
+    call = await vm.start_call(call_id=call_id, user_id=new_id("user"))
+    await asyncio.to_thread(voicemeter_server.stop)
+    for _ in range(3):
+        await call.usage("deepgram", "stt_streaming", "seconds", 1, model="nova-2")
+    waiting = asyncio.create_task(call.usage("deepgram", "stt_streaming", "seconds", 1, model="nova-2"))
+    ending = asyncio.create_task(call.end())
+    await asyncio.to_thread(voicemeter_server.start)
+    summary = await ending
+    # The frame that waited for room in the buffer came after call.end: it is refused, not lost.
+    with pytest.raises(CallEnded):
+        await waiting
+    await vm.close()
+    assert [row[0] for row in stored_events(voicemeter_server, call_id)] == ["1", "2", "3"]
+    assert summary is not None and summary.by_service == {"deepgram": Decimal("0.000295")}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -29,12 +30,16 @@ from pipecat.metrics.metrics import (
 from pipecat.observers.base_observer import FramePushed
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.pipeline.worker_observer import WorkerObserver
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.services.azure.realtime.llm import AzureRealtimeLLMService
 from pipecat.services.deepgram.stt import DeepgramSTTService
 from pipecat.services.groq.llm import GroqLLMService
 from pipecat.services.openai.llm import OpenAILLMService
+from pipecat.services.openai.realtime.llm import OpenAIRealtimeLLMService
 from pipecat.services.openai.tts import OpenAITTSService
+from pipecat.utils.asyncio.task_manager import TaskManager
 from pipecat.workers.runner import WorkerRunner
 
 from conftest import VoiceMeterServer
@@ -427,6 +432,7 @@ async def test_each_metrics_frame_is_counted_once_over_its_hops() -> None:
     await meter.on_push_frame(pushed(frame, tts, stt, first=False))
     await meter.on_push_frame(pushed(frame, stt, llm, first=False))
     await meter.on_push_frame(pushed(frame, llm, tts))
+    await meter.flush()
     assert call.usages == [
         ("openai", "chat_completion", "input_tokens", 36, LLM_MODEL),
         ("openai", "chat_completion", "cached_input_tokens", 64, LLM_MODEL),
@@ -434,6 +440,7 @@ async def test_each_metrics_frame_is_counted_once_over_its_hops() -> None:
     ]
     # Another frame with the same figures is new usage.
     await meter.on_push_frame(pushed(MetricsFrame(data=[llm_metric(100, 10, 64, processor=llm.name)]), llm, tts))
+    await meter.flush()
     assert len(call.usages) == 6 and meter.reported == 6
 
 
@@ -448,6 +455,7 @@ async def test_the_service_comes_from_the_processor_that_pushed_the_metrics() ->
     await meter.on_push_frame(pushed(frame, stt, llm))
     await meter.on_push_frame(pushed(MetricsFrame(data=[TTSUsageMetricsData(processor=tts.name, model=TTS_MODEL,
                                                                              value=42)]), tts, llm))
+    await meter.flush()
     assert call.usages == [
         ("deepgram", "stt_streaming", "seconds", Decimal("1.500000"), STT_MODEL),
         ("openai", "tts_generation", "characters", 42, TTS_MODEL),
@@ -564,3 +572,240 @@ async def test_a_cutoff_after_the_pipeline_finished_does_nothing() -> None:
 def test_on_cutoff_is_checked() -> None:
     with pytest.raises(ValueError):
         observer(FakeCall(), on_cutoff=cast(Any, "hangup"))
+
+
+# ------------------------------------------------------------------------------------------------
+# Realtime (speech-to-speech) services: audio tokens are not text tokens.
+# ------------------------------------------------------------------------------------------------
+
+
+def realtime_metric(prompt: int, completion: int, *, cached: int | None = None, audio_in: int | None = None,
+                    audio_out: int | None = None, audio_cached: int | None = None,
+                    processor: str = "OpenAIRealtimeLLMService#0", model: str = "gpt-realtime") -> LLMUsageMetricsData:
+    """Usage as Pipecat 1.14's OpenAI Realtime and Gemini Live services report it: `prompt_tokens`
+    and `completion_tokens` are every token of the response (cached, audio and text alike), the
+    audio fields the audio part of them."""
+    return LLMUsageMetricsData(
+        processor=processor,
+        model=model,
+        value=LLMTokenUsage(
+            prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
+            cache_read_input_tokens=cached, input_audio_tokens=audio_in, output_audio_tokens=audio_out,
+            cache_read_input_audio_tokens=audio_cached,
+        ),
+    )
+
+
+def by_operation(usages: list[Usage]) -> dict[tuple[str, str], dict[str, int | Decimal]]:
+    found: dict[tuple[str, str], dict[str, int | Decimal]] = {}
+    for usage in usages:
+        found.setdefault((usage.service, usage.operation), {})[usage.unit] = usage.amount
+    return found
+
+
+def assert_nothing_lost_or_doubled(usages: list[Usage], metric: LLMUsageMetricsData) -> None:
+    """The modalities add up to what the provider reported: every prompt token once (cached or
+    not), every completion token once, every cache hit once."""
+    tokens = metric.value
+
+    def total(unit: str) -> int | Decimal:
+        return sum(usage.amount for usage in usages if usage.unit == unit)
+
+    assert total("input_tokens") + total("cached_input_tokens") == tokens.prompt_tokens
+    assert total("cached_input_tokens") == (tokens.cache_read_input_tokens or 0)
+    assert total("output_tokens") == tokens.completion_tokens
+
+
+def test_openai_realtime_audio_tokens_are_reported_apart_from_text_tokens() -> None:
+    # 1000 prompt tokens: 800 audio (500 of them cached), 200 text (100 cached); 500 completion
+    # tokens: 400 audio, 100 text.
+    metric = realtime_metric(1000, 500, cached=600, audio_in=800, audio_out=400, audio_cached=500)
+    usages = usage_from_metrics(metric, DEFAULT_SERVICES["OpenAIRealtimeLLMService"])
+    assert by_operation(usages) == {
+        ("openai", "realtime_text"): {"input_tokens": 100, "cached_input_tokens": 100, "output_tokens": 100},
+        ("openai", "realtime_audio"): {"input_tokens": 300, "cached_input_tokens": 500, "output_tokens": 400},
+    }
+    assert {usage.model for usage in usages} == {"gpt-realtime"}
+    assert_nothing_lost_or_doubled(usages, metric)
+
+
+def test_gemini_live_cache_hits_without_a_modality_breakdown_count_as_text_first() -> None:
+    # Gemini names no modality for the cache here: its 400 hits fill the 300 text tokens first.
+    metric = realtime_metric(1000, 250, cached=400, audio_in=700, audio_out=200,
+                             processor="GeminiLiveLLMService#0", model="gemini-live-2.5-flash")
+    usages = usage_from_metrics(metric, DEFAULT_SERVICES["GeminiLiveLLMService"])
+    assert by_operation(usages) == {
+        ("google", "realtime_text"): {"cached_input_tokens": 300, "output_tokens": 50},
+        ("google", "realtime_audio"): {"input_tokens": 600, "cached_input_tokens": 100, "output_tokens": 200},
+    }
+    assert_nothing_lost_or_doubled(usages, metric)
+
+
+def test_modalities_always_add_up_to_what_the_provider_reported() -> None:
+    realtime = DEFAULT_SERVICES["OpenAIRealtimeLLMService"]
+    for prompt, completion, cached, audio_in, audio_out, audio_cached in (
+        (1000, 500, None, 1000, 500, None),  # audio only
+        (1000, 500, 1000, 1000, 500, 1000),  # all cached
+        (300, 40, 0, 0, 0, 0),  # a text-only response
+        (300, 40, 120, None, None, None),  # no breakdown at all
+        (900, 10, 850, 100, 0, 0),  # more cache hits than text tokens, audio cache said to be 0
+        (900, 10, 50, 100, 0, 80),  # audio cache hits said to exceed all hits
+    ):
+        metric = realtime_metric(prompt, completion, cached=cached, audio_in=audio_in, audio_out=audio_out,
+                                 audio_cached=audio_cached)
+        usages = usage_from_metrics(metric, realtime)
+        assert_nothing_lost_or_doubled(usages, metric)
+        assert {usage.operation for usage in usages} <= {"realtime_text", "realtime_audio"}
+        audio = by_operation(usages).get(("openai", "realtime_audio"), {})
+        assert sum(audio.get(unit, 0) for unit in ("input_tokens", "cached_input_tokens")) == min(audio_in or 0, prompt)
+
+
+def test_other_llms_are_unchanged_without_audio_and_bill_audio_apart_with_it() -> None:
+    openai = DEFAULT_SERVICES["OpenAILLMService"]
+    expected = {("openai", "chat_completion"): {"input_tokens": 176, "cached_input_tokens": 1024, "output_tokens": 40}}
+    for audio in (None, 0):
+        metric = realtime_metric(1200, 40, cached=1024, audio_in=audio, audio_out=audio, audio_cached=audio,
+                                 processor="OpenAILLMService#0")
+        assert by_operation(usage_from_metrics(metric, openai)) == expected
+    # A chat model that hears and speaks: its audio tokens are not priced as text.
+    metric = realtime_metric(1200, 40, cached=1024, audio_in=150, audio_out=30, audio_cached=0,
+                             processor="OpenAILLMService#0")
+    usages = usage_from_metrics(metric, openai)
+    assert by_operation(usages) == {
+        ("openai", "chat_completion"): {"input_tokens": 26, "cached_input_tokens": 1024, "output_tokens": 10},
+        ("openai", "chat_completion_audio"): {"input_tokens": 150, "output_tokens": 30},
+    }
+    assert_nothing_lost_or_doubled(usages, metric)
+
+
+def test_realtime_services_and_their_subclasses_are_mapped_per_modality() -> None:
+    meter = observer(FakeCall())
+    for service, processor in (
+        ("openai", OpenAIRealtimeLLMService(api_key="sk-test")),
+        ("azure", AzureRealtimeLLMService(api_key="az-test", base_url="wss://example.invalid/openai/realtime")),
+    ):
+        metric = realtime_metric(100, 50, cached=10, audio_in=80, audio_out=40, audio_cached=10, processor=processor.name)
+        usages = usage_from_metrics(metric, meter.mapping_for(metric, processor))
+        assert by_operation(usages) == {
+            (service, "realtime_text"): {"input_tokens": 20, "output_tokens": 10},
+            (service, "realtime_audio"): {"input_tokens": 70, "cached_input_tokens": 10, "output_tokens": 40},
+        }
+
+
+# ------------------------------------------------------------------------------------------------
+# A cutoff with nothing attached yet, and a cutoff action that fails.
+# ------------------------------------------------------------------------------------------------
+
+
+def messages(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    return [record.getMessage() for record in caplog.records
+            if record.name == "voicemeter.pipecat" and record.levelno == level]
+
+
+async def test_a_cutoff_before_attach_says_it_waits_for_attach(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="voicemeter.pipecat")
+    call, worker = FakeCall(), FakeWorker()
+    meter = observer(call)
+    call.cut_off()
+    assert meter.cutoff_handled is None
+    (warning,) = messages(caplog, logging.WARNING)
+    assert "attach" in warning and "ending the pipeline" not in warning
+    meter.attach(worker)
+    await acted(meter)
+    assert [type(frame) for frame in worker.queued] == [EndFrame]
+
+
+class FailingWorker(FakeWorker):
+    """A worker whose `queue_frame` (and, if asked, `cancel`) raises."""
+
+    def __init__(self, cancel_fails: bool = False) -> None:
+        super().__init__()
+        self.cancel_fails = cancel_fails
+
+    async def queue_frame(self, frame: Frame) -> None:
+        raise RuntimeError("the push queue is closed")
+
+    async def cancel(self, *, reason: str | None = None) -> None:
+        await super().cancel(reason=reason)
+        if self.cancel_fails:
+            raise RuntimeError("cannot cancel")
+
+
+async def test_an_end_that_fails_is_logged_and_falls_back_to_cancel(caplog: pytest.LogCaptureFixture) -> None:
+    call, worker = FakeCall(), FailingWorker()
+    meter = observer(call, worker=worker)
+    call.cut_off()
+    await acted(meter)
+    assert len(worker.cancelled) == 1 and "budget cutoff" in str(worker.cancelled[0])
+    errors = messages(caplog, logging.ERROR)
+    assert len(errors) == 1 and "EndFrame" in errors[0] and "cancel" in errors[0]
+
+
+async def test_a_cutoff_action_that_fails_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    for on_cutoff, attempts in (("cancel", 1), ("end", 1)):
+        caplog.clear()
+        call, worker = FakeCall(), FailingWorker(cancel_fails=True)
+        meter = observer(call, worker=worker, on_cutoff=on_cutoff)
+        call.cut_off()
+        await acted(meter)
+        call.cut_off()  # one-shot: not tried again
+        meter.attach(worker)
+        assert meter.cutoff_handled is not None and meter.cutoff_handled.done()
+        assert len(worker.cancelled) == attempts
+        errors = messages(caplog, logging.ERROR)
+        assert errors and all(call.call_id in error for error in errors)
+        assert len(errors) == (2 if on_cutoff == "end" else 1)  # the EndFrame, then the cancel
+
+
+# ------------------------------------------------------------------------------------------------
+# The last metrics: Pipecat cancels observers' tasks at cleanup without draining them.
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FullBufferCall(FakeCall):
+    """A call whose client buffer is full: `usage` waits until `room` is set."""
+
+    room: asyncio.Event = field(default_factory=asyncio.Event)
+    waiting: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def usage(self, service: str, operation: str, unit: str, amount: Any, *, model: str | None = None,
+                    **kwargs: Any) -> int:
+        self.waiting.set()
+        await self.room.wait()
+        return await super().usage(service, operation, unit, amount, model=model, **kwargs)
+
+
+async def test_usage_seen_before_the_worker_cleans_its_observers_up_is_all_handed_over() -> None:
+    call = FullBufferCall()
+    meter = observer(call)
+    stt, llm, tts = services()
+    host = WorkerObserver(observers=[meter])  # what PipelineWorker runs its observers in
+    await host.setup(TaskManager(loop=asyncio.get_running_loop()))
+    frame = MetricsFrame(data=[llm_metric(100, 10, cache_read=64, processor=llm.name)])
+    await host.on_push_frame(pushed(frame, llm, tts))
+    await asyncio.wait_for(call.waiting.wait(), 5)  # the observer has the frame, the buffer is full
+    # The pipeline ends: the worker cleans its observers up while the buffer is still full.
+    cleaning = asyncio.create_task(host.cleanup())
+    call.room.set()  # acknowledgements come in
+    await asyncio.wait_for(cleaning, 5)
+    assert call.usages == [
+        ("openai", "chat_completion", "input_tokens", 36, LLM_MODEL),
+        ("openai", "chat_completion", "cached_input_tokens", 64, LLM_MODEL),
+        ("openai", "chat_completion", "output_tokens", 10, LLM_MODEL),
+    ]
+    assert meter.reported == 3 and meter.dropped == 0
+
+
+async def test_usage_that_cannot_be_handed_over_at_cleanup_is_counted_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    call = FullBufferCall()  # its buffer never empties
+    meter = observer(call, flush_timeout=0.05)
+    stt, llm, tts = services()
+    host = WorkerObserver(observers=[meter])
+    await host.setup(TaskManager(loop=asyncio.get_running_loop()))
+    await host.on_push_frame(pushed(MetricsFrame(data=[llm_metric(100, 10, cache_read=64, processor=llm.name)]), llm, tts))
+    await asyncio.wait_for(call.waiting.wait(), 5)
+    await asyncio.wait_for(host.cleanup(), 5)
+    assert call.usages == [] and meter.reported == 0 and meter.dropped == 3
+    errors = messages(caplog, logging.ERROR)
+    assert len(errors) == 1 and "3" in errors[0] and call.call_id in errors[0]

@@ -28,6 +28,11 @@ _FLOAT_QUANTUM = {"seconds": Decimal("0.001"), "minutes": Decimal("0.00001")}
 #: The server's bounds on an amount: at most 9 decimal places, at most 10^12.
 _AMOUNT_PLACES_MAX = 9
 _AMOUNT_MAX = Decimal(10) ** 12
+_AMOUNT_QUANTUM = Decimal(10) ** -_AMOUNT_PLACES_MAX
+
+#: The server's bounds on revenue: at most 4 decimal places, below 10^10.
+_REVENUE_PLACES_MAX = 4
+_REVENUE_BOUND = Decimal(10) ** 10
 
 Amount = Decimal | int | str | float
 Money = Decimal | int | str
@@ -59,23 +64,35 @@ def usage_amount(amount: Amount, unit: str) -> str:
             value = Decimal(repr(amount)).quantize(quantum, rounding=ROUND_HALF_EVEN)
     else:
         value = _decimal(amount, "amount")
+    if value.is_zero():
+        value = Decimal(0)  # "-0" and "0E-12" are zero
     if value < 0:
         raise ValueError(f"amount must not be negative, got {value}")
     if value > _AMOUNT_MAX:
         raise ValueError(f"amount {value} is over the server's bound of 10^12")
     exponent = value.as_tuple().exponent
     if isinstance(exponent, int) and -exponent > _AMOUNT_PLACES_MAX:
-        raise ValueError(f"amount {value} has more than {_AMOUNT_PLACES_MAX} decimal places")
+        shortened = value.quantize(_AMOUNT_QUANTUM)
+        if shortened != value:
+            raise ValueError(f"amount {value} has more than {_AMOUNT_PLACES_MAX} decimal places")
+        value = shortened  # trailing zeros only: 1.0000000000 is 1.000000000
     return _plain(value)
 
 
 def money(value: Money, what: str) -> str:
-    """A sum of money as the decimal string sent to the server; floats are refused."""
+    """A sum of money (revenue) as the decimal string sent to the server: at least 0, below
+    10^10, at most 4 decimal places. Floats are refused."""
     if isinstance(value, (float, bool)):
         raise TypeError(f"{what} must be a Decimal, int or str, never a float: money is exact")
     decimal = _decimal(value, what)
-    if decimal < 0:
-        raise ValueError(f"{what} must not be negative, got {decimal}")
+    if decimal < 0 or decimal >= _REVENUE_BOUND:
+        raise ValueError(f"{what} must be at least 0 and below 10^10, got {decimal}")
+    exponent = decimal.as_tuple().exponent
+    if isinstance(exponent, int) and -exponent > _REVENUE_PLACES_MAX:
+        shortened = decimal.quantize(Decimal(10) ** -_REVENUE_PLACES_MAX)
+        if shortened != decimal:
+            raise ValueError(f"{what} {decimal} has more than {_REVENUE_PLACES_MAX} decimal places")
+        decimal = shortened
     return _plain(decimal)
 
 
@@ -87,11 +104,15 @@ def decimal_from_server(value: object, what: str) -> Decimal:
 
 
 def timestamp(ts: datetime | str | None) -> str:
-    """RFC 3339 in UTC with microseconds; `None` is now. Naive datetimes are refused."""
+    """RFC 3339 in UTC with microseconds; `None` is now. Naive datetimes, and strings that are
+    not RFC 3339 with an offset or `Z`, are refused."""
     if ts is None:
         ts = datetime.now(timezone.utc)
     if isinstance(ts, str):
-        return ts
+        try:
+            ts = datetime.fromisoformat(ts)
+        except ValueError:
+            raise ValueError(f"ts must be RFC 3339 like 2026-11-22T18:00:30Z, got {ts!r}") from None
     if ts.tzinfo is None or ts.utcoffset() is None:
         raise ValueError("ts must be timezone-aware (e.g. datetime.now(timezone.utc))")
     return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -110,3 +131,20 @@ def _decimal(value: Decimal | int | str, what: str) -> Decimal:
 def _plain(value: Decimal) -> str:
     """Positional notation (no exponent), which the server's parser reads exactly."""
     return format(value, "f")
+
+
+def text_field(value: str | None, what: str, *, longest: int, required: bool = True) -> None:
+    """Checks a text field against the server's bounds (protocol v1): present when required,
+    at most `longest` characters, no control characters. Raises `ValueError` naming it."""
+    if value is None:
+        if required:
+            raise ValueError(f"{what} is required")
+        return
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, got {type(value).__name__}")
+    if required and not value:
+        raise ValueError(f"{what} must not be empty")
+    if len(value) > longest:
+        raise ValueError(f"{what} has {len(value)} characters; the server takes at most {longest}")
+    if any(ord(character) < 0x20 or ord(character) == 0x7F for character in value):
+        raise ValueError(f"{what} must not contain control characters")

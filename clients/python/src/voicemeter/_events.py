@@ -57,7 +57,8 @@ class CallSummary:
     cost: Decimal
     by_service: dict[str, Decimal] = field(default_factory=dict)
     revenue: Decimal | None = None
-    payment_fee: Decimal = Decimal(0)
+    #: `None` when the server sent none (no revenue, or no payment price in force).
+    payment_fee: Decimal | None = None
     margin: Decimal | None = None
 
     @classmethod
@@ -65,6 +66,7 @@ class CallSummary:
         by_service = message.get("by_service") or {}
         revenue = message.get("revenue")
         margin = message.get("margin")
+        fee = message.get("payment_fee")
         return cls(
             call_id=str(message["call_id"]),
             cost=decimal_from_server(message["cost"], "cost"),
@@ -73,7 +75,7 @@ class CallSummary:
                 for service, cost in by_service.items()
             },
             revenue=None if revenue is None else decimal_from_server(revenue, "revenue"),
-            payment_fee=decimal_from_server(message.get("payment_fee", "0"), "payment_fee"),
+            payment_fee=None if fee is None else decimal_from_server(fee, "payment_fee"),
             margin=None if margin is None else decimal_from_server(margin, "margin"),
         )
 
@@ -94,13 +96,22 @@ class VoiceMeterError(Exception):
 
 
 class CallRejected(VoiceMeterError):
-    """`call.start` was answered `call.rejected` (budget exhausted, call ended, duplicate call, …)."""
+    """`call.start` was answered `call.rejected` (budget exhausted, call ended, duplicate call, …),
+    or refused with an `error` (`reason` is then its code, e.g. `invalid_timestamp`, and
+    `message` the server's explanation)."""
 
     def __init__(
-        self, call_id: str, reason: str, spent: Decimal | None = None, limit: Decimal | None = None
+        self,
+        call_id: str,
+        reason: str,
+        spent: Decimal | None = None,
+        limit: Decimal | None = None,
+        message: str | None = None,
     ) -> None:
         detail = f" (spent {spent} of {limit})" if spent is not None and limit is not None else ""
-        super().__init__(f"call {call_id} rejected: {reason}{detail}")
+        explained = f": {message}" if message else ""
+        super().__init__(f"call {call_id} rejected: {reason}{detail}{explained}")
+        self.message = message
         self.call_id = call_id
         self.reason = reason
         self.spent = spent

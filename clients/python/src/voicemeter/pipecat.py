@@ -20,6 +20,16 @@ call, counted once although observers see a frame on every hop:
   Services differ in what `prompt_tokens` means: OpenAI-style services (OpenAI, Google, Groq,
   …) count cache reads inside it, Anthropic-style ones (Anthropic, AWS Bedrock) do not
   (`ServiceMapping.prompt_tokens_include_cached`). Cache writes are input tokens.
+  Audio tokens are priced apart from text tokens. Pipecat's speech-to-speech services (OpenAI
+  Realtime, Azure Realtime, Gemini Live) count every token in `prompt_tokens` and
+  `completion_tokens`, audio and cached ones included, and report the audio part in
+  `input_audio_tokens`, `output_audio_tokens` and `cache_read_input_audio_tokens`. So the audio
+  part is those three fields, under `realtime_audio`, and the text part (text, images, tool
+  results, reasoning) is the totals minus them, under `realtime_text`: each token reported is
+  counted once, and the operations add up to the totals. Cache hits whose modality the service
+  does not report (Gemini omits it) are counted as text first, then audio. Any other LLM is
+  unchanged when it reports no audio tokens; audio tokens it does report go under
+  `OPERATION_audio` (`ServiceMapping.audio_operation`).
 - `TTSUsageMetricsData`: `characters`.
 - `STTUsageMetricsData`: `seconds` of audio the service was sent (Pipecat measures it on the
   client; continuous STT services stream silence too, which is what streaming STT bills),
@@ -34,8 +44,16 @@ On `budget.cutoff` the observer ends the pipeline it was attached to (`attach(wo
 `worker=` argument): `on_cutoff="end"` (default) queues an `EndFrame` (graceful: what is queued
 is spoken, services flush their last usage), `"cancel"` cancels the worker (`worker.cancel()`,
 immediate), or a callable `cb(cutoff)` (sync or async) does what you want instead. A cutoff
-that comes before `attach` is acted on at `attach`. Usage that arrives after the cutoff is
-still reported (the server records it).
+that comes before `attach` waits for it (a warning says so) and is acted on at `attach`. The
+cutoff is acted on once: an `EndFrame` that cannot be queued is logged and the worker is
+cancelled instead; a cancel or callback that fails is logged. Usage that arrives after the
+cutoff is still reported (the server records it).
+
+`on_push_frame` never waits on VoiceMeter: it takes the usage, and a task of the observer's
+hands it to `Call.usage` in order (which returns once the frame is buffered). When the pipeline
+finishes, Pipecat cancels its observers' tasks and calls their `cleanup()`: this observer's
+waits (at most `flush_timeout`) until every usage it has seen is handed over. (What Pipecat
+still held in its own queue for the observer when it cancelled it never reaches it.)
 
 The observer never raises into Pipecat: a usage it cannot send is logged (logger
 `voicemeter.pipecat`) and counted in `VoiceMeterObserver.dropped`.
@@ -47,7 +65,7 @@ import asyncio
 import inspect
 import logging
 import re
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -83,21 +101,35 @@ logger = logging.getLogger("voicemeter.pipecat")
 class ServiceMapping:
     """How a Pipecat service's usage is named in VoiceMeter (and priced by the server).
 
-    `service`, `operation`: the price key's first parts (e.g. `openai`, `chat_completion`).
+    `service`, `operation`: the price key's first parts (e.g. `openai`, `chat_completion`); for
+    an LLM, the operation of its text tokens.
     `model`: the model to report; `None` reports the one the service names in its metrics.
     `prompt_tokens_include_cached`: whether the service's `prompt_tokens` already contain the
     cached (and cache-write) tokens, as OpenAI-style APIs count them (True), or exclude them, as
     Anthropic-style APIs do (False). Only LLM usage reads it.
+    `audio_operation`: the operation of an LLM's audio tokens (`input_audio_tokens`,
+    `output_audio_tokens`, `cache_read_input_audio_tokens`); `None`: `OPERATION_audio`.
     """
 
     service: str
     operation: str
     model: str | None = None
     prompt_tokens_include_cached: bool = True
+    audio_operation: str | None = None
+
+    @property
+    def audio(self) -> str:
+        """The operation audio tokens are reported under."""
+        return self.audio_operation if self.audio_operation is not None else f"{self.operation}_audio"
 
 
 def _m(service: str, operation: str, *, net: bool = False) -> ServiceMapping:
     return ServiceMapping(service, operation, prompt_tokens_include_cached=not net)
+
+
+def _realtime(service: str) -> ServiceMapping:
+    """A speech-to-speech service: text and audio tokens priced apart, as LiveKit's are."""
+    return ServiceMapping(service, "realtime_text", audio_operation="realtime_audio")
 
 
 _LLM, _STT, _TTS = "chat_completion", "stt_streaming", "tts_generation"
@@ -112,13 +144,13 @@ DEFAULT_SERVICES: Mapping[str, ServiceMapping] = MappingProxyType(
         "OpenAILLMService": _m("openai", _LLM),
         "OpenAIResponsesLLMService": _m("openai", _LLM),
         "OpenAIResponsesHttpLLMService": _m("openai", _LLM),
-        "OpenAIRealtimeLLMService": _m("openai", "realtime"),
+        "OpenAIRealtimeLLMService": _realtime("openai"),
         "AzureLLMService": _m("azure", _LLM),
-        "AzureRealtimeLLMService": _m("azure", "realtime"),
+        "AzureRealtimeLLMService": _realtime("azure"),
         "GoogleLLMService": _m("google", _LLM),
         "GoogleVertexLLMService": _m("google_vertex", _LLM),
-        "GeminiLiveLLMService": _m("google", "live"),
-        "GeminiLiveVertexLLMService": _m("google_vertex", "live"),
+        "GeminiLiveLLMService": _realtime("google"),
+        "GeminiLiveVertexLLMService": _realtime("google_vertex"),
         "GroqLLMService": _m("groq", _LLM),
         "CerebrasLLMService": _m("cerebras", _LLM),
         "TogetherLLMService": _m("together", _LLM),
@@ -203,37 +235,73 @@ def usage_from_metrics(metric: MetricsData, mapping: ServiceMapping) -> list[Usa
     """The usage in one Pipecat metric, named by MAPPING; `[]` for a metric that is not usage
     (TTFB, processing time, …) and for zero amounts."""
     model = mapping.model if mapping.model is not None else (metric.model or None)
-
-    def usage(unit: str, amount: int | Decimal) -> Usage:
-        return Usage(mapping.service, mapping.operation, unit, amount, model)
-
     found: list[Usage] = []
     if isinstance(metric, LLMUsageMetricsData):
-        tokens = metric.value
-        cache_read = tokens.cache_read_input_tokens or 0
-        cache_write = tokens.cache_creation_input_tokens or 0
-        if mapping.prompt_tokens_include_cached:
-            uncached = tokens.prompt_tokens - cache_read
-        else:
-            uncached = tokens.prompt_tokens + cache_write
-        if uncached < 0:
-            logger.warning(
-                "%s reported %d prompt tokens with %d cached: is prompt_tokens_include_cached right "
-                "for it? Counting the cached ones only",
-                metric.processor, tokens.prompt_tokens, cache_read,
-            )
-            uncached = 0
         found = [
-            usage("input_tokens", uncached),
-            usage("cached_input_tokens", cache_read),
-            usage("output_tokens", tokens.completion_tokens),
+            Usage(mapping.service, operation, unit, amount, model)
+            for operation, unit, amount in _llm_tokens(metric, mapping)
         ]
     elif isinstance(metric, TTSUsageMetricsData):
-        found = [usage("characters", int(metric.value))]
+        found = [Usage(mapping.service, mapping.operation, "characters", int(metric.value), model)]
     elif isinstance(metric, STTUsageMetricsData):
         seconds = Decimal(repr(float(metric.value.audio_seconds))).quantize(_MICROSECOND, ROUND_HALF_EVEN)
-        found = [usage("seconds", seconds)]
+        found = [Usage(mapping.service, mapping.operation, "seconds", seconds, model)]
     return [item for item in found if item.amount > 0]
+
+
+def _llm_tokens(metric: LLMUsageMetricsData, mapping: ServiceMapping) -> list[tuple[str, str, int]]:
+    """(operation, unit, tokens) of an LLM metric: its text part under `mapping.operation`, its
+    audio part under `mapping.audio`, each as uncached input, cache reads and output.
+
+    The audio fields are parts of the totals (Pipecat's OpenAI Realtime and Gemini Live services
+    count every modality, and the cache hits, in `prompt_tokens` and `completion_tokens`), so
+    text = totals − audio: every token reported is counted once, in one modality. Cache hits
+    whose modality is not reported are text's first (as LiveKit's integration counts them).
+    """
+    tokens = metric.value
+    cache_read = tokens.cache_read_input_tokens or 0
+    cache_write = tokens.cache_creation_input_tokens or 0
+    # Every input token, cached or not.
+    if mapping.prompt_tokens_include_cached:
+        prompt = tokens.prompt_tokens
+    else:
+        prompt = tokens.prompt_tokens + cache_write + cache_read
+    if cache_read > prompt:
+        logger.warning(
+            "%s reported %d prompt tokens with %d cached: is prompt_tokens_include_cached right "
+            "for it? Counting the cached ones only",
+            metric.processor, tokens.prompt_tokens, cache_read,
+        )
+    reported_in = tokens.input_audio_tokens or 0
+    reported_out = tokens.output_audio_tokens or 0
+    audio_in = min(reported_in, prompt)
+    audio_out = min(reported_out, tokens.completion_tokens)
+    text_in = prompt - audio_in
+    # The audio cache hits: as reported, within what the audio and the cache hold, and no fewer
+    # than the text tokens cannot hold.
+    least = max(0, cache_read - text_in)
+    reported_cached = tokens.cache_read_input_audio_tokens
+    audio_cached = least if reported_cached is None else reported_cached
+    audio_cached = min(max(audio_cached, least), audio_in, cache_read)
+    if (audio_in, audio_out) != (reported_in, reported_out) or (
+        reported_cached is not None and audio_cached != reported_cached and cache_read <= prompt
+    ):
+        logger.warning(
+            "%s reported audio tokens that do not fit its totals (prompt %d, of them audio %d; "
+            "cached %d, of them audio %s; completion %d, of them audio %d): counting %d audio "
+            "prompt tokens, %d of them cached, and %d audio completion tokens",
+            metric.processor, tokens.prompt_tokens, reported_in, cache_read, reported_cached,
+            tokens.completion_tokens, reported_out, audio_in, audio_cached, audio_out,
+        )
+    text_cached = cache_read - audio_cached
+    return [
+        (mapping.operation, "input_tokens", max(0, text_in - text_cached)),
+        (mapping.operation, "cached_input_tokens", text_cached),
+        (mapping.operation, "output_tokens", tokens.completion_tokens - audio_out),
+        (mapping.audio, "input_tokens", audio_in - audio_cached),
+        (mapping.audio, "cached_input_tokens", audio_cached),
+        (mapping.audio, "output_tokens", audio_out),
+    ]
 
 
 class PipelineLike(Protocol):
@@ -275,6 +343,10 @@ class VoiceMeterObserver(BaseObserver):
         services: Overrides of `DEFAULT_SERVICES`, keyed by a processor class, a class name, or
             a processor's name (`OpenAILLMService#0`, or the `name=` you gave it).
         metadata: Whether each usage carries `{"pipecat_processor": name}` as its metadata.
+        flush_timeout: How long (seconds) `cleanup()`, Pipecat's teardown of the observer when
+            the pipeline finishes, waits for the usage seen to be handed to `call.usage` (it
+            only waits while the client's buffer of unacknowledged frames is full); `None`: no
+            bound. What is not handed over by then is logged and counted in `dropped`.
     """
 
     def __init__(
@@ -285,6 +357,7 @@ class VoiceMeterObserver(BaseObserver):
         on_cutoff: CutoffAction = "end",
         services: Mapping[type[Any] | str, ServiceMapping] | None = None,
         metadata: bool = True,
+        flush_timeout: float | None = 10.0,
     ) -> None:
         super().__init__(**_observer_kwargs())
         if not callable(on_cutoff) and on_cutoff not in ("end", "cancel"):
@@ -298,7 +371,11 @@ class VoiceMeterObserver(BaseObserver):
         self._cutoff: BudgetCutoff | None = None
         self._acted = False
         self._action: asyncio.Task[None] | None = None
-        #: Usage quantities reported so far (one per `Call.usage`).
+        self._flush_timeout = flush_timeout
+        #: Usage seen and not yet handed to `Call.usage` (the first one is being handed over).
+        self._unsent: deque[tuple[Usage, str]] = deque()
+        self._sender: asyncio.Task[None] | None = None
+        #: Usage quantities handed to `Call.usage` so far (one per call).
         self.reported = 0
         #: Usage quantities that could not be reported (logged).
         self.dropped = 0
@@ -333,9 +410,19 @@ class VoiceMeterObserver(BaseObserver):
 
     def _cutoff_received(self, cutoff: BudgetCutoff) -> None:
         self._cutoff = cutoff
+        action = self._on_cutoff
+        if callable(action):
+            doing = "calling the on_cutoff callback"
+        elif self._worker is None:
+            doing = (
+                f"no pipeline is attached yet: it is {'ended' if action == 'end' else 'cancelled'} "
+                "once one is (VoiceMeterObserver.attach(worker))"
+            )
+        else:
+            doing = "ending the pipeline (EndFrame)" if action == "end" else "cancelling the pipeline"
         logger.warning(
-            "call %s cut off (%s budget: spent %s of %s): ending the pipeline",
-            cutoff.call_id, cutoff.scope, cutoff.spent, cutoff.limit,
+            "call %s cut off (%s budget: spent %s of %s): %s",
+            cutoff.call_id, cutoff.scope, cutoff.spent, cutoff.limit, doing,
         )
         self._maybe_act()
 
@@ -352,23 +439,34 @@ class VoiceMeterObserver(BaseObserver):
         self._action = loop.create_task(self._act(self._cutoff), name="voicemeter-cutoff")
 
     async def _act(self, cutoff: BudgetCutoff) -> None:
+        """Acts on the cutoff, once: a failure is logged (an `EndFrame` that cannot be queued
+        falls back to cancelling the worker), never retried."""
         action = self._on_cutoff
         reason = f"voicemeter budget cutoff ({cutoff.scope}: spent {cutoff.spent} of {cutoff.limit})"
-        try:
-            if callable(action):
+        if callable(action):
+            try:
                 result = action(cutoff)
                 if inspect.isawaitable(result):
                     await result
-                return
-            worker = self._worker
-            if worker is None or worker.has_finished():
-                return
-            if action == "cancel":
-                await worker.cancel(reason=reason)
-            else:
+            except Exception:
+                logger.exception("call %s: the on_cutoff callback failed", cutoff.call_id)
+            return
+        worker = self._worker
+        if worker is None or worker.has_finished():
+            return
+        if action == "end":
+            try:
                 await worker.queue_frame(EndFrame(reason=reason))
+                return
+            except Exception:
+                logger.exception(
+                    "call %s: queueing an EndFrame on its cutoff failed; cancelling the pipeline "
+                    "instead", cutoff.call_id,
+                )
+        try:
+            await worker.cancel(reason=reason)
         except Exception:
-            logger.exception("ending the pipeline of call %s on its cutoff failed", cutoff.call_id)
+            logger.exception("call %s: cancelling the pipeline on its cutoff failed", cutoff.call_id)
 
     # Pipecat's observer events.
 
@@ -377,7 +475,9 @@ class VoiceMeterObserver(BaseObserver):
         self._maybe_act()
 
     async def on_push_frame(self, data: FramePushed) -> None:
-        """Reports the usage metrics of each `MetricsFrame`, once per frame."""
+        """Takes the usage metrics of each `MetricsFrame`, once per frame, and returns at once:
+        they are handed to `Call.usage` in order by a task of the observer's own (see `flush`),
+        so Pipecat's queue of frames for this observer never waits on VoiceMeter."""
         frame = data.frame
         if not isinstance(frame, MetricsFrame):
             return
@@ -394,8 +494,45 @@ class VoiceMeterObserver(BaseObserver):
                 logger.exception("could not map the usage metric %r", metric)
                 self.dropped += 1
                 continue
-            for usage in found:
-                await self._report(usage, metric.processor)
+            self._unsent.extend((usage, metric.processor) for usage in found)
+        if self._unsent and (self._sender is None or self._sender.done()):
+            self._sender = asyncio.get_running_loop().create_task(
+                self._send_unsent(), name="voicemeter-usage"
+            )
+
+    async def cleanup(self) -> None:
+        """Pipecat's teardown of the observer (`PipelineWorker` calls it as the pipeline
+        finishes): hands the usage seen to `Call.usage` first (`flush`)."""
+        base_cleanup: Callable[[], Awaitable[None]] = super().cleanup  # untyped in Pipecat
+        await base_cleanup()
+        await self.flush()
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Waits until every usage seen has been handed to `Call.usage`: at most TIMEOUT
+        seconds (default: the observer's `flush_timeout`). What is not handed over by then is
+        given up, logged and counted in `dropped`."""
+        sender = self._sender
+        if sender is not None and not sender.done():
+            bound = self._flush_timeout if timeout is None else timeout
+            await asyncio.wait({sender}, timeout=bound)
+            if not sender.done():
+                sender.cancel()
+                await asyncio.wait({sender})
+        if self._unsent:
+            lost = len(self._unsent)
+            self._unsent.clear()
+            self.dropped += lost
+            logger.error(
+                "call %s: %d usage quantities seen could not be handed to the client in time "
+                "(its buffer of unacknowledged frames stayed full): not reported",
+                self.call.call_id, lost,
+            )
+
+    async def _send_unsent(self) -> None:
+        while self._unsent:
+            usage, processor = self._unsent[0]  # stays unsent until handed over
+            await self._report(usage, processor)
+            self._unsent.popleft()
 
     def _first_sight(self, frame_id: int) -> bool:
         if frame_id in self._seen:

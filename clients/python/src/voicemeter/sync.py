@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from ._amounts import Amount, Money
 from ._client import Call, Callback, VoiceMeter
-from ._events import BudgetCutoff, BudgetWarning, CallSummary
+from ._events import BudgetCutoff, BudgetWarning, CallSummary, FrameRefused
 
 T = TypeVar("T")
 
@@ -102,6 +102,19 @@ class SyncCall:
     @property
     def cutoff(self) -> BudgetCutoff | None:
         return self._call.cutoff
+
+    @property
+    def warnings(self) -> list[BudgetWarning]:
+        return list(self._call.warnings)
+
+    @property
+    def refused(self) -> list[FrameRefused]:
+        """Frames the server refused for good: not counted."""
+        return list(self._call.refused)
+
+    @property
+    def unacknowledged(self) -> list[int]:
+        return self._call.unacknowledged
 
     @property
     def summary(self) -> CallSummary | None:

@@ -7,7 +7,9 @@ of `twilio` / `voice_inbound` or `voice_outbound` in `seconds`, which the server
 minutes per call as Twilio does.
 
 Use one source of telephony usage per call, never both: `TwilioDurations.record` refuses a call
-that has already streamed `twilio` usage, since both would be billed.
+that has streamed `twilio` usage, and `Call.usage` refuses `twilio` usage for a call that has
+recorded Twilio's duration, since both would be billed. A call with several legs (a `<Dial>`)
+records each leg's callback.
 
 ```python
 durations = TwilioDurations()
@@ -35,6 +37,8 @@ from ._client import Call
 
 #: The service the server prices Twilio voice under.
 SERVICE = "twilio"
+#: How a call's telephony usage is told apart from streamed seconds (one source per call).
+_SOURCE = "Twilio's status callback"
 
 #: Directions Twilio reports: the parent leg of an inbound call, or an outbound one.
 _OPERATION_BY_DIRECTION = {
@@ -57,15 +61,18 @@ class TelephonyUsage:
     direction: str
 
     async def send(self, call: Call) -> int:
-        """Report it as the call's usage; returns the frame's seq."""
-        return await call.usage(
+        """Report it as the call's usage; returns the frame's seq. Raises `ValueError` when the
+        call streams telephony seconds itself (never both)."""
+        return await call._usage(
             SERVICE,
             self.operation,
             "seconds",
             self.seconds,
-            ts=self.ended_at,
-            external_id=f"{self.call_sid}-duration",
-            metadata={"source": "twilio_status_callback", "direction": self.direction},
+            None,
+            self.ended_at,
+            f"{self.call_sid}-duration",
+            {"source": "twilio_status_callback", "direction": self.direction},
+            _SOURCE,
         )
 
 
@@ -89,6 +96,8 @@ def telephony_usage(params: Mapping[str, str]) -> TelephonyUsage | None:
         )
     stamp = params.get("Timestamp")
     ended_at = parsedate_to_datetime(stamp) if stamp else datetime.now(timezone.utc)
+    if ended_at.tzinfo is None:
+        ended_at = ended_at.replace(tzinfo=timezone.utc)  # "-0000": UTC, local offset unknown
     return TelephonyUsage(call_sid, operation, int(duration), ended_at, direction)
 
 
@@ -121,9 +130,10 @@ class TwilioDurations:
     async def record(
         self, call: Call, *, call_sid: str | None = None, timeout: float = 30.0
     ) -> TelephonyUsage | None:
-        """Wait for the final status callback of `call_sid` (default: the call's id) and send its
-        duration as the call's telephony usage; `None` when Twilio billed nothing. Raises
-        `TimeoutError` after `timeout` seconds, `ValueError` when the call streamed telephony."""
+        """Wait for the final status callback of `call_sid` (default: the call's id; record
+        each leg of a call that has several) and send its duration as the call's telephony
+        usage; `None` when Twilio billed nothing. Raises `TimeoutError` after `timeout`
+        seconds, `ValueError` when the call streams telephony seconds itself."""
         if SERVICE in call.streamed_services:
             raise ValueError(
                 f"call {call.call_id} already streamed {SERVICE} usage: "
