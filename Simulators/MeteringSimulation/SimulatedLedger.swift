@@ -103,6 +103,18 @@ struct SimulatedLedger {
                            shortScope: shortScope, expired: all.count { $0.value.expiresAt <= now })
     }
 
+    /// `BudgetStore.renewGrants`: the holder's grants of these users whose lease still runs at
+    /// `now` are extended; their amounts do not change.
+    mutating func renewGrants(_ renewal: GrantRenewal, holder: String, now: Timestamp) -> Set<String> {
+        var renewed: Set<String> = []
+        for userID in renewal.userIDs {
+            guard let grant = grants[userID]?[holder], grant.expiresAt > now else { continue }
+            grants[userID]?[holder] = (grant.amount, now.adding(seconds: renewal.leaseSeconds))
+            renewed.insert(userID)
+        }
+        return renewed
+    }
+
     /// What the unexpired grants of a user hold at `now`.
     func held(by userID: String, at now: Timestamp) -> ExactDecimal {
         (grants[userID] ?? [:]).values.filter { $0.expiresAt > now }.reduce(ExactDecimal.zero) { (try? $0.adding($1.amount)) ?? $0 }

@@ -48,6 +48,8 @@ public struct CoreSimulationStats: Sendable {
     /// Budget grant requests answered, and failed (the database away).
     public var grantsAnswered = 0
     public var grantsFailed = 0
+    /// Lease renewals answered (one for all of a core's users that were due).
+    public var renewals = 0
 
     public init() {}
 
@@ -66,6 +68,7 @@ public struct CoreSimulationStats: Sendable {
         intrusions += other.intrusions
         grantsAnswered += other.grantsAnswered
         grantsFailed += other.grantsFailed
+        renewals += other.renewals
     }
 }
 
@@ -118,13 +121,19 @@ public struct CoreSimulation {
         var writerQueue: [WriterItem] = []
         var registrations: [(start: CallStart, startedAt: Timestamp, asOf: Timestamp)] = []
         var refreshes: [(users: [String], asOf: Timestamp)] = []
-        var grantRequests: [GrantRequest] = []
+        /// Grant requests and lease renewals, run in order like the registry's queue.
+        var grantRequests: [GrantWork] = []
         var nextTick: Timestamp
     }
 
     enum WriterItem {
         case event(UsageEvent)
         case ending(CallEnding)
+    }
+
+    enum GrantWork {
+        case take(GrantRequest)
+        case renew(GrantRenewal)
     }
 
     struct Connection {
@@ -403,25 +412,41 @@ public struct CoreSimulation {
         try feed(index, .registered(callID: pending.start.callID, registration, snapshot, asOf: pending.asOf))
     }
 
-    /// The ledger answers a node's oldest grant request (they run in order, like the registry's queue).
+    /// The ledger answers a node's oldest grant request or renewal (they run in order, like the registry's queue).
     private mutating func completeGrant() throws {
         guard let index = nodes.indices.filter({ !nodes[$0].grantRequests.isEmpty }).randomElement(using: &random) else { return }
-        let request = nodes[index].grantRequests.removeFirst()
+        let work = nodes[index].grantRequests.removeFirst()
+        let holder = "node\(index)/\(nodes[index].life)"
         let fault = faultsAllowed ? random.below(20) : 20
-        if fault == 0 {
-            stats.grantsFailed += 1
-            try feed(index, .grantFailed(request, reason: "simulated outage"))
-            return
+        switch work {
+        case .take(let request):
+            if fault == 0 {
+                stats.grantsFailed += 1
+                try feed(index, .grantFailed(request, reason: "simulated outage"))
+                return
+            }
+            let answer = ledger.takeGrant(request, holder: holder, now: now)
+            // Applied, and the answer lost with the connection.
+            if fault == 1 {
+                stats.grantsFailed += 1
+                try feed(index, .grantFailed(request, reason: "simulated lost answer"))
+                return
+            }
+            stats.grantsAnswered += 1
+            try feed(index, .grantAnswered(request, answer))
+        case .renew(let renewal):
+            if fault == 0 {
+                try feed(index, .grantRenewalFailed(renewal, reason: "simulated outage"))
+                return
+            }
+            let renewed = ledger.renewGrants(renewal, holder: holder, now: now)
+            if fault == 1 {
+                try feed(index, .grantRenewalFailed(renewal, reason: "simulated lost answer"))
+                return
+            }
+            stats.renewals += 1
+            try feed(index, .grantsRenewed(renewal, renewed: renewed))
         }
-        let answer = ledger.takeGrant(request, holder: "node\(index)/\(nodes[index].life)", now: now)
-        // Applied, and the answer lost with the connection.
-        if fault == 1 {
-            stats.grantsFailed += 1
-            try feed(index, .grantFailed(request, reason: "simulated lost answer"))
-            return
-        }
-        stats.grantsAnswered += 1
-        try feed(index, .grantAnswered(request, answer))
     }
 
     private mutating func completeRefresh() throws {
@@ -507,7 +532,8 @@ public struct CoreSimulation {
                 if case .tick = input { endedBySilence.insert(ending.callID) }
             case .register(let start, let startedAt, let asOf): nodes[index].registrations.append((start, startedAt, asOf))
             case .refreshBudgets(let users, let asOf, _): nodes[index].refreshes.append((users, asOf))
-            case .takeGrant(let request): nodes[index].grantRequests.append(request)
+            case .takeGrant(let request): nodes[index].grantRequests.append(.take(request))
+            case .renewGrants(let renewal): nodes[index].grantRequests.append(.renew(renewal))
             case .markCall(_, let callID, let status, _, let generation): ledger.mark(callID, status: status, onlyIfGeneration: generation)
             case .recordRejectedFrame(let frame, let reason):
                 if reason != .unknownCall, ledger.refused[frame.callID]?[frame.seq] == nil { ledger.refused[frame.callID, default: [:]][frame.seq] = reason.rawValue }
@@ -789,6 +815,8 @@ public struct CoreSimulation {
         case .budgetSettingsChanged: "settings changed"
         case .grantAnswered(let request, let answer): "grant #\(request.number) \(request.userID) \(request.purpose): keep \(request.keep) want \(request.want) → held \(answer.held) extra \(answer.extra) short \(answer.shortScope?.rawValue ?? "-")"
         case .grantFailed(let request, _): "grant #\(request.number) \(request.userID) failed"
+        case .grantsRenewed(let renewal, let renewed): "renewal #\(renewal.number) of \(renewal.userIDs): renewed \(renewed.sorted())"
+        case .grantRenewalFailed(let renewal, _): "renewal #\(renewal.number) failed"
         case .releaseGrants: "release grants"
         case .tick: "tick"
         }

@@ -66,7 +66,7 @@ struct Simulate: ParsableCommand {
               frames stored \(total.framesStored), calls summarized \(total.callsSummarized), rejected \(total.callsRejected), cutoffs sent \(total.cutoffs)
               rate limited \(total.rateLimited), overloaded \(total.overloaded), conflicts at commit \(total.conflictsAtCommit), intrusions \(total.intrusions)
               reconnects \(total.reconnects), node crashes \(total.crashes), limit changes \(total.limitChanges)
-              budget grants answered \(total.grantsAnswered), failed \(total.grantsFailed)
+              budget grants answered \(total.grantsAnswered), failed \(total.grantsFailed), lease renewals \(total.renewals)
             """)
     }
 }

@@ -112,6 +112,18 @@ struct BudgetGrant: Sendable {
         return true
     }
 
+    /// The lease renewed with the core's others (`GrantRenewal`): it runs from `asOf`.
+    mutating func renew(asOf: Timestamp, leaseSeconds: Int64) {
+        validUntil = max(validUntil, asOf.adding(seconds: leaseSeconds))
+        renewAfter = max(renewAfter, asOf.adding(seconds: max(1, leaseSeconds / 3)))
+    }
+
+    /// The ledger no longer held this grant when its lease was renewed: nothing is priced under
+    /// it until a request of its own re-checks what still fits.
+    mutating func loseLease(at now: Timestamp) {
+        if validUntil > now { validUntil = now }
+    }
+
     /// The pending request failed: whatever it would have given is not used.
     mutating func fail(_ request: GrantRequest, retryAfter instant: Timestamp) -> Bool {
         guard pending?.number == request.number else { return false }

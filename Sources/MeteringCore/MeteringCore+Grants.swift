@@ -46,8 +46,41 @@ extension MeteringCore {
             requestGrant(user, want: want, minimum: .zero, keepingAvailable: grant.available, purpose: .topUp, &actions)
         } else if grant.available > target + target {
             requestGrant(user, want: .zero, minimum: .zero, keepingAvailable: target, purpose: .renewal, &actions)
-        } else if now >= grant.renewAfter {
-            requestGrant(user, want: .zero, minimum: .zero, keepingAvailable: grant.available, purpose: .renewal, &actions)
+        } else if now >= grant.renewAfter, grant.held > .zero {
+            if now >= grant.validUntil {
+                // The lease ran out: a request of its own re-checks what still fits.
+                requestGrant(user, want: .zero, minimum: .zero, keepingAvailable: grant.available, purpose: .renewal, &actions)
+            } else {
+                grantRenewal.due = true  // with the core's other leases due, in one statement
+            }
+        }
+    }
+
+    /// Renews together the leases that are due (after the input that found one due): one
+    /// statement for all of them, so many users with little burn cost one round trip, not one each.
+    mutating func renewDueGrants(_ actions: inout [MeteringAction]) {
+        guard grantRenewal.due, grantRenewal.mayAsk(at: now) else { return }
+        grantRenewal.due = false
+        let due = users.keys.sorted().filter { userID in
+            guard let grant = users[userID]?.grant else { return false }
+            return grant.pending == nil && !grant.stopped && grant.held > .zero && now < grant.validUntil && now >= grant.renewAfter
+        }
+        guard !due.isEmpty else { return }
+        actions.append(.renewGrants(grantRenewal.next(userIDs: due, asOf: now, leaseSeconds: settings.grantLeaseSeconds)))
+    }
+
+    /// The renewal's answer: the leases the ledger extended run from when it was asked; a grant
+    /// it no longer held (its lease ran out there) prices nothing until a request re-checks it.
+    mutating func grantsRenewed(_ renewal: GrantRenewal, _ renewed: Set<String>, _ actions: inout [MeteringAction]) {
+        guard grantRenewal.answered(renewal) else { return }
+        for userID in renewal.userIDs {
+            guard let user = users[userID], user.grant != nil else { continue }
+            if renewed.contains(userID) {
+                user.grant?.renew(asOf: renewal.asOf, leaseSeconds: renewal.leaseSeconds)
+            } else {
+                user.grant?.loseLease(at: now)
+                adjustGrant(user, &actions)
+            }
         }
     }
 
@@ -203,6 +236,43 @@ extension MeteringCore {
         guard !user.framesWaitingForGrant.isEmpty else { return }
         backlog += user.framesWaitingForGrant
         user.framesWaitingForGrant.removeAll()
+    }
+}
+
+/// A core's lease renewals: due when a grant's renewal time has passed; one on its way at a time;
+/// after a failure, none before the retry time.
+struct GrantRenewals: Sendable {
+    var due = false
+    private(set) var pending: GrantRenewal?
+    private var number = 0
+    private var retryAfter: Timestamp?
+
+    func mayAsk(at now: Timestamp) -> Bool {
+        pending == nil && (retryAfter.map { now >= $0 } ?? true)
+    }
+
+    mutating func next(userIDs: [String], asOf: Timestamp, leaseSeconds: Int64) -> GrantRenewal {
+        number += 1
+        let renewal = GrantRenewal(number: number, userIDs: userIDs, asOf: asOf, leaseSeconds: leaseSeconds)
+        pending = renewal
+        return renewal
+    }
+
+    /// Takes the answer to the pending renewal; `false` if it answers another.
+    mutating func answered(_ renewal: GrantRenewal) -> Bool {
+        guard pending?.number == renewal.number else { return false }
+        pending = nil
+        retryAfter = nil
+        return true
+    }
+
+    /// The pending renewal failed: the leases count as before (they may run out: the per-frame
+    /// check stops pricing then), and it is asked again after `retryAfter`.
+    mutating func failed(_ renewal: GrantRenewal, retryAfter instant: Timestamp) {
+        guard pending?.number == renewal.number else { return }
+        pending = nil
+        retryAfter = instant
+        due = true
     }
 }
 

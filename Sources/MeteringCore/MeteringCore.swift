@@ -76,6 +76,8 @@ public struct MeteringCore {
     var commitNumber = 0
     /// Numbers grant requests (`GrantRequest.number`).
     var grantNumber = 0
+    /// Leases to renew together (`GrantRenewal`): one renewal on its way at a time.
+    var grantRenewal = GrantRenewals()
     /// Messages that waited for their call's admission or their user's grant, handled in order,
     /// one submit at a time.
     var backlog: [MeteringInput] = []
@@ -107,6 +109,7 @@ public struct MeteringCore {
                      "a submit action is answered with submitted(accepted:) before any other input")
         handle(input, into: &actions)
         handleBacklog(into: &actions)
+        renewDueGrants(&actions)
     }
 
     /// Takes the instant and the prices of the input being handled (the book only when it changed).
@@ -129,6 +132,7 @@ public struct MeteringCore {
         precondition(staged == nil, "a submit action is answered with submitted(accepted:) before any other input")
         let done = usage(frame, hash, connection, &actions)
         handleBacklog(into: &actions)
+        renewDueGrants(&actions)
         return done
     }
 
@@ -172,6 +176,8 @@ public struct MeteringCore {
             actions.append(.refreshBudgets(userIDs: users.keys.sorted(), asOf: now, paced: false))
         case .grantAnswered(let request, let answer): grantAnswered(request, answer, &actions)
         case .grantFailed(let request, let reason): grantFailed(request, reason, &actions)
+        case .grantsRenewed(let renewal, let renewed): grantsRenewed(renewal, renewed, &actions)
+        case .grantRenewalFailed(let renewal, _): grantRenewal.failed(renewal, retryAfter: now.adding(seconds: Self.grantRetrySeconds))
         case .releaseGrants: releaseGrants(&actions)
         case .tick: tick(&actions)
         }

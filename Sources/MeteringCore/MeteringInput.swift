@@ -41,6 +41,10 @@ public enum MeteringInput: Sendable {
     case grantAnswered(GrantRequest, GrantAnswer)
     /// A `takeGrant` action failed (the database is away): whether it was applied is unknown.
     case grantFailed(GrantRequest, reason: String)
+    /// The ledger's answer to a `renewGrants` action: the users whose grant it extended.
+    case grantsRenewed(GrantRenewal, renewed: Set<String>)
+    /// A `renewGrants` action failed: whether it was applied is unknown (the leases count as before).
+    case grantRenewalFailed(GrantRenewal, reason: String)
     /// The server stops: what each grant holds beyond the frames on their way goes back.
     case releaseGrants
 }
@@ -82,6 +86,9 @@ public enum MeteringAction: Sendable {
     /// Set what this core holds of a user's budget in the ledger; answered with `grantAnswered`
     /// or `grantFailed` (requests of one core are performed in order).
     case takeGrant(GrantRequest)
+    /// Extend the leases of this core's grants of these users; answered with `grantsRenewed` or
+    /// `grantRenewalFailed` (in order with `takeGrant`).
+    case renewGrants(GrantRenewal)
     /// The call's later messages go to this metering core (until `forgetRoute`).
     case pinRoute(callID: String)
     case forgetRoute(callID: String)

@@ -34,6 +34,11 @@ final class CallRegistry: Sendable {
         run(completion) { try BudgetStore(connection: $0).takeGrant(request, holder: holder) }
     }
 
+    /// Extends the leases of `holder`'s grants of the renewal's users (in order with the requests).
+    func renewGrants(_ renewal: GrantRenewal, holder: String, completion: @escaping @Sendable (Result<Set<String>, any Error>) -> Void) {
+        run(completion) { try BudgetStore(connection: $0).renewGrants(renewal, holder: holder) }
+    }
+
     /// Waits until everything asked before has run, or `timeoutSeconds` passed.
     func barrier(timeoutSeconds: Int) {
         let done = DispatchSemaphore(value: 0)

@@ -209,6 +209,7 @@ actor MeteringShard {
             }
         case .refreshBudgets(let userIDs, let asOf, let paced): refresh(userIDs, asOf: asOf, paced: paced)
         case .takeGrant(let request): takeGrant(request)
+        case .renewGrants(let renewal): renewGrants(renewal)
         case .recordAlert(let alert): environment.registry.record(alert)
         case .markCall(let userID, let callID, let status, let reason, let generation):
             environment.registry.markCall(userID: userID, callID: callID, status: status, cutoffReason: reason, onlyIfGeneration: generation)
@@ -235,9 +236,24 @@ actor MeteringShard {
         }
     }
 
+    /// This core as a holder of budget grants.
+    private var grantHolder: String { "\(environment.grantHolder)/core\(index)" }
+
+    private func renewGrants(_ renewal: GrantRenewal) {
+        let metrics = environment.metrics
+        environment.registry.renewGrants(renewal, holder: grantHolder) { outcome in
+            switch outcome {
+            case .success(let renewed): self.perform { $0.run(.grantsRenewed(renewal, renewed: renewed)) }
+            case .failure(let error):
+                metrics.grantRequestsFailed.increment()
+                self.perform { $0.run(.grantRenewalFailed(renewal, reason: "\(error)")) }
+            }
+        }
+    }
+
     private func takeGrant(_ request: GrantRequest) {
         let metrics = environment.metrics
-        environment.registry.takeGrant(request, holder: "\(environment.grantHolder)/core\(index)") { outcome in
+        environment.registry.takeGrant(request, holder: grantHolder) { outcome in
             switch outcome {
             case .success(let answer):
                 if answer.extra > .zero { metrics.grantsTaken.increment() }

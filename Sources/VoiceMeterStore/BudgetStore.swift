@@ -93,6 +93,22 @@ public struct BudgetStore {
                            shortScope: scope.flatMap(BudgetScope.init(rawValue:)), expired: try row.decode("expired"))
     }
 
+    /// Extends the leases of `holder`'s grants of these users, one statement for all of them:
+    /// only grants whose lease still runs (one that ran out may be counted as free by another
+    /// holder already; its holder asks again with `takeGrant`). Amounts do not change, so no
+    /// spend is read. Returns the users whose grant was extended.
+    public func renewGrants(_ renewal: GrantRenewal, holder: String) throws -> Set<String> {
+        var renewed: Set<String> = []
+        for row in try connection.query("""
+            UPDATE budget_grants SET expires_at = now() + make_interval(secs => $3)
+            WHERE holder = $1 AND user_id = ANY($2::text[]) AND expires_at > now()
+            RETURNING user_id
+            """, [holder, PostgresTextArray(renewal.userIDs), Int(renewal.leaseSeconds)]) {
+            renewed.insert(try row.decode("user_id"))
+        }
+        return renewed
+    }
+
     /// One holder's grant of a user's budget as the ledger keeps it.
     public struct HeldGrant: Sendable {
         public var holder: String

@@ -21,6 +21,8 @@ struct CoreHarness {
     var grantRoom: ExactDecimal?
     var answersGrants = true
     var grantRequests: [GrantRequest] = []
+    /// Users whose grant the ledger no longer holds when the core renews its leases.
+    var leasesGoneAtLedger: Set<String> = []
 
     /// 2026-03-10T12:00:00Z: the tests never read today's date.
     static let start = Timestamp(microsecondsSinceEpoch: 1_773_144_000_000_000)
@@ -49,6 +51,9 @@ struct CoreHarness {
             if case .takeGrant(let request) = produced[next] {
                 if answersGrants { produced += core.handle(.grantAnswered(request, grantAnswer(to: request)), at: now, prices: prices) }
                 else { grantRequests.append(request) }
+            }
+            if case .renewGrants(let renewal) = produced[next] {
+                produced += core.handle(.grantsRenewed(renewal, renewed: Set(renewal.userIDs).subtracting(leasesGoneAtLedger)), at: now, prices: prices)
             }
             next += 1
         }
@@ -131,4 +136,5 @@ extension [MeteringAction] {
     var rejections: [String] { sent.compactMap { if case .callRejected(_, let reason, _, _) = $0 { reason } else { nil } } }
     var marks: [String] { compactMap { if case .markCall(_, _, let status, _, _) = $0 { status } else { nil } } }
     var grantRequests: [GrantRequest] { compactMap { if case .takeGrant(let request) = $0 { request } else { nil } } }
+    var grantRenewals: [GrantRenewal] { compactMap { if case .renewGrants(let renewal) = $0 { renewal } else { nil } } }
 }

@@ -91,6 +91,32 @@ import VoiceMeterDomain
         #expect(harness.answerGrant().submitted.count == 1)
     }
 
+    @Test func theLeasesOfManyUsersAreRenewedTogetherInOneRequest() {
+        var harness = CoreHarness(policy: Self.monthLimit)
+        for (call, user) in [("C1", "u1"), ("C2", "u2"), ("C3", "u3")] { harness.startCall(call, user: user) }
+        harness.advance(seconds: 21)  // past a third of the 60 s lease
+        let tick = harness.feed(.tick)
+        #expect(tick.grantRenewals.map(\.userIDs) == [["u1", "u2", "u3"]])
+        #expect(tick.grantRequests.isEmpty, "no request per user: 10,000 users with a frame a second cost one statement")
+        harness.advance(seconds: 50)  // 71 s after the grants were taken, 50 s after the renewal
+        #expect(harness.send(1, call: "C1").submitted.count == 1, "priced on the renewed lease")
+    }
+
+    @Test func aGrantTheLedgerNoLongerHeldAtRenewalIsTakenAgainBeforeItIsSpent() {
+        var harness = CoreHarness(policy: Self.monthLimit)
+        harness.startCall("C1", user: "u1")
+        harness.startCall("C2", user: "u2")
+        harness.leasesGoneAtLedger = ["u1"]
+        harness.answersGrants = false
+        harness.advance(seconds: 21)
+        let tick = harness.feed(.tick)
+        #expect(tick.grantRenewals.map(\.userIDs) == [["u1", "u2"]])
+        #expect(harness.grantRequests.map(\.userID) == ["u1"], "only u1's grant is asked for again")
+        #expect(harness.send(1, call: "C1").submitted.isEmpty, "not priced until the ledger holds it again")
+        #expect(harness.send(1, call: "C2").submitted.count == 1)
+        #expect(harness.answerGrant().submitted == [EventKey(callID: "C1", seq: 1)])
+    }
+
     @Test func aFailedReservationRefusesTheStartForNowAndFramesWaitForTheRetry() {
         var harness = CoreHarness(policy: Self.monthLimit)
         harness.answersGrants = false

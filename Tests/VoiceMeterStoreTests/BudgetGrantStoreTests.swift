@@ -59,6 +59,23 @@ struct BudgetGrantStoreTests {
         #expect(try store.takeGrant(request(keep: "3.00", want: "0"), holder: "dead").held == d("2.00"))
     }
 
+    @Test("a renewal extends, in one statement, only the holder's grants whose lease still runs; amounts stay as they are")
+    func renewalExtendsLiveLeasesOnly() throws {
+        let connection = try PostgresConnection(try TestPostgres.migratedDatabase())
+        let store = BudgetStore(connection: connection)
+        for user in ["u1", "u2", "u3"] { _ = try store.takeGrant(request(user, want: "0.50", lease: 60), holder: "core0") }
+        _ = try store.takeGrant(request("u1", want: "0.50", lease: 60), holder: "core1")
+        try connection.query("UPDATE budget_grants SET expires_at = now() + interval '5 seconds' WHERE holder = 'core0'")
+        try connection.query("UPDATE budget_grants SET expires_at = now() - interval '1 second' WHERE user_id = 'u3'")
+        let renewed = try store.renewGrants(GrantRenewal(number: 1, userIDs: ["u1", "u2", "u3", "u4"], asOf: asOf, leaseSeconds: 600),
+                                            holder: "core0")
+        #expect(renewed == ["u1", "u2"], "u3's lease ran out; u4 holds nothing")
+        let leases = try connection.query("""
+            SELECT user_id, holder, amount, expires_at > now() + interval '500 seconds' AS extended FROM budget_grants ORDER BY user_id, holder
+            """).map { "\(try $0.decode("user_id", as: String.self))/\(try $0.decode("holder", as: String.self)) \(try $0.decode("amount", as: ExactDecimal.self)) \(try $0.decode("extended", as: Bool.self))" }
+        #expect(leases == ["u1/core0 0.5 true", "u1/core1 0.5 false", "u2/core0 0.5 true", "u3/core0 0.5 false"])
+    }
+
     @Test("eight connections taking $0.10 grants at once from a $3.00 month: exactly thirty succeed, never more than the limit held")
     func concurrentTakesNeverOvercommit() throws {
         let options = try TestPostgres.migratedDatabase()

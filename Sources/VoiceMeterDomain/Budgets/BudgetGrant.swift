@@ -35,13 +35,32 @@ public struct GrantRequest: Sendable, Hashable {
     }
 }
 
+/// The leases of a core's grants renewed together, in one statement whatever the number of users:
+/// only grants whose lease still runs are extended (amounts do not change, so nothing else is read).
+public struct GrantRenewal: Sendable, Hashable {
+    /// Numbers a core's renewals: an answer is taken only by the renewal it answers.
+    public var number: Int
+    public var userIDs: [String]
+    /// The leases run from this instant (the core's clock when it asked).
+    public var asOf: Timestamp
+    public var leaseSeconds: Int64
+
+    public init(number: Int, userIDs: [String], asOf: Timestamp, leaseSeconds: Int64) {
+        self.number = number
+        self.userIDs = userIDs
+        self.asOf = asOf
+        self.leaseSeconds = leaseSeconds
+    }
+}
+
 /// Why a grant is asked for.
 public enum GrantPurpose: Sendable, Hashable {
     /// A new call's expected cost, reserved all or nothing before it is admitted.
     case admission(callID: String)
     /// More for the user's live calls (a few seconds of their burn).
     case topUp
-    /// The lease renewed; what is not needed any more given back.
+    /// The lease renewed with the rest of the core's (`GrantRenewal`) did not hold; or what is
+    /// not needed any more given back.
     case renewal
     /// Everything not on its way given back (the user's calls ended, or the server stops).
     case release
