@@ -24,7 +24,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar, Unpack
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
@@ -54,6 +54,36 @@ _STABLE_CONNECTION_SECONDS = 10.0
 Event = BudgetWarning | BudgetCutoff
 E = TypeVar("E", BudgetWarning, BudgetCutoff)
 Callback = Callable[[E], Awaitable[None] | None]
+
+
+class CallDetails(TypedDict, total=False):
+    """A call's optional `call.start` fields: what the caller paid (`revenue`, exact; with its
+    `currency`, default USD, and `payment_method`, default card, which select the payment fee),
+    the `persona_id`, and when it started (`ts`, default now)."""
+
+    revenue: Money
+    currency: str
+    payment_method: str
+    persona_id: str
+    ts: datetime | str
+
+
+def _start_message(call_id: str, user_id: str, details: CallDetails) -> str:
+    """`call.start`, checked against the server's bounds (`ValueError` names the field)."""
+    text_field(call_id, "call_id", longest=100)
+    text_field(user_id, "user_id", longest=255)
+    text_field(details.get("persona_id"), "persona_id", longest=50, required=False)
+    text_field(details.get("payment_method"), "payment_method", longest=50, required=False)
+    currency = details.get("currency")
+    if currency is not None and not (len(currency) == 3 and currency.isascii() and currency.isupper()):
+        raise ValueError(f"currency must be three capital letters like USD, got {currency!r}")
+    start: dict[str, Any] = {"type": "call.start", "call_id": call_id, "user_id": user_id, "ts": timestamp(details.get("ts"))}
+    if "revenue" in details:
+        start["revenue"] = money(details["revenue"], "revenue")
+    for key in ("currency", "payment_method", "persona_id"):
+        if key in details:
+            start[key] = details[key]
+    return json.dumps(start)
 
 
 class _Pacer:
@@ -122,17 +152,7 @@ class VoiceMeter:
         #: How many times the connection was established (1 + reconnects), for operators and tests.
         self.connections_made = 0
 
-    async def start_call(
-        self,
-        call_id: str,
-        user_id: str,
-        *,
-        revenue: Money | None = None,
-        currency: str | None = None,
-        payment_method: str | None = None,
-        persona_id: str | None = None,
-        ts: datetime | str | None = None,
-    ) -> Call:
+    async def start_call(self, call_id: str, user_id: str, **details: Unpack[CallDetails]) -> Call:
         """Start a call; returns once the server accepted it.
 
         Raises `CallRejected` with the server's reason (e.g. `month_budget_exhausted`,
@@ -145,26 +165,9 @@ class VoiceMeter:
             raise RuntimeError("this VoiceMeter is closed")
         if self._fatal is not None:
             raise self._fatal
-        text_field(call_id, "call_id", longest=100)
-        text_field(user_id, "user_id", longest=255)
-        text_field(persona_id, "persona_id", longest=50, required=False)
-        text_field(payment_method, "payment_method", longest=50, required=False)
-        if currency is not None and not (len(currency) == 3 and currency.isascii() and currency.isupper()):
-            raise ValueError(f"currency must be three capital letters like USD, got {currency!r}")
         if call_id in self._calls:
             raise ValueError(f"call {call_id} is already live on this client")
-        start: dict[str, Any] = {"type": "call.start", "call_id": call_id, "user_id": user_id}
-        start["ts"] = timestamp(ts)
-        if revenue is not None:
-            start["revenue"] = money(revenue, "revenue")
-        for key, value in (
-            ("currency", currency),
-            ("payment_method", payment_method),
-            ("persona_id", persona_id),
-        ):
-            if value is not None:
-                start[key] = value
-        call = Call(self, call_id, user_id, json.dumps(start))
+        call = Call(self, call_id, user_id, _start_message(call_id, user_id, details))
         self._calls[call_id] = call
         try:
             self._ensure_running()
@@ -178,28 +181,10 @@ class VoiceMeter:
         return call
 
     @asynccontextmanager
-    async def call(
-        self,
-        call_id: str,
-        user_id: str,
-        *,
-        revenue: Money | None = None,
-        currency: str | None = None,
-        payment_method: str | None = None,
-        persona_id: str | None = None,
-        ts: datetime | str | None = None,
-    ) -> AsyncIterator[Call]:
+    async def call(self, call_id: str, user_id: str, **details: Unpack[CallDetails]) -> AsyncIterator[Call]:
         """`async with vm.call(...) as call:` starts the call and ends it when the block is left
         (also on an exception), waiting for every ack and the summary (`Call.end`)."""
-        call = await self.start_call(
-            call_id,
-            user_id,
-            revenue=revenue,
-            currency=currency,
-            payment_method=payment_method,
-            persona_id=persona_id,
-            ts=ts,
-        )
+        call = await self.start_call(call_id, user_id, **details)
         try:
             yield call
         finally:
@@ -409,27 +394,18 @@ class Call:
         `ValueError` for a frame the server would refuse (see `usage_amount` for amounts and how
         floats are rounded), `CallEnded` once the call is ending. `ts` defaults to now.
         """
-        return await self._usage(service, operation, unit, amount, model, ts, external_id, metadata, "stream")
+        return await self._keep(self._frame(service, operation, unit, amount, model, ts, external_id, metadata), "stream")
 
-    async def _usage(
-        self,
-        service: str,
-        operation: str,
-        unit: str,
-        amount: Amount,
-        model: str | None,
-        ts: datetime | str | None,
-        external_id: str | None,
-        metadata: dict[str, Any] | None,
-        source: str,
-    ) -> int:
+    async def _keep(self, frame: dict[str, Any], source: str) -> int:
+        """Gives a checked frame the call's next seq and keeps it until acknowledged; `source`
+        tells streamed usage from Twilio's own duration (never both for one call)."""
+        service = str(frame["service"])
         self._check_open()
         if service == "twilio" and self._telephony_source not in (None, source):
             raise ValueError(
                 f"call {self.call_id} already has Twilio usage from {self._telephony_source}: "
                 "use Twilio's duration or streamed seconds, never both"
             )
-        frame = self._frame(service, operation, unit, amount, model, ts, external_id, metadata)
         await self._meter._buffer.acquire()
         try:
             self._check_open()

@@ -47,7 +47,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 from livekit.agents import (
     AgentSession,
@@ -58,8 +58,8 @@ from livekit.agents import (
 )
 from livekit.agents.metrics import LLMMetrics, RealtimeModelMetrics, STTMetrics, TTSMetrics
 
-from ._amounts import Money
-from ._client import Call, VoiceMeter
+
+from ._client import Call, CallDetails, VoiceMeter
 from ._events import BudgetCutoff, CallEnded, CallSummary, VoiceMeterError
 
 __all__ = [
@@ -619,7 +619,7 @@ class SessionMeter:
     async def _close(self) -> CallSummary | None:
         self.detach()
         await self._sender
-        if self._reports == 0 and any(self._usage_totals()):
+        if self._reports == 0 and self._session_reports_usage():
             logger.warning(
                 "the session reports usage in session.usage but no metrics_collected event "
                 "reached VoiceMeter: this LiveKit version may no longer emit them"
@@ -628,16 +628,17 @@ class SessionMeter:
             return None
         return await self.call.end()
 
-    def _usage_totals(self) -> list[float]:
+    def _session_reports_usage(self) -> bool:
+        """Whether LiveKit's own running totals show any usage (a cross-check: nothing is summed)."""
         try:
             usage = self.session.usage
         except Exception:  # noqa: BLE001 - a cross-check only
-            return []
-        totals: list[float] = []
-        for model_usage in usage.model_usage:
-            for name in ("input_tokens", "output_tokens", "characters_count", "audio_duration"):
-                totals.append(float(getattr(model_usage, name, 0) or 0))
-        return totals
+            return False
+        return any(
+            getattr(model_usage, name, 0)
+            for model_usage in usage.model_usage
+            for name in ("input_tokens", "output_tokens", "characters_count", "audio_duration")
+        )
 
     def _spawn(self, awaitable: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(awaitable)
@@ -656,19 +657,16 @@ async def attach(
     *,
     call_id: str | None = None,
     user_id: str | None = None,
-    revenue: Money | None = None,
-    currency: str | None = None,
-    payment_method: str | None = None,
-    persona_id: str | None = None,
     on_cutoff: CutoffAction = "close",
     end_call: bool = True,
     services: Mapping[str, str] | None = None,
     operations: Mapping[str, str] | None = None,
+    **details: Unpack[CallDetails],
 ) -> SessionMeter:
     """Meter `session` with VoiceMeter; call it before `session.start(...)`.
 
-    `vm` is a `VoiceMeter` (the call `call_id` of `user_id` is started here, with `revenue`,
-    `currency`, `payment_method` and `persona_id`; `CallRejected` is raised when the server
+    `vm` is a `VoiceMeter` (the call `call_id` of `user_id` is started here, with `details`:
+    `revenue`, `currency`, `payment_method`, `persona_id`; `CallRejected` is raised when the server
     refuses it, so the session is never started), or a `Call` you started. On `budget.cutoff`
     the session is ended as `on_cutoff` says (see `CutoffAction`). When the session closes, the
     queued usage is sent and the call is ended (`end_call=False` leaves it open, e.g. to meter
@@ -684,13 +682,6 @@ async def attach(
     else:
         if call_id is None or user_id is None:
             raise ValueError("attach(session, vm, …) needs call_id and user_id to start the call")
-        call = await vm.start_call(
-            call_id,
-            user_id,
-            revenue=revenue,
-            currency=currency,
-            payment_method=payment_method,
-            persona_id=persona_id,
-        )
+        call = await vm.start_call(call_id, user_id, **details)
     table = DEFAULT_TABLE.with_overrides(services, operations)
     return SessionMeter(session, call, table=table, on_cutoff=on_cutoff, end_call=end_call)

@@ -18,10 +18,10 @@ import threading
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
-from ._amounts import Amount, Money
-from ._client import Call, Callback, VoiceMeter
+from ._amounts import Amount
+from ._client import Call, CallDetails, Callback, VoiceMeter
 from ._events import BudgetCutoff, BudgetWarning, CallSummary, FrameRefused
 
 T = TypeVar("T")
@@ -43,14 +43,14 @@ class VoiceMeterSync:
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
-    def start_call(self, call_id: str, user_id: str, **details: Any) -> SyncCall:
+    def start_call(self, call_id: str, user_id: str, **details: Unpack[CallDetails]) -> SyncCall:
         """`VoiceMeter.start_call`, blocking; raises `CallRejected`."""
         return SyncCall(self, self._run(self._meter.start_call(call_id, user_id, **details)))
 
     @contextmanager
-    def call(self, call_id: str, user_id: str, *, revenue: Money | None = None, **details: Any) -> Iterator[SyncCall]:
+    def call(self, call_id: str, user_id: str, **details: Unpack[CallDetails]) -> Iterator[SyncCall]:
         """`with vm.call(...) as call:` ends the call (and waits for its summary) on leaving."""
-        call = self.start_call(call_id, user_id, revenue=revenue, **details)
+        call = self.start_call(call_id, user_id, **details)
         try:
             yield call
         finally:

@@ -63,7 +63,7 @@ class TelephonyUsage:
     async def send(self, call: Call) -> int:
         """Report it as the call's usage; returns the frame's seq. Raises `ValueError` when the
         call streams telephony seconds itself (never both)."""
-        return await call._usage(
+        frame = call._frame(
             SERVICE,
             self.operation,
             "seconds",
@@ -72,8 +72,8 @@ class TelephonyUsage:
             self.ended_at,
             f"{self.call_sid}-duration",
             {"source": "twilio_status_callback", "direction": self.direction},
-            _SOURCE,
         )
+        return await call._keep(frame, _SOURCE)
 
 
 def telephony_usage(params: Mapping[str, str]) -> TelephonyUsage | None:

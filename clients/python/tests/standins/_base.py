@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from aiohttp import web
 
@@ -95,3 +95,32 @@ def bearer_token(request: web.Request) -> str | None:
     if scheme.lower() in ("bearer", "token") and token.strip():
         return token.strip()
     return None
+
+
+async def openai_request_body(
+    request: web.Request, api_key: str | None, refusals: list[str], required: tuple[str, ...]
+) -> dict[str, Any] | web.Response:
+    """The JSON body of an OpenAI-style request with its `required` members, or the error OpenAI
+    answers: 401 for a missing or wrong key (`api_key`: the one accepted; `None`: any), 400 for
+    a body that is not JSON or lacks a member. Each refusal is logged in `refusals`."""
+    route = f"{request.method} {request.path}"
+    key = bearer_token(request)
+    if key is None or (api_key is not None and key != api_key):
+        refusals.append(f"{route}: invalid api key")
+        return web.json_response(
+            {"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error",
+                       "param": None, "code": "invalid_api_key"}},
+            status=401,
+        )
+    try:
+        body = await request.json()
+        missing = [name for name in required if name not in body]
+        if missing:
+            raise KeyError(missing[0])
+    except (ValueError, KeyError, TypeError) as error:
+        refusals.append(f"{route}: {error!r}")
+        return web.json_response(
+            {"error": {"message": f"invalid body: {error}", "type": "invalid_request_error", "param": None, "code": None}},
+            status=400,
+        )
+    return dict(body)

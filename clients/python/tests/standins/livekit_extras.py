@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from ._base import StandinServer, bearer_token
+from ._base import StandinServer, openai_request_body
 from .openai_standin import count_tokens
 
 SAMPLE_RATE = 24_000
@@ -73,23 +73,10 @@ class TokenSpeechStandin(StandinServer):
         app.router.add_post("/v1/audio/speech", self._speech)
 
     async def _speech(self, request: web.Request) -> web.StreamResponse:
-        key = bearer_token(request)
-        if key is None or (self._api_key is not None and key != self._api_key):
-            self.refusals.append("POST /v1/audio/speech: invalid api key")
-            return web.json_response(
-                {"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error",
-                           "param": None, "code": "invalid_api_key"}},
-                status=401,
-            )
-        try:
-            body = await request.json()
-            text = str(body["input"])
-            model = str(body["model"])
-        except (ValueError, KeyError, TypeError) as error:
-            self.refusals.append(f"POST /v1/audio/speech: {error!r}")
-            return web.json_response(
-                {"error": {"message": f"invalid body: {error}", "type": "invalid_request_error"}}, status=400
-            )
+        body = await openai_request_body(request, self._api_key, self.refusals, ("input", "model"))
+        if isinstance(body, web.Response):
+            return body
+        text, model = str(body["input"]), str(body["model"])
         if str(body.get("response_format", "mp3")) != "pcm":
             self.refusals.append(f"POST /v1/audio/speech: response_format {body.get('response_format')}")
             return web.json_response(

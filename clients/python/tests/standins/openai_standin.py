@@ -34,7 +34,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ._base import StandinServer, bearer_token
+from ._base import StandinServer, openai_request_body
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
@@ -157,25 +157,10 @@ class OpenAIStandin(StandinServer):
         return f"You said: {last.strip()}."
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
-        key = bearer_token(request)
-        if key is None or (self._api_key is not None and key != self._api_key):
-            self.refusals.append("POST /v1/chat/completions: invalid api key")
-            return web.json_response(
-                {"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error",
-                           "param": None, "code": "invalid_api_key"}},
-                status=401,
-            )
-        try:
-            body = await request.json()
-            model = str(body["model"])
-            messages = list(body["messages"])
-        except (ValueError, KeyError, TypeError) as error:
-            self.refusals.append(f"POST /v1/chat/completions: {error!r}")
-            return web.json_response(
-                {"error": {"message": f"invalid body: {error}", "type": "invalid_request_error",
-                           "param": None, "code": None}},
-                status=400,
-            )
+        body = await openai_request_body(request, self._api_key, self.refusals, ("model", "messages"))
+        if isinstance(body, web.Response):
+            return body
+        model, messages = str(body["model"]), list(body["messages"])
         await self._begin()
         try:
             return await self._answer(request, body, model, messages)
