@@ -146,6 +146,8 @@ public struct CoreSimulation {
     struct Frame {
         var usage: MeteredUsage
         var variant: Int64
+        /// Sent with a field the decoder refuses: answered `invalid_field` before metering.
+        var malformed = false
     }
 
     struct Client {
@@ -164,6 +166,8 @@ public struct CoreSimulation {
         var summary: ExactDecimal?
         /// The connection the call was last accepted on.
         var acceptedOn: Int?
+        /// The pipeline bug happened: a seq was sent again with other content.
+        var reusedASeq = false
     }
 
     public init(_ options: CoreSimulationOptions) {
@@ -281,7 +285,7 @@ public struct CoreSimulation {
         let service = seq % 5 == 0 ? "unpriced" : "llm"
         clients[index].frames[seq] = Frame(usage: MeteredUsage(service: service, operation: "op", unit: .requests,
                                                                amount: ExactDecimal(1 + Int(seq % 3)), occurredAt: now.adding(seconds: skew)),
-                                           variant: 0)
+                                           variant: 0, malformed: faultsAllowed && random.below(50) == 0)
         clients[index].unacked.insert(seq)
         let connection = clients[index].connection!
         let message = usage(of: index, seq: seq, connection: connection)
@@ -306,6 +310,7 @@ public struct CoreSimulation {
         else { return }
         var frame = clients[index].frames[seq]!
         frame.variant += 1
+        clients[index].reusedASeq = true
         frame.usage.amount = (try? frame.usage.amount.adding(ExactDecimal(1))) ?? frame.usage.amount
         let client = clients[index]
         connections[client.connection!]?.toServer.append(.usage(UsageFrame(callID: client.callID, seq: seq, usage: frame.usage),
@@ -353,6 +358,12 @@ public struct CoreSimulation {
         guard let id = connections.keys.sorted().filter({ !connections[$0]!.toServer.isEmpty }).randomElement(using: &random) else { return }
         let input = connections[id]!.toServer.removeFirst()
         let node = connections[id]!.node
+        // A frame the decoder refuses (a malformed field): named, and handed to metering, which
+        // answers it and settles its seq when the connection carries the call.
+        if case .usage(let frame, _, let connection) = input, clients[connections[id]!.client].frames[frame.seq]?.malformed == true {
+            try feed(node, .refusedAtDecoding(ProtocolError(.invalidField, "'unit' is malformed", callID: frame.callID, seq: frame.seq), from: connection))
+            return
+        }
         // The transport's rate limit: refused before metering, named, answered by the socket.
         if faultsAllowed, case .usage(let frame, _, _) = input, random.below(12) == 0 {
             stats.rateLimited += 1
@@ -535,6 +546,8 @@ public struct CoreSimulation {
             case .takeGrant(let request): nodes[index].grantRequests.append(.take(request))
             case .renewGrants(let renewal): nodes[index].grantRequests.append(.renew(renewal))
             case .markCall(_, let callID, let status, _, let generation): ledger.mark(callID, status: status, onlyIfGeneration: generation)
+            case .recordUndecodedFrame(let callID, let seq, let reason, _):
+                if ledger.refused[callID]?[seq] == nil { ledger.refused[callID, default: [:]][seq] = reason.rawValue }
             case .recordRejectedFrame(let frame, let reason):
                 if reason != .unknownCall, ledger.refused[frame.callID]?[frame.seq] == nil { ledger.refused[frame.callID, default: [:]][frame.seq] = reason.rawValue }
             case .recordAlert, .evaluateQuotas, .pinRoute, .forgetRoute, .frameHandled, .count, .log: break
@@ -607,6 +620,13 @@ public struct CoreSimulation {
         case .callSummary(let callID, let cost, _, _, _, _):
             let stored = ledger.cost(of: callID)
             guard cost == stored else { throw violation("a summary equals its call's events", "\(callID): summary \(cost), ledger \(stored)") }
+            // Every frame was sent before call.end, and the summary follows their commit: acks
+            // (and refusals for good) covered each one, or the sender would wait for them forever.
+            // (A call ended by silence ends with what was stored: its missing frames never came. A
+            // sender that reused a seq for other content had the copy refused, not the seq settled.)
+            guard clients[index].unacked.isEmpty || endedBySilence.contains(callID) || clients[index].reusedASeq else {
+                throw violation("a summarized call's frames are all acknowledged or refused", "\(callID): seqs \(clients[index].unacked.sorted()) unsettled")
+            }
             clients[index].summary = cost
             clients[index].state = .done
             stats.callsSummarized += 1
@@ -800,6 +820,7 @@ public struct CoreSimulation {
         case .usage(let frame, _, let connection): "usage \(frame.callID)#\(frame.seq) on \(connection)"
         case .callEnd(let end, let connection): "call.end \(end.callID) on \(connection)"
         case .submitted(let accepted): "submitted \(accepted)"
+        case .refusedAtDecoding(let error, _): "refused at decoding \(error.callID ?? "-") seq \(error.seq ?? 0)"
         case .refusedTransiently(let callID, let seq, let connection): "rate_limited \(callID)#\(seq) on \(connection)"
         case .connectionClosed(let connection): "closed \(connection)"
         case .registered(let callID, let registration, _, _):

@@ -165,6 +165,7 @@ public struct MeteringCore {
             if calls.values[index].acceptedHashes[seq] == nil, calls.values[index].refusedForGood[seq] == nil, seq > calls.values[index].settled.through {
                 calls.values[index].refusedSeqs.insert(seq)
             }
+        case .refusedAtDecoding(let error, let connection): refusedAtDecoding(error, connection, &actions)
         case .connectionClosed(let connection): connectionClosed(connection, &actions)
         case .registered(let callID, let registration, let snapshot, let asOf): registered(callID, registration, snapshot, asOf: asOf, &actions)
         case .registrationFailed(let callID, let reason): registrationFailed(callID, reason, &actions)
@@ -403,7 +404,7 @@ public struct MeteringCore {
     @discardableResult
     private mutating func usage(_ frame: UsageFrame, _ hash: PayloadHash, _ connection: ClientConnection, _ actions: inout [MeteringAction]) -> Bool {
         guard let index = calls.index(forKey: frame.callID) else {
-            actions.append(.send(.error(ProtocolError(.unknownCall, "no call.start was seen for this call_id on this server; send call.start first",
+            actions.append(.send(.error(ProtocolError(.unknownCall, Self.noCallStart,
                                                       callID: frame.callID, seq: frame.seq)), to: connection))
             actions.append(mayRecordUnknownCallFrame(from: connection) ? .recordRejectedFrame(frame, reason: .unknownCall) : .count(.rejectedFrameNotRecorded))
             return true
@@ -424,7 +425,7 @@ public struct MeteringCore {
         // A resend of a frame taken before the end (it may still be on its way): answered as a resend.
         case .ending where call.acceptedHashes[frame.seq] != nil: closing = false
         case .closing, .ending:
-            actions.append(.send(.error(ProtocolError(.unknownCall, "the call has ended (call.end, or silence for the abandon timeout); usage after it is not taken",
+            actions.append(.send(.error(ProtocolError(.unknownCall, Self.callHasEnded,
                                                       callID: frame.callID, seq: frame.seq)), to: connection))
             return true
         }
@@ -479,11 +480,50 @@ public struct MeteringCore {
                                         closing: Bool, _ connection: ClientConnection, _ actions: inout [MeteringAction]) {
         actions.append(.send(.error(ProtocolError(reason.errorCode, message, callID: frame.callID, seq: frame.seq)), to: connection))
         actions.append(.recordRejectedFrame(frame, reason: reason))
-        call.refusedForGood[frame.seq] = reason
-        call.refusedSeqs.remove(frame.seq)
-        call.settled.settle(frame.seq)
+        settleRefused(frame.seq, reason, call: call, closing: closing, &actions)
+    }
+
+    private mutating func settleRefused(_ seq: Int64, _ reason: RejectedFrameReason, call: LiveCall, closing: Bool, _ actions: inout [MeteringAction]) {
+        call.refusedForGood[seq] = reason
+        call.refusedSeqs.remove(seq)
+        call.settled.settle(seq)
         acknowledge(call, &actions)
-        if closing { endIfSettled(frame.callID, &actions) }
+        if closing { endIfSettled(call.start.callID, &actions) }
+    }
+
+    /// A usage frame the decoder refused for good, answered here: what it says depends on the
+    /// call. Carried by this connection, the error is sent, the seq kept (so the call settles it
+    /// wherever it resumes) and settled; otherwise `unknown_call`, as for any frame, so the sender
+    /// starts the call here and sends it again (it must not count a seq as settled that no call
+    /// here settled).
+    private mutating func refusedAtDecoding(_ error: ProtocolError, _ connection: ClientConnection, _ actions: inout [MeteringAction]) {
+        guard let callID = error.callID, let seq = error.seq, let reason = RejectedFrameReason(decoding: error.code) else { return }
+        guard let call = calls[callID] else {
+            actions.append(.send(.error(ProtocolError(.unknownCall, Self.noCallStart, callID: callID, seq: seq)), to: connection))
+            return
+        }
+        guard call.owner == connection else {
+            refuseNotOwner(callID, seq: seq, connection, &actions)
+            return
+        }
+        let closing: Bool
+        switch call.phase {
+        case .admitting, .active: closing = false
+        case .closing where call.refusedSeqs.contains(seq): closing = true
+        case .closing, .ending:
+            actions.append(.send(.error(ProtocolError(.unknownCall, Self.callHasEnded, callID: callID, seq: seq)), to: connection))
+            return
+        }
+        actions.append(.send(.error(error), to: connection))
+        guard call.acceptedHashes[seq] == nil, call.refusedForGood[seq] == nil, seq > call.settled.through else { return }
+        actions.append(.recordUndecodedFrame(callID: callID, seq: seq, reason: reason, error: error))
+        if call.isAdmitting {
+            // Settled with what the ledger holds once the call is admitted (and acknowledged then).
+            call.refusedForGood[seq] = reason
+            call.settled.settle(seq)
+        } else {
+            settleRefused(seq, reason, call: call, closing: closing, &actions)
+        }
     }
 
     private mutating func submitted(_ accepted: Bool, _ actions: inout [MeteringAction]) {
@@ -543,6 +583,9 @@ public struct MeteringCore {
         unknownCallRecords[connection] = entry
         return entry.recorded <= settings.unknownCallRecordsPerConnectionPerSecond
     }
+
+    static let noCallStart = "no call.start was seen for this call_id on this server; send call.start first"
+    static let callHasEnded = "the call has ended (call.end, or silence for the abandon timeout); usage after it is not taken"
 
     /// Only the connection that started or resumed a call (its latest `call.start`) speaks for it:
     /// usage or `call.end` from another is refused without touching the call, so it can neither

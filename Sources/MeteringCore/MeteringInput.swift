@@ -39,6 +39,9 @@ public enum MeteringInput: Sendable {
     case tick
     /// The ledger's answer to a `takeGrant` action.
     case grantAnswered(GrantRequest, GrantAnswer)
+    /// A usage frame of the call the decoder refused for good (`RejectedFrameReason(decoding:)`),
+    /// named by the error's call and seq: its seq is settled, so the call's acks pass it.
+    case refusedAtDecoding(ProtocolError, from: ClientConnection)
     /// A `takeGrant` action failed (the database is away): whether it was applied is unknown.
     case grantFailed(GrantRequest, reason: String)
     /// The ledger's answer to a `renewGrants` action: the users whose grant it extended.
@@ -82,6 +85,8 @@ public enum MeteringAction: Sendable {
     case markCall(userID: String, callID: String, status: String, cutoffReason: String?, onlyIfGeneration: Int64? = nil)
     /// Keep a refused frame for audit (`rejected_frames`) with the reason.
     case recordRejectedFrame(UsageFrame, reason: RejectedFrameReason)
+    /// Keep the seq of a frame the decoder refused (`rejected_frames`, the error as its payload).
+    case recordUndecodedFrame(callID: String, seq: Int64, reason: RejectedFrameReason, error: ProtocolError)
     case evaluateQuotas(asOf: Timestamp)
     /// Set what this core holds of a user's budget in the ledger; answered with `grantAnswered`
     /// or `grantFailed` (requests of one core are performed in order).
@@ -105,6 +110,8 @@ public enum RejectedFrameReason: String, Sendable, CaseIterable {
     case invalidAmount = "invalid_amount"
     case invalidTimestamp = "invalid_timestamp"
     case ledgerRefused = "ledger_refused"
+    /// The decoder refused it: a field missing or malformed.
+    case malformed = "malformed"
 
     /// The error code the sender was answered with.
     public var errorCode: ProtocolErrorCode {
@@ -113,6 +120,18 @@ public enum RejectedFrameReason: String, Sendable, CaseIterable {
         case .invalidAmount: .invalidAmount
         case .invalidTimestamp: .invalidTimestamp
         case .ledgerRefused: .internal
+        case .malformed: .invalidField
+        }
+    }
+
+    /// The reason a usage frame the decoder refused with `code` is refused for good; `nil` for a
+    /// refusal that is not about the frame's content (rate limited, too large, not JSON).
+    public init?(decoding code: ProtocolErrorCode) {
+        switch code {
+        case .invalidAmount: self = .invalidAmount
+        case .invalidTimestamp: self = .invalidTimestamp
+        case .missingField, .invalidField, .invalidUnit: self = .malformed
+        default: return nil
         }
     }
 }

@@ -1,3 +1,4 @@
+import MeteringCore
 import VoiceMeterDomain
 import VoiceMeterStore
 import WebSocketTransport
@@ -43,11 +44,20 @@ final class IngressDelegate: WebSocketServerDelegate {
         if let token = request.bearerToken { tokens.connectionOpened(connection, token: token) }
     }
 
-    func rejected(_ error: ProtocolError, from connection: ConnectionID) {
+    /// A message the protocol layer refused. A frame refused for now is answered at once and
+    /// expected again; a usage frame refused for good is answered by metering, which knows its
+    /// call: settled there when the connection carries the call, else `unknown_call`.
+    func rejected(_ error: ProtocolError, from connection: ConnectionID) -> Bool {
         metrics.rejected(error.code)
-        if error.code == .rateLimited, let callID = error.callID, let seq = error.seq {
-            shards[router.shard(forCall: callID)].perform { $0.refusedTransiently(callID: callID, seq: seq, from: connection) }
+        guard let callID = error.callID, let seq = error.seq else { return false }
+        let shard = shards[router.shard(forCall: callID)]
+        if error.code == .rateLimited {
+            shard.perform { $0.refusedTransiently(callID: callID, seq: seq, from: connection) }
+            return false
         }
+        guard RejectedFrameReason(decoding: error.code) != nil else { return false }
+        shard.perform { $0.refusedAtDecoding(error, from: connection) }
+        return true
     }
 
     /// Hands the message to metering; stops reading the socket while the call's ledger writer is

@@ -156,6 +156,10 @@ actor MeteringShard {
         run(.refusedTransiently(callID: callID, seq: seq, from: ClientConnection(connection.rawValue)))
     }
 
+    func refusedAtDecoding(_ error: ProtocolError, from connection: ConnectionID) {
+        run(.refusedAtDecoding(error, from: ClientConnection(connection.rawValue)))
+    }
+
     func committed(_ batch: CommittedBatch) {
         run(.committed(LedgerCommit(events: batch.events, conflicts: batch.result.conflicts, endings: batch.endings)))
     }
@@ -213,6 +217,8 @@ actor MeteringShard {
         case .recordAlert(let alert): environment.registry.record(alert)
         case .markCall(let userID, let callID, let status, let reason, let generation):
             environment.registry.markCall(userID: userID, callID: callID, status: status, cutoffReason: reason, onlyIfGeneration: generation)
+        case .recordUndecodedFrame(let callID, let seq, let reason, let error):
+            environment.registry.recordRejected(callID: callID, seq: seq, reason: reason.rawValue, payloadJSON: ServerMessage.error(error).json)
         case .recordRejectedFrame(let frame, let reason):
             environment.registry.recordRejected(callID: frame.callID, seq: frame.seq, reason: reason.rawValue, payloadJSON: frame.auditJSON)
         case .evaluateQuotas(let asOf): environment.registry.evaluateQuotas(at: asOf)

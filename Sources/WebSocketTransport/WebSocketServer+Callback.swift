@@ -118,9 +118,8 @@ extension WebSocketServer {
                     lws_rx_flow_control(wsi, 0)
                 }
             case .reply(let error):
-                delegate.rejected(error, from: ConnectionID(rawValue: id))
                 // Through `send`, like every other thread: it keeps the wake flag consistent.
-                send(.error(error), to: ConnectionID(rawValue: id))
+                if !delegate.rejected(error, from: ConnectionID(rawValue: id)) { send(.error(error), to: ConnectionID(rawValue: id)) }
             case .close(let code, let reason):
                 LWS.setCloseReason(wsi, code: code, reason: reason)
                 return -1

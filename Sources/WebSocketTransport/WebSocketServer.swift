@@ -100,17 +100,18 @@ public protocol WebSocketServerDelegate: AnyObject, Sendable {
     /// (backpressure) until `resumeAllPaused`.
     func received(_ message: ClientMessage, from connection: ConnectionID) -> Bool
     func connectionClosed(_ connection: ConnectionID)
-    /// A message was refused by the protocol layer (malformed, too large, rate limited); the
-    /// sender gets this error, which names the call and seq when the message had them. The
-    /// default does nothing.
-    func rejected(_ error: ProtocolError, from connection: ConnectionID)
+    /// A message was refused by the protocol layer (malformed, too large, rate limited). Returns
+    /// whether the delegate answers it itself (later, through `send`); otherwise the sender gets
+    /// this error at once, naming the call and seq when the message had them. The default
+    /// answers nothing itself.
+    func rejected(_ error: ProtocolError, from connection: ConnectionID) -> Bool
     /// Answers a plain HTTP request by calling `reply` once, at once or later from any thread
     /// (a database query must not block the service thread).
     func respond(to request: HTTPRequest, reply: @escaping @Sendable (HTTPResponse) -> Void)
 }
 
 extension WebSocketServerDelegate {
-    public func rejected(_ error: ProtocolError, from connection: ConnectionID) {}
+    public func rejected(_ error: ProtocolError, from connection: ConnectionID) -> Bool { false }
 }
 
 public struct WebSocketServerConfiguration: Sendable {
