@@ -7,6 +7,7 @@
 //   PostgresClient        libpq behind small Swift types (one owner per connection)
 //   VoiceMeterCrypto      OpenSSL: SHA-256, random tokens, constant-time compare
 //   EmbeddedPostgres      a private PostgreSQL cluster started with initdb/pg_ctl
+//   VoiceMeterDatabase    which database a command uses: the URL given, else the embedded cluster
 //   VoiceMeterStore       the schema's tables as Swift: migrations, tokens, prices
 //   WebSocketTransport    libwebsockets server and client on their own service threads
 //   VoiceMeterServer      the metering server: ingress, metering shards, ledger writers, finance API
@@ -97,6 +98,12 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Which database a command uses: the URL given, else the embedded cluster (for the
+        // command-line tools; the server library takes its database from its caller).
+        .target(
+            name: "VoiceMeterDatabase",
+            dependencies: ["EmbeddedPostgres", "PostgresClient", "VoiceMeterStore"]
+        ),
 
         // MARK: Composition root and CLI
         .target(
@@ -107,7 +114,6 @@ let package = Package(
                 "VoiceMeterStore",
                 "VoiceMeterCrypto",
                 "PostgresClient",
-                "EmbeddedPostgres",
                 "WebSocketTransport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
@@ -131,6 +137,7 @@ let package = Package(
                 "VoiceMeterStore",
                 "VoiceMeterServer",
                 "VoiceMeterSimulation",
+                "VoiceMeterDatabase",
                 "EmbeddedPostgres",
                 "PostgresClient",
                 "WebSocketTransport",
@@ -163,6 +170,7 @@ let package = Package(
             dependencies: [
                 "MeteringSimulation",
                 "VoiceMeterSimulation",
+                "VoiceMeterDatabase",
                 "VoiceMeterClient",
                 "VoiceMeterDomain",
                 "VoiceMeterServer",
@@ -180,6 +188,7 @@ let package = Package(
                 "VoiceMeterStore",
                 "VoiceMeterServer",
                 "VoiceMeterCrypto",
+                "VoiceMeterDatabase",
                 "EmbeddedPostgres",
                 "PostgresClient",
                 "WebSocketTransport",
@@ -216,7 +225,8 @@ let package = Package(
         ),
         .testTarget(
             name: "VoiceMeterServerTests",
-            dependencies: ["VoiceMeterServer", "VoiceMeterStore", "VoiceMeterDomain", "WebSocketTransport", "VoiceMeterTestSupport", "PostgresClient", "EmbeddedPostgres"]
+            dependencies: ["VoiceMeterServer", "VoiceMeterDatabase", "VoiceMeterStore", "VoiceMeterDomain", "WebSocketTransport", "VoiceMeterTestSupport",
+                           "PostgresClient", "EmbeddedPostgres"]
         ),
         .testTarget(
             name: "VoiceMeterSimulationTests",

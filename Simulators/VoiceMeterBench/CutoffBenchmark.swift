@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import PostgresClient
 import Synchronization
+import VoiceMeterDatabase
 import VoiceMeterDomain
 import VoiceMeterServer
 import VoiceMeterSimulation

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import PostgresClient
 import VoiceMeterClient
+import VoiceMeterDatabase
 import VoiceMeterDomain
 import VoiceMeterServer
 import VoiceMeterSimulation

@@ -1,4 +1,5 @@
 import ArgumentParser
+import VoiceMeterDatabase
 import VoiceMeterServer
 
 struct Database: ParsableCommand {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import PostgresClient
+import VoiceMeterDatabase
 import VoiceMeterServer
 
 /// Where the database is: `--database-url`, else `DATABASE_URL`, else the embedded cluster.

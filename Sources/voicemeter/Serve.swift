@@ -3,6 +3,7 @@ import Dispatch
 import Foundation
 import Logging
 import PostgresClient
+import VoiceMeterDatabase
 import VoiceMeterServer
 import VoiceMeterStore
 import WebSocketTransport

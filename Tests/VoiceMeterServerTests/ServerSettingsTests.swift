@@ -1,8 +1,9 @@
 import EmbeddedPostgres
 import Foundation
-import Testing
-import VoiceMeterDomain
 import Logging
+import Testing
+import VoiceMeterDatabase
+import VoiceMeterDomain
 @testable import VoiceMeterServer
 
 @Suite("Server settings: flags, environment, file, defaults")
