@@ -10,7 +10,10 @@
 //   VoiceMeterDatabase    which database a command uses: the URL given, else the embedded cluster
 //   VoiceMeterStore       the schema's tables as Swift: migrations, tokens, prices
 //   WebSocketTransport    libwebsockets server and client on their own service threads
-//   VoiceMeterServer      the metering server: ingress, metering shards, ledger writers, finance API
+//   VoiceMeterLedger      the ledger writers (batched COPY commits, acks after commit) and the rollup folder
+//   VoiceMeterMetering    the metering shards (MeteringCore's executors), call routing and registry, the clock
+//   VoiceMeterFinanceAPI  the finance read API and dashboard over HTTP
+//   VoiceMeterServer      the composition root: ingress, tokens, readiness, settings; wires the above
 //   VoiceMeterClient      the protocol's client for Swift pipelines (reconnect, resend, events)
 //   VoiceMeterSimulation  simulated calls, scenarios, reports and verification (Simulators/)
 //   MeteringSimulation    deterministic simulation of metering cores over a simulated ledger (Simulators/)
@@ -105,7 +108,36 @@ let package = Package(
             dependencies: ["EmbeddedPostgres", "PostgresClient", "VoiceMeterStore"]
         ),
 
-        // MARK: Composition root and CLI
+        // MARK: The server: ledger, metering, finance API, and the composition root
+        .target(
+            name: "VoiceMeterLedger",
+            dependencies: [
+                "VoiceMeterDomain",
+                "VoiceMeterStore",
+                "PostgresClient",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
+        .target(
+            name: "VoiceMeterMetering",
+            dependencies: [
+                "MeteringCore",
+                "VoiceMeterDomain",
+                "VoiceMeterStore",
+                "VoiceMeterCrypto",
+                "VoiceMeterLedger",
+                "PostgresClient",
+                "WebSocketTransport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
+        .target(
+            name: "VoiceMeterFinanceAPI",
+            dependencies: ["VoiceMeterDomain", "VoiceMeterStore", "PostgresClient", "WebSocketTransport"]
+        ),
         .target(
             name: "VoiceMeterServer",
             dependencies: [
@@ -113,10 +145,12 @@ let package = Package(
                 "VoiceMeterDomain",
                 "VoiceMeterStore",
                 "VoiceMeterCrypto",
+                "VoiceMeterLedger",
+                "VoiceMeterMetering",
+                "VoiceMeterFinanceAPI",
                 "PostgresClient",
                 "WebSocketTransport",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]
@@ -189,6 +223,7 @@ let package = Package(
                 "VoiceMeterServer",
                 "VoiceMeterCrypto",
                 "VoiceMeterDatabase",
+                "VoiceMeterLedger",
                 "EmbeddedPostgres",
                 "PostgresClient",
                 "WebSocketTransport",
@@ -225,7 +260,7 @@ let package = Package(
         ),
         .testTarget(
             name: "VoiceMeterServerTests",
-            dependencies: ["VoiceMeterServer", "VoiceMeterDatabase", "VoiceMeterStore", "VoiceMeterDomain", "WebSocketTransport", "VoiceMeterTestSupport",
+            dependencies: ["VoiceMeterServer", "VoiceMeterMetering", "VoiceMeterDatabase", "VoiceMeterStore", "VoiceMeterDomain", "WebSocketTransport", "VoiceMeterTestSupport",
                            "PostgresClient", "EmbeddedPostgres"]
         ),
         .testTarget(

@@ -6,6 +6,7 @@ import PostgresClient
 import Synchronization
 import VoiceMeterCrypto
 import VoiceMeterDomain
+import VoiceMeterLedger
 import VoiceMeterServer
 import VoiceMeterStore
 

@@ -1,5 +1,8 @@
 import MeteringCore
 import VoiceMeterDomain
+import VoiceMeterMetering
+import VoiceMeterLedger
+import VoiceMeterFinanceAPI
 import VoiceMeterStore
 import WebSocketTransport
 

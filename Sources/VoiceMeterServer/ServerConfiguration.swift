@@ -1,6 +1,7 @@
 import Foundation
 import PostgresClient
 import VoiceMeterDomain
+import VoiceMeterMetering
 import WebSocketTransport
 
 /// Everything `voicemeter serve` can be told, with its defaults.

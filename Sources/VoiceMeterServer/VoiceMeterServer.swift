@@ -1,3 +1,8 @@
+// VoiceMeterServer: the composition root. It builds the ledger writers, the metering shards, the
+// finance API, the token cache, readiness and the WebSocket listener from a ServerConfiguration
+// (the database comes from the caller), wires them, and starts and stops them in order. The
+// ingress delegate (token checks, flow control, health endpoints) and the settings live here.
+
 import Dispatch
 import Foundation
 import Logging
@@ -5,6 +10,9 @@ import MeteringCore
 import PostgresClient
 import Synchronization
 import VoiceMeterDomain
+import VoiceMeterFinanceAPI
+import VoiceMeterLedger
+import VoiceMeterMetering
 import VoiceMeterStore
 import WebSocketTransport
 
@@ -92,7 +100,8 @@ public final class VoiceMeterServer: Sendable {
         self.shards = shards
         ingress = WebSocketServer(configuration: configuration.listener,
                                   delegate: IngressDelegate(tokens: tokens, readiness: readiness, shards: shards, router: router, writers: writers,
-                                                            finance: FinanceAPI(tokens: tokens, options: configuration.database, clock: configuration.clock),
+                                                            finance: FinanceAPI(tokenKind: { [tokens] in tokens.kind(of: $0) }, options: configuration.database,
+                                                                                now: { [clock = configuration.clock] in clock.now }),
                                                             metrics: services.metrics) { message, connection in
                                       ingressReference.value.send(message, to: connection)
                                   })

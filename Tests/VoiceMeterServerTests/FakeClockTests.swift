@@ -4,6 +4,7 @@ import PostgresClient
 import Synchronization
 import Testing
 import VoiceMeterDomain
+import VoiceMeterMetering
 import VoiceMeterServer
 import VoiceMeterStore
 import VoiceMeterTestSupport

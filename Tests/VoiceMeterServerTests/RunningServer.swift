@@ -4,6 +4,7 @@ import Logging
 import PostgresClient
 import Testing
 import VoiceMeterDomain
+import VoiceMeterMetering
 import VoiceMeterServer
 import VoiceMeterStore
 import VoiceMeterTestSupport

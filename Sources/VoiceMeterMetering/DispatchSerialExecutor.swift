@@ -2,23 +2,23 @@ import Dispatch
 
 /// A serial executor over a `DispatchQueue`, so an actor's isolation is its queue (Linux has no
 /// `DispatchSerialQueue`). `checkIsolated` lets `assumeIsolated` work from blocks on that queue.
-final class DispatchSerialExecutor: SerialExecutor {
-    let queue: DispatchQueue
+package final class DispatchSerialExecutor: SerialExecutor {
+    package let queue: DispatchQueue
 
-    init(label: String) {
+    package init(label: String) {
         queue = DispatchQueue(label: label)
     }
 
-    func enqueue(_ job: consuming ExecutorJob) {
+    package func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
         queue.async { job.runSynchronously(on: self.asUnownedSerialExecutor()) }
     }
 
-    func asUnownedSerialExecutor() -> UnownedSerialExecutor {
+    package func asUnownedSerialExecutor() -> UnownedSerialExecutor {
         UnownedSerialExecutor(ordinary: self)
     }
 
-    func checkIsolated() {
+    package func checkIsolated() {
         dispatchPrecondition(condition: .onQueue(queue))
     }
 }

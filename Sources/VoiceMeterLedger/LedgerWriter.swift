@@ -15,7 +15,7 @@ public struct CommittedBatch: Sendable {
     public var queueBelowLowWatermark: Bool
 
     /// The batch split by the shard of each event's and ending's user.
-    func split(by shardOfUser: (String) -> Int, shardCount: Int) -> [(Int, CommittedBatch)] {
+    package func split(by shardOfUser: (String) -> Int, shardCount: Int) -> [(Int, CommittedBatch)] {
         guard shardCount > 1 else { return [(0, self)] }
         // Appended in place through the subscript: a copy taken out and written back would copy
         // the whole part on every append (quadratic in the batch size).
@@ -114,7 +114,7 @@ public final class LedgerWriter: Sendable {
     }
 
     /// Queues a call's end behind its events; it is committed with them.
-    func submit(_ ending: CallEnding) {
+    package func submit(_ ending: CallEnding) {
         state.withLock { state in
             state.items.append((.ending(ending), DispatchTime.now().uptimeNanoseconds))
         }
@@ -126,15 +126,15 @@ public final class LedgerWriter: Sendable {
     private let incoming = Atomic<Int>(0)
 
     /// A usage frame was read and handed to metering.
-    func noteIncoming() { incoming.add(1, ordering: .relaxed) }
+    package func noteIncoming() { incoming.add(1, ordering: .relaxed) }
     /// Metering is done with a usage frame (submitted, refused or answered without the writer).
-    func noteHandled() { incoming.subtract(1, ordering: .relaxed) }
+    package func noteHandled() { incoming.subtract(1, ordering: .relaxed) }
 
     /// Half the queue is waiting or on its way: stop reading sockets (flow control) before
     /// `submit` must refuse.
-    var isAboveHighWatermark: Bool { queuedEvents.load(ordering: .relaxed) + incoming.load(ordering: .relaxed) >= queueEventsMax / 2 }
+    package var isAboveHighWatermark: Bool { queuedEvents.load(ordering: .relaxed) + incoming.load(ordering: .relaxed) >= queueEventsMax / 2 }
     /// A quarter or less is waiting: sockets may be read again.
-    var isBelowLowWatermark: Bool { queuedEvents.load(ordering: .relaxed) <= queueEventsMax / 4 }
+    package var isBelowLowWatermark: Bool { queuedEvents.load(ordering: .relaxed) <= queueEventsMax / 4 }
 
     /// Commits what is queued, then stops; returns when done or after `timeoutSeconds`.
     public func drainAndStop(timeoutSeconds: Double) {

@@ -6,16 +6,16 @@ import VoiceMeterStore
 /// Database work of metering that is not the ledger — registering calls with their user's budget,
 /// refreshing committed spend, recording alerts, marking calls — on a queue and connection of its
 /// own, so the metering shards never block; the connection reconnects by itself after an outage.
-final class CallRegistry: Sendable {
+package final class CallRegistry: Sendable {
     private let queue = DispatchQueue(label: "voicemeter.calls")
     private let connection: ConnectionSlot
 
-    init(options: PostgresConnectionOptions) {
+    package init(options: PostgresConnectionOptions) {
         connection = ConnectionSlot(options: options)
     }
 
     /// Registers (or finds) the call and reads its user's budget as of `instant`.
-    func register(_ start: CallStart, startedAt: Timestamp, at instant: Timestamp,
+    package func register(_ start: CallStart, startedAt: Timestamp, at instant: Timestamp,
                   completion: @escaping @Sendable (Result<(CallRegistration, UserBudgetSnapshot), any Error>) -> Void) {
         run(completion) { connection in
             (try CallStore(connection: connection).register(start, startedAt: startedAt),
@@ -24,42 +24,42 @@ final class CallRegistry: Sendable {
     }
 
     /// Committed day and month spend of these users, and their current settings.
-    func refresh(_ userIDs: [String], at instant: Timestamp,
+    package func refresh(_ userIDs: [String], at instant: Timestamp,
                  completion: @escaping @Sendable (Result<[String: UserBudgetSnapshot], any Error>) -> Void) {
         run(completion) { try BudgetStore(connection: $0).snapshots(of: userIDs, at: instant) }
     }
 
     /// Sets what `holder` holds of a user's budget (requests run in the order they are made).
-    func takeGrant(_ request: GrantRequest, holder: String, completion: @escaping @Sendable (Result<GrantAnswer, any Error>) -> Void) {
+    package func takeGrant(_ request: GrantRequest, holder: String, completion: @escaping @Sendable (Result<GrantAnswer, any Error>) -> Void) {
         run(completion) { try BudgetStore(connection: $0).takeGrant(request, holder: holder) }
     }
 
     /// Extends the leases of `holder`'s grants of the renewal's users (in order with the requests).
-    func renewGrants(_ renewal: GrantRenewal, holder: String, completion: @escaping @Sendable (Result<Set<String>, any Error>) -> Void) {
+    package func renewGrants(_ renewal: GrantRenewal, holder: String, completion: @escaping @Sendable (Result<Set<String>, any Error>) -> Void) {
         run(completion) { try BudgetStore(connection: $0).renewGrants(renewal, holder: holder) }
     }
 
     /// Waits until everything asked before has run, or `timeoutSeconds` passed.
-    func barrier(timeoutSeconds: Int) {
+    package func barrier(timeoutSeconds: Int) {
         let done = DispatchSemaphore(value: 0)
         queue.async { done.signal() }
         _ = done.wait(timeout: .now() + .seconds(timeoutSeconds))
     }
 
     /// Writes an alert (best effort: metering goes on if the database is away).
-    func record(_ alert: CostAlert) {
+    package func record(_ alert: CostAlert) {
         run({ _ in }) { try BudgetStore(connection: $0).record(alert) }
     }
 
-    func evaluateQuotas(at instant: Timestamp) {
+    package func evaluateQuotas(at instant: Timestamp) {
         run({ _ in }) { try BudgetStore(connection: $0).evaluateQuotas(at: instant) }
     }
 
-    func recordRejected(callID: String, seq: Int64?, reason: String, payloadJSON: String) {
+    package func recordRejected(callID: String, seq: Int64?, reason: String, payloadJSON: String) {
         run({ _ in }) { try BudgetStore(connection: $0).recordRejected(callID: callID, seq: seq, reason: reason, payloadJSON: payloadJSON) }
     }
 
-    func markCall(userID: String, callID: String, status: String, cutoffReason: String?, onlyIfGeneration: Int64?) {
+    package func markCall(userID: String, callID: String, status: String, cutoffReason: String?, onlyIfGeneration: Int64?) {
         run({ _ in }) {
             try BudgetStore(connection: $0).markCall(userID: userID, callID: callID, status: status, cutoffReason: cutoffReason,
                                                      onlyIfGeneration: onlyIfGeneration)
@@ -69,28 +69,5 @@ final class CallRegistry: Sendable {
     private func run<T: Sendable>(_ completion: @escaping @Sendable (Result<T, any Error>) -> Void,
                                   _ body: @escaping @Sendable (PostgresConnection) throws -> T) {
         queue.async { [connection] in completion(Result { try connection.use(body) }) }
-    }
-}
-
-/// A connection used only from one serial queue, opened on first use and after failures.
-///
-/// `@unchecked Sendable` is safe because `use` is only ever called from the owning serial queue
-/// (`CallRegistry.queue`), so the connection never has two users at once.
-final class ConnectionSlot: @unchecked Sendable {
-    private let options: PostgresConnectionOptions
-    private var connection: PostgresConnection?
-
-    init(options: PostgresConnectionOptions) {
-        self.options = options
-    }
-
-    func use<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
-        do {
-            if connection == nil { connection = try PostgresConnection(options) }
-            return try body(connection!)
-        } catch let error as PostgresError where error.isTransient {
-            connection = nil
-            throw error
-        }
     }
 }

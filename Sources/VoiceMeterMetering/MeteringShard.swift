@@ -1,14 +1,21 @@
+// VoiceMeterMetering: the executors of the pure MeteringCore (one shard per Dispatch queue), the
+// routing of calls to shards, the call registry (registration, grants, budget reads on one queue
+// and connection), the clock and the server's counters. It decides nothing itself (MeteringCore
+// does), performs the core's actions through the ledger writers and the registry, and reaches
+// clients only through the send function its environment gives it.
+
 import Foundation
 import Synchronization
 import Logging
 import MeteringCore
 import VoiceMeterCrypto
 import VoiceMeterDomain
+import VoiceMeterLedger
 import VoiceMeterStore
 import WebSocketTransport
 
 /// Where metering sends messages and which services it uses; implemented by the composition root.
-protocol MeteringEnvironment: Sendable {
+package protocol MeteringEnvironment: Sendable {
     var prices: PriceBookWatcher { get }
     var writers: LedgerWriters { get }
     var registry: CallRegistry { get }
@@ -25,10 +32,10 @@ protocol MeteringEnvironment: Sendable {
 /// The executor of one `MeteringCore` on its own Dispatch queue: it feeds the core what happens
 /// (client messages, registrations, commits, refreshes, the tick) with the clock's time and the
 /// prices in force, and performs the actions the core returns. It decides nothing itself.
-actor MeteringShard {
+package actor MeteringShard {
     private let index: Int
     private let executor: DispatchSerialExecutor
-    nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
+    package nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
     private let environment: any MeteringEnvironment
     private let logger: Logger
     private var core: MeteringCore
@@ -41,7 +48,7 @@ actor MeteringShard {
     /// The canonical content of the frame being hashed (its capacity kept from frame to frame).
     private var canonicalContent: [UInt8] = []
 
-    init(index: Int, environment: any MeteringEnvironment, logger: Logger) {
+    package init(index: Int, environment: any MeteringEnvironment, logger: Logger) {
         self.index = index
         self.executor = DispatchSerialExecutor(label: "voicemeter.metering.\(index)")
         self.environment = environment
@@ -52,7 +59,7 @@ actor MeteringShard {
         core = MeteringCore(settings: settings)
     }
 
-    typealias Work = @Sendable (isolated MeteringShard) -> Void
+    package typealias Work = @Sendable (isolated MeteringShard) -> Void
 
     /// Work handed in by other threads, run in order by one queue block per burst (a block per
     /// frame cost a Dispatch hop, and often a thread wake, for every frame).
@@ -67,7 +74,7 @@ actor MeteringShard {
 
     /// Runs `body` on the shard's queue without creating a task (called from other threads), in
     /// the order of the calls.
-    nonisolated func perform(_ body: @escaping Work) {
+    package nonisolated func perform(_ body: @escaping Work) {
         let schedule = inbox.withLock { inbox in
             inbox.work.append(body)
             guard !inbox.drainScheduled else { return false }
@@ -99,14 +106,14 @@ actor MeteringShard {
     }
 
     /// Returns once everything `perform` was given before this call has run.
-    nonisolated func barrier() {
+    package nonisolated func barrier() {
         let done = DispatchSemaphore(value: 0)
         perform { _ in done.signal() }
         done.wait()
     }
 
     /// Starts the budget tick: every `tickSeconds` of the clock, on the shard's own queue.
-    nonisolated func startTicking() {
+    package nonisolated func startTicking() {
         perform { shard in
             shard.tickTimer = shard.environment.clock.repeating(every: shard.core.settings.tickSeconds, on: shard.executor.queue) {
                 shard.assumeIsolated { $0.run(.tick) }
@@ -115,7 +122,7 @@ actor MeteringShard {
     }
 
     /// Stops the tick (the server is stopping), releasing the timer's hold on the shard.
-    nonisolated func stopTicking() {
+    package nonisolated func stopTicking() {
         perform { shard in
             shard.tickTimer?.cancel()
             shard.tickTimer = nil
@@ -133,7 +140,7 @@ actor MeteringShard {
         return environment.writers.writer(for: callID)
     }
 
-    func handle(_ message: ClientMessage, from connection: ConnectionID, writer: LedgerWriter) {
+    package func handle(_ message: ClientMessage, from connection: ConnectionID, writer: LedgerWriter) {
         messageWriter = (message.callID, writer)
         defer { messageWriter = nil }
         let client = ClientConnection(connection.rawValue)
@@ -149,28 +156,28 @@ actor MeteringShard {
         }
     }
 
-    func connectionClosed(_ connection: ConnectionID) { run(.connectionClosed(ClientConnection(connection.rawValue))) }
+    package func connectionClosed(_ connection: ConnectionID) { run(.connectionClosed(ClientConnection(connection.rawValue))) }
 
     /// A frame of the call refused before metering saw it (`rate_limited`).
-    func refusedTransiently(callID: String, seq: Int64, from connection: ConnectionID) {
+    package func refusedTransiently(callID: String, seq: Int64, from connection: ConnectionID) {
         run(.refusedTransiently(callID: callID, seq: seq, from: ClientConnection(connection.rawValue)))
     }
 
-    func refusedAtDecoding(_ error: ProtocolError, from connection: ConnectionID) {
+    package func refusedAtDecoding(_ error: ProtocolError, from connection: ConnectionID) {
         run(.refusedAtDecoding(error, from: ClientConnection(connection.rawValue)))
     }
 
-    func committed(_ batch: CommittedBatch) {
+    package func committed(_ batch: CommittedBatch) {
         run(.committed(LedgerCommit(events: batch.events, conflicts: batch.result.conflicts, endings: batch.endings)))
     }
 
-    func refused(_ event: UsageEvent, reason: String) { run(.refusedByLedger(event, reason: reason)) }
+    package func refused(_ event: UsageEvent, reason: String) { run(.refusedByLedger(event, reason: reason)) }
 
     /// The server stops: the budget grants go back (after the writers drained).
-    nonisolated func releaseGrants() { perform { $0.run(.releaseGrants) } }
+    package nonisolated func releaseGrants() { perform { $0.run(.releaseGrants) } }
 
     /// `user_budget_settings` changed: reload the users with live calls now.
-    func budgetSettingsChanged() { run(.budgetSettingsChanged) }
+    package func budgetSettingsChanged() { run(.budgetSettingsChanged) }
 
     /// Hands `input` to the core and performs what it returns, in order (a `submit` is answered
     /// at once, and what the core does with the answer is performed after it).
@@ -276,7 +283,7 @@ actor MeteringShard {
     /// Users whose spend one query reloads. A tick spreads a larger refresh over its first
     /// seconds, a chunk a second (over half the tick at most): one query for 5,000 users was
     /// ~300 ms of a core at once, which showed in the acknowledgement tail of 10,000 live calls.
-    static let refreshChunkUsers = 500
+    package static let refreshChunkUsers = 500
 
     private func refresh(_ userIDs: [String], asOf: Timestamp, paced: Bool) {
         let starts = Array(stride(from: 0, to: userIDs.count, by: Self.refreshChunkUsers))

@@ -1,3 +1,9 @@
+// VoiceMeterLedger: the writers that commit usage events and call endings to PostgreSQL in
+// batches (an acknowledgement follows a commit, never precedes it) and the rollup folder that
+// folds the journal into cost_summaries. It owns its database connections and queues; it knows
+// nothing of WebSockets or of metering's decisions: commits and refusals are reported through the
+// callbacks its owner gives it.
+
 import Dispatch
 import Logging
 import PostgresClient

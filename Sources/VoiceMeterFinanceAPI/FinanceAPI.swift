@@ -1,3 +1,7 @@
+// VoiceMeterFinanceAPI: the finance read API and dashboard (HTTP on the server's listener, finance
+// tokens only). It reads finance views through its own connection and queue; it never touches
+// metering or the ledger writers, and takes token checks and the clock from its owner.
+
 import Dispatch
 import Foundation
 import PostgresClient
@@ -9,27 +13,29 @@ import WebSocketTransport
 /// gets 403), JSON by default and CSV with `Accept: text/csv`, bad parameters 400 with a reason.
 /// Queries run on a queue and connection of their own, never on the WebSocket service thread.
 /// Described in docs/openapi.yaml.
-final class FinanceAPI: Sendable {
-    private let tokens: TokenCache
+package final class FinanceAPI: Sendable {
+    /// What kind of token a secret is (`nil`: unknown or revoked).
+    private let tokenKind: @Sendable (String) -> TokenKind?
     private let queue = DispatchQueue(label: "voicemeter.finance-api")
     private let connection: ConnectionSlot
     /// The server's clock: "today" and "this month" of the dashboard and of a user's spend.
-    private let clock: any MeteringClock
+    private let now: @Sendable () -> Timestamp
 
-    init(tokens: TokenCache, options: PostgresConnectionOptions, clock: any MeteringClock) {
-        self.tokens = tokens
-        self.clock = clock
+    package init(tokenKind: @escaping @Sendable (String) -> TokenKind?, options: PostgresConnectionOptions,
+                 now: @escaping @Sendable () -> Timestamp) {
+        self.tokenKind = tokenKind
+        self.now = now
         connection = ConnectionSlot(options: options)
     }
 
-    func respond(to request: HTTPRequest, reply: @escaping @Sendable (HTTPResponse) -> Void) {
+    package func respond(to request: HTTPRequest, reply: @escaping @Sendable (HTTPResponse) -> Void) {
         let parameters = Self.parameters(request.query)
         // A browser cannot send a bearer header to a page it opens: the dashboard takes ?token=
         // once, moves it into an HttpOnly cookie and sends the browser back to a URL without it.
         let dashboard = request.path == "/dashboard"
         let linkToken = dashboard ? parameters["token"] : nil
         let token = request.bearerToken ?? linkToken ?? (dashboard ? Self.cookie(Self.dashboardCookie, in: request.cookie) : nil)
-        switch token.flatMap(tokens.kind(of:)) {
+        switch token.flatMap(tokenKind) {
         case nil: return reply(Self.error(401, "unauthorized", "send Authorization: Bearer <finance token> (voicemeter tokens create NAME --kind finance)"))
         case .ingest: return reply(Self.error(403, "forbidden", "an ingest token cannot read finance data; use a finance token"))
         case .finance: break
@@ -43,9 +49,9 @@ final class FinanceAPI: Sendable {
         }
         let parts = request.path.split(separator: "/").map(String.init)
         let wantsCSV = request.accept?.contains("text/csv") == true
-        queue.async { [connection, clock] in
+        queue.async { [connection, now] in
             do {
-                reply(try connection.use { try Self.route(parts, parameters, wantsCSV, FinanceStore(connection: $0), now: clock.now) })
+                reply(try connection.use { try Self.route(parts, parameters, wantsCSV, FinanceStore(connection: $0), now: now()) })
             } catch let failure as FinanceRequestError {
                 reply(Self.error(failure.status, failure.code, failure.message))
             } catch {

@@ -49,11 +49,11 @@ public struct SystemMeteringClock: MeteringClock {
 private final class DispatchMeteringTimer: MeteringTimer, @unchecked Sendable {
     private let source: any DispatchSourceTimer
 
-    init(source: any DispatchSourceTimer) {
+    package init(source: any DispatchSourceTimer) {
         self.source = source
     }
 
-    func cancel() {
+    package func cancel() {
         source.cancel()
     }
 }

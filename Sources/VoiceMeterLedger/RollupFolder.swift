@@ -13,7 +13,7 @@ import VoiceMeterStore
 /// past `foldSeconds` steps (the journal grew faster than estimated). A failed step leaves the
 /// journal as it was (readers count it either way); the sweep starts over a second later, on a
 /// new connection.
-final class RollupFolder: Sendable {
+package final class RollupFolder: Sendable {
     private let options: PostgresConnectionOptions
     private let foldSeconds: Int
     private let logger: Logger
@@ -39,13 +39,13 @@ final class RollupFolder: Sendable {
     private static let minimumStepRows = 2_000
     private static let maximumStepRows = 1 << 24
 
-    init(options: PostgresConnectionOptions, foldSeconds: Int, logger: Logger) {
+    package init(options: PostgresConnectionOptions, foldSeconds: Int, logger: Logger) {
         self.options = options
         self.foldSeconds = foldSeconds
         self.logger = logger
     }
 
-    func start() {
+    package func start() {
         let thread = Thread { [self] in
             var waited = 0
             while !self.stopped.load(ordering: .relaxed) {
@@ -64,7 +64,7 @@ final class RollupFolder: Sendable {
     /// Stops the thread and folds everything the last commits journaled, waiting at most
     /// `seconds` for it: a database that does not answer leaves the journal to the next server
     /// (readers count it meanwhile), it never holds up the stop.
-    func stop(within seconds: Int) {
+    package func stop(within seconds: Int) {
         stopped.store(true, ordering: .relaxed)
         let folded = DispatchSemaphore(value: 0)
         let thread = Thread { [self] in

@@ -4,23 +4,23 @@ import VoiceMeterDomain
 /// Which metering shard owns a call. A user's calls all go to one shard (a stable hash of the
 /// user id), so the user's budget lives in one place; `call.start` carries the user id, later
 /// messages only the call id, so the router remembers the call's shard until it is summarized.
-final class CallRouter: Sendable {
-    let shardCount: Int
+package final class CallRouter: Sendable {
+    package let shardCount: Int
     private let shardByCall = Mutex<[String: Int]>([:])
 
-    init(shardCount: Int) {
+    package init(shardCount: Int) {
         precondition(shardCount >= 1)
         self.shardCount = shardCount
     }
 
     /// The shard for a user.
-    func shard(forUser userID: String) -> Int {
+    package func shard(forUser userID: String) -> Int {
         stableIndex(of: userID, count: shardCount)
     }
 
     /// Routes a message: `call.start` pins the call to its user's shard; other messages follow it
     /// (an unknown call goes to shard 0, which answers `unknown_call`).
-    func shard(for message: ClientMessage) -> Int {
+    package func shard(for message: ClientMessage) -> Int {
         // One shard holds every call: no table is kept (it cost a lock and a lookup per message).
         guard shardCount > 1 else { return 0 }
         if case .callStart(let start) = message {
@@ -36,27 +36,20 @@ final class CallRouter: Sendable {
     }
 
     /// The shard of a call already started (shard 0 for an unknown call).
-    func shard(forCall callID: String) -> Int {
+    package func shard(forCall callID: String) -> Int {
         guard shardCount > 1 else { return 0 }
         return shardByCall.withLock { $0[callID] } ?? 0
     }
 
     /// Pins a call to the shard that created its live state (a `call.start` racing the end of an
     /// earlier call of the same id must not lose its route).
-    func pin(_ callID: String, to shard: Int) {
+    package func pin(_ callID: String, to shard: Int) {
         guard shardCount > 1 else { return }
         shardByCall.withLock { $0[callID] = shard }
     }
 
-    func forget(_ callID: String) {
+    package func forget(_ callID: String) {
         guard shardCount > 1 else { return }
         _ = shardByCall.withLock { $0.removeValue(forKey: callID) }
     }
-}
-
-/// `key`'s place among `count` (FNV-1a of its UTF-8): the same in every process, unlike `hashValue`.
-func stableIndex(of key: String, count: Int) -> Int {
-    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-    for byte in key.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-    return Int(hash % UInt64(count))
 }
