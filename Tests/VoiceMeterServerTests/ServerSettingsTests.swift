@@ -122,3 +122,34 @@ struct JSONLogHandlerTests {
         #expect(try JSONParser.parse(line)["call.id"] == .string("CA\"1"))
     }
 }
+
+@Suite("Settings are declared once")
+struct SettingDeclarationTests {
+    @Test("the README's settings table has a row for each declared setting, with its environment variable, and no other")
+    func readmeTableMatchesTheDeclarations() throws {
+        let readme = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../README.md").standardizedFileURL
+        let text = try String(contentsOf: readme, encoding: .utf8)
+        let rows = text.split(separator: "\n").compactMap { line -> (String, String)? in
+            let cells = line.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
+            guard cells.count >= 3, cells[0].hasPrefix("`"), cells[1].hasPrefix("`VOICEMETER_") || cells[1] == "`DATABASE_URL`" else { return nil }
+            return (cells[0].trimmingCharacters(in: CharacterSet(charactersIn: "`")), cells[1].trimmingCharacters(in: CharacterSet(charactersIn: "`")))
+        }
+        let declared = ServerSettings.all.map { ($0.key, $0.environment) }
+        #expect(rows.map(\.0) == declared.map(\.0))
+        #expect(rows.map(\.1) == declared.map(\.1))
+    }
+
+    @Test("flags are read against the declarations: --key value, --key=value; an unknown key or a missing value is named")
+    func flagsAreReadAgainstTheDeclarations() throws {
+        #expect(try ServerSettings.flags(from: ["--listen", "127.0.0.1:0", "--flush-ms=10"]) == ["listen": "127.0.0.1:0", "flush-ms": "10"])
+        #expect(throws: ServerSettings.Invalid.self) { try ServerSettings.flags(from: ["--lisen", "x"]) }
+        #expect(throws: ServerSettings.Invalid.self) { try ServerSettings.flags(from: ["--flush-ms"]) }
+        #expect(throws: ServerSettings.Invalid.self) { try ServerSettings.flags(from: ["stray"]) }
+    }
+
+    @Test("every value is checked against its declared form, also those no configuration field reads")
+    func everyValueIsChecked() throws {
+        let settings = try ServerSettings(flags: ["log-level": "loud"], environment: [:], file: nil)
+        #expect(throws: ServerSettings.Invalid.self) { try settings.validate() }
+    }
+}
