@@ -82,6 +82,13 @@ final class LiveCall {
     /// The status the call ends with when its sender ends it.
     var endStatus: String { cutoff == nil ? "completed" : "cut_off" }
 
+    /// Keeps a message of a call being admitted, handled in order once it is.
+    func queue(_ input: MeteringInput) {
+        guard case .admitting(var queued) = phase else { return }
+        queued.append(input)
+        phase = .admitting(queued: queued)
+    }
+
     var isAdmitting: Bool {
         if case .admitting = phase { true } else { false }
     }

@@ -56,7 +56,7 @@ extension MeteringCore {
             for input in queued {
                 switch input {
                 case .usage(_, _, connection): actions.append(.frameHandled(callID: callID))
-                case .callEnd(_, connection): break
+                case .callEnd(_, connection), .refusedAtDecoding(_, connection): break
                 default: kept.append(input)
                 }
             }
@@ -79,9 +79,15 @@ extension MeteringCore {
         guard let call = calls.removeValue(forKey: callID), case .admitting(let queued) = call.phase else { return }
         actions.append(.forgetRoute(callID: callID))
         if let owner = call.owner { actions.append(.send(answer, to: owner)) }
-        for case .usage(let frame, _, let connection) in queued {
-            actions.append(.frameHandled(callID: callID))
-            actions.append(.send(.error(ProtocolError(frames.0, frames.1, callID: callID, seq: frame.seq)), to: connection))
+        for input in queued {
+            switch input {
+            case .usage(let frame, _, let connection):
+                actions.append(.frameHandled(callID: callID))
+                actions.append(.send(.error(ProtocolError(frames.0, frames.1, callID: callID, seq: frame.seq)), to: connection))
+            case .refusedAtDecoding(let error, let connection):
+                actions.append(.send(.error(ProtocolError(frames.0, frames.1, callID: callID, seq: error.seq)), to: connection))
+            default: break
+            }
         }
     }
 

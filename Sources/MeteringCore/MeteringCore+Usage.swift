@@ -3,34 +3,59 @@ import VoiceMeterDomain
 /// Usage frames: checked (owner, resend, refusal for good, window, cost bound, grant), priced and
 /// handed to the ledger writer; frames the decoder refused settle their seq here.
 extension MeteringCore {
+    /// Where a frame of a call stands, from its call id and seq alone (so a frame the decoder
+    /// refused goes the same way as one it read).
+    enum FrameGate {
+        /// No call of that id here: `unknown_call` was sent.
+        case unknownCall
+        /// Answered already: another connection carries the call, or the call has ended.
+        case answered
+        /// The call is being admitted: the frame waits in its queue.
+        case admitting(LiveCall)
+        /// To be handled; `closing`: the call has ended and waits for this seq.
+        case open(LiveCall, closing: Bool)
+    }
+
+    /// Only the connection carrying a call speaks for it; after `call.end` only the frames it
+    /// waits for are taken, and resends of frames already taken.
+    mutating func gate(_ callID: String, seq: Int64, _ connection: ClientConnection, _ actions: inout [MeteringAction]) -> FrameGate {
+        guard let call = calls[callID] else {
+            actions.append(.send(.error(ProtocolError(.unknownCall, Self.noCallStart, callID: callID, seq: seq)), to: connection))
+            return .unknownCall
+        }
+        guard call.owner == connection else {
+            refuseNotOwner(callID, seq: seq, connection, &actions)
+            return .answered
+        }
+        if call.isAdmitting { return .admitting(call) }
+        call.lastMessageAt = now
+        switch call.phase {
+        case .admitting, .active: return .open(call, closing: false)
+        case .closing where call.refusedSeqs.contains(seq) || call.acceptedHashes[seq] != nil: return .open(call, closing: true)
+        // A resend of a frame taken before the end (it may still be on its way): answered as a resend.
+        case .ending where call.acceptedHashes[seq] != nil: return .open(call, closing: false)
+        case .closing, .ending:
+            actions.append(.send(.error(ProtocolError(.unknownCall, Self.callHasEnded, callID: callID, seq: seq)), to: connection))
+            return .answered
+        }
+    }
+
     /// Handles a frame; `false` when it waits for its call's admission (it is handled later).
     @discardableResult
     mutating func usage(_ frame: UsageFrame, _ hash: PayloadHash, _ connection: ClientConnection, _ actions: inout [MeteringAction]) -> Bool {
-        guard let index = calls.index(forKey: frame.callID) else {
-            actions.append(.send(.error(ProtocolError(.unknownCall, Self.noCallStart,
-                                                      callID: frame.callID, seq: frame.seq)), to: connection))
+        let call: LiveCall
+        let closing: Bool
+        switch gate(frame.callID, seq: frame.seq, connection, &actions) {
+        case .unknownCall:
             actions.append(mayRecordUnknownCallFrame(from: connection) ? .recordRejectedFrame(frame, reason: .unknownCall) : .count(.rejectedFrameNotRecorded))
             return true
-        }
-        let call = calls.values[index]
-        guard call.owner == connection else { return refuseNotOwner(frame.callID, seq: frame.seq, connection, &actions) }
-        if case .admitting(var queued) = call.phase {
-            queued.append(.usage(frame, hash: hash, from: connection))
-            call.phase = .admitting(queued: queued)
+        case .answered: return true
+        case .admitting(let waiting):
+            waiting.queue(.usage(frame, hash: hash, from: connection))
             return false
-        }
-        call.lastMessageAt = now
-        // After call.end only the frames it waits for are taken, and resends of frames already taken.
-        let closing: Bool
-        switch call.phase {
-        case .admitting, .active: closing = false
-        case .closing where call.refusedSeqs.contains(frame.seq) || call.acceptedHashes[frame.seq] != nil: closing = true
-        // A resend of a frame taken before the end (it may still be on its way): answered as a resend.
-        case .ending where call.acceptedHashes[frame.seq] != nil: closing = false
-        case .closing, .ending:
-            actions.append(.send(.error(ProtocolError(.unknownCall, Self.callHasEnded,
-                                                      callID: frame.callID, seq: frame.seq)), to: connection))
-            return true
+        case .open(let open, let isClosing):
+            call = open
+            closing = isClosing
         }
         if let seen = call.acceptedHashes[frame.seq] {
             if seen != hash {
@@ -94,37 +119,19 @@ extension MeteringCore {
         if closing { endIfSettled(call.start.callID, &actions) }
     }
 
-    /// A usage frame the decoder refused for good, answered here: what it says depends on the
-    /// call. Carried by this connection, the error is sent, the seq kept (so the call settles it
-    /// wherever it resumes) and settled; otherwise `unknown_call`, as for any frame, so the sender
-    /// starts the call here and sends it again (it must not count a seq as settled that no call
-    /// here settled).
+    /// A usage frame the decoder refused for good (named by call and seq) goes the way of any
+    /// frame of its call: carried by this connection, its error is sent, its seq kept (so the call
+    /// settles it wherever it resumes) and settled; otherwise it gets the answer any frame would
+    /// (`unknown_call`, or `overloaded` when its call's admission fails), and the sender sends it again.
     mutating func refusedAtDecoding(_ error: ProtocolError, _ connection: ClientConnection, _ actions: inout [MeteringAction]) {
         guard let callID = error.callID, let seq = error.seq, let reason = RejectedFrameReason(decoding: error.code) else { return }
-        guard let call = calls[callID] else {
-            actions.append(.send(.error(ProtocolError(.unknownCall, Self.noCallStart, callID: callID, seq: seq)), to: connection))
-            return
-        }
-        guard call.owner == connection else {
-            refuseNotOwner(callID, seq: seq, connection, &actions)
-            return
-        }
-        let closing: Bool
-        switch call.phase {
-        case .admitting, .active: closing = false
-        case .closing where call.refusedSeqs.contains(seq): closing = true
-        case .closing, .ending:
-            actions.append(.send(.error(ProtocolError(.unknownCall, Self.callHasEnded, callID: callID, seq: seq)), to: connection))
-            return
-        }
-        actions.append(.send(.error(error), to: connection))
-        guard call.acceptedHashes[seq] == nil, call.refusedForGood[seq] == nil, seq > call.settled.through else { return }
-        actions.append(.recordUndecodedFrame(callID: callID, seq: seq, reason: reason, error: error))
-        if call.isAdmitting {
-            // Settled with what the ledger holds once the call is admitted (and acknowledged then).
-            call.refusedForGood[seq] = reason
-            call.settled.settle(seq)
-        } else {
+        switch gate(callID, seq: seq, connection, &actions) {
+        case .unknownCall, .answered: return
+        case .admitting(let call): call.queue(.refusedAtDecoding(error, from: connection))
+        case .open(let call, let closing):
+            actions.append(.send(.error(error), to: connection))
+            guard call.acceptedHashes[seq] == nil, call.refusedForGood[seq] == nil, seq > call.settled.through else { return }
+            actions.append(.recordUndecodedFrame(callID: callID, seq: seq, reason: reason, error: error))
             settleRefused(seq, reason, call: call, closing: closing, &actions)
         }
     }
