@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzes the parsers a client or an operator's file reaches (the client message decoder, the JSON
-# parser, ExactDecimal, IngressSession's reassembly, the CSV reader, the price file) with libFuzzer
-# and AddressSanitizer: Tests/Fuzz/FuzzTargets.swift compiled with VoiceMeterDomain's sources.
+# parser, ExactDecimal, the listener's message assembly with IngressSession, the CSV reader, the price
+# file) with libFuzzer and AddressSanitizer: Tests/Fuzz/FuzzTargets.swift compiled with
+# VoiceMeterDomain's sources and the transport's pure MessageAssembler.
 #
 #   deploy/fuzz.sh              every target for 10 s (what CI runs)
 #   deploy/fuzz.sh 600 json     the json target for 10 minutes
@@ -24,11 +25,12 @@ done
 out=.build/fuzz
 mkdir -p "$out"
 binary=$out/voicemeter-fuzz
-sources=(Sources/VoiceMeterDomain/*.swift Sources/VoiceMeterDomain/*/*.swift Tests/Fuzz/FuzzTargets.swift)
+sources=(Sources/VoiceMeterDomain/*.swift Sources/VoiceMeterDomain/*/*.swift
+         Sources/WebSocketTransport/MessageAssembler.swift Sources/WebSocketTransport/WebSocketLimits.swift Tests/Fuzz/FuzzTargets.swift)
 if [ ! -x "$binary" ] || [ -n "$(find "${sources[@]}" -newer "$binary" | head -n 1)" ]; then
     echo "fuzz: compiling ${#sources[@]} files with -sanitize=fuzzer,address"
     # ld.gold warns about every ASan helper symbol: the log is shown only if linking fails.
-    swiftc -sanitize=fuzzer,address -O -parse-as-library -module-name VoiceMeterDomain "${sources[@]}" -o "$binary" 2>"$out/compile.log" \
+    swiftc -sanitize=fuzzer,address -O -parse-as-library -D VOICEMETER_FUZZ -module-name VoiceMeterDomain "${sources[@]}" -o "$binary" 2>"$out/compile.log" \
         || { cat "$out/compile.log" >&2; exit 1; }
 fi
 

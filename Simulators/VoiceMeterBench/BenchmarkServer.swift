@@ -67,8 +67,7 @@ struct ServeChild: ParsableCommand {
         var configuration = ServerConfiguration.loopback(database: PostgresConnectionOptions(connectionString: database), connections: connections)
         configuration.listener.limits.connectionsMax = connections + 64
         if let messagesPerSecond {
-            configuration.listener.limits.messagesPerSecondPerConnection = messagesPerSecond
-            configuration.listener.limits.messagesBurstPerConnection = messagesPerSecond * 2
+            configuration.allowMessages(perSecond: messagesPerSecond, burst: messagesPerSecond * 2)
         }
         if let flushMilliseconds { configuration.writerFlushIntervalMilliseconds = flushMilliseconds }
         // Load, not budgets, is measured: calls stream far longer than a real call.

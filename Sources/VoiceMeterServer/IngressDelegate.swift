@@ -1,4 +1,6 @@
+import Dispatch
 import MeteringCore
+import Synchronization
 import VoiceMeterDomain
 import VoiceMeterMetering
 import VoiceMeterLedger
@@ -6,8 +8,9 @@ import VoiceMeterFinanceAPI
 import VoiceMeterStore
 import WebSocketTransport
 
-/// Connects the WebSocket listener to the application: token checks at the upgrade, messages to
-/// metering, health endpoints. Runs on the service thread, so nothing here blocks.
+/// The VoiceMeter protocol over the WebSocket listener: token checks at the upgrade, each
+/// connection's `IngressSession` (message rate, decoding), messages to metering, refusals
+/// answered, health endpoints. Runs on the service thread, so nothing here blocks.
 final class IngressDelegate: WebSocketServerDelegate {
     private let tokens: TokenCache
     private let readiness: ReadinessMonitor
@@ -16,12 +19,17 @@ final class IngressDelegate: WebSocketServerDelegate {
     private let writers: LedgerWriters
     private let finance: FinanceAPI
     private let metrics: ServerMetrics
+    private let ingressLimits: IngressLimits
+    /// Each open connection's protocol state; touched only on the service thread, so the lock is
+    /// never contended.
+    private let sessions = Mutex<[ConnectionID: IngressSession]>([:])
     /// Sends a message on a connection (an answer given here, without metering).
     private let reply: @Sendable (ServerMessage, ConnectionID) -> Void
 
     init(tokens: TokenCache, readiness: ReadinessMonitor, shards: [MeteringShard], router: CallRouter, writers: LedgerWriters, finance: FinanceAPI,
-         metrics: ServerMetrics, reply: @escaping @Sendable (ServerMessage, ConnectionID) -> Void) {
+         metrics: ServerMetrics, ingressLimits: IngressLimits, reply: @escaping @Sendable (ServerMessage, ConnectionID) -> Void) {
         self.reply = reply
+        self.ingressLimits = ingressLimits
         self.finance = finance
         self.metrics = metrics
         self.tokens = tokens
@@ -44,28 +52,55 @@ final class IngressDelegate: WebSocketServerDelegate {
 
     func connectionOpened(_ connection: ConnectionID, request: UpgradeRequest) {
         metrics.connections.increment()
+        let session = IngressSession(limits: ingressLimits, nowNanoseconds: DispatchTime.now().uptimeNanoseconds)
+        sessions.withLock { $0[connection] = session }
         if let token = request.bearerToken { tokens.connectionOpened(connection, token: token) }
     }
 
-    /// A message the protocol layer refused. A frame refused for now is answered at once and
-    /// expected again; a usage frame refused for good is answered by metering, which knows its
-    /// call: settled there when the connection carries the call, else `unknown_call`.
-    func rejected(_ error: ProtocolError, from connection: ConnectionID) -> Bool {
-        metrics.rejected(error.code)
-        guard let callID = error.callID, let seq = error.seq else { return false }
-        let shard = shards[router.shard(forCall: callID)]
-        if error.code == .rateLimited {
-            shard.perform { $0.refusedTransiently(callID: callID, seq: seq, from: connection) }
-            return false
+    /// A whole message (or one dropped for its size): decoded by the connection's session, then
+    /// handed to metering or refused.
+    func received(_ message: InboundMessage, from connection: ConnectionID) -> ReceiveDisposition {
+        let action: IngressAction
+        switch message {
+        case .message(let bytes, let isBinary):
+            let now = DispatchTime.now().uptimeNanoseconds
+            guard let decided = sessions.withLock({ $0[connection]?.receive(bytes, isBinary: isBinary, nowNanoseconds: now) }) else {
+                return .close(code: IngressSession.closeCodePolicyViolation, reason: "connection not open")
+            }
+            action = decided
+        case .tooLarge(let receivedBytes, let limitBytes):
+            action = .reply(IngressSession.tooLarge(receivedBytes: receivedBytes, limitBytes: limitBytes))
         }
-        guard RejectedFrameReason(decoding: error.code) != nil else { return false }
-        shard.perform { $0.refusedAtDecoding(error, from: connection) }
-        return true
+        switch action {
+        case .deliver(let message):
+            return deliver(message, from: connection) ? .keepReading : .pauseReading
+        case .reply(let error):
+            refused(error, from: connection)
+            return .keepReading
+        case .close(let code, let reason):
+            return .close(code: code, reason: reason)
+        }
     }
 
-    /// Hands the message to metering; stops reading the socket while the call's ledger writer is
-    /// past its high watermark (writers resume all paused connections as they drain).
-    func received(_ message: ClientMessage, from connection: ConnectionID) -> Bool {
+    /// A message the protocol refused. A frame refused for now is answered at once and expected
+    /// again; a usage frame refused for good is answered by metering, which knows its call:
+    /// settled there when the connection carries the call, else `unknown_call`.
+    private func refused(_ error: ProtocolError, from connection: ConnectionID) {
+        metrics.rejected(error.code)
+        if let callID = error.callID, let seq = error.seq {
+            let shard = shards[router.shard(forCall: callID)]
+            if error.code == .rateLimited {
+                shard.perform { $0.refusedTransiently(callID: callID, seq: seq, from: connection) }
+            } else if RejectedFrameReason(decoding: error.code) != nil {
+                return shard.perform { $0.refusedAtDecoding(error, from: connection) }
+            }
+        }
+        reply(.error(error), connection)
+    }
+
+    /// Hands the message to metering; `false` (stop reading the socket) while the call's ledger
+    /// writer is past its high watermark (writers resume all paused connections as they drain).
+    private func deliver(_ message: ClientMessage, from connection: ConnectionID) -> Bool {
         // A scoped token opens and resumes calls only for its users (usage follows the call.start).
         if case .callStart(let start) = message, !tokens.connection(connection, mayActFor: start.userID) {
             reply(.callRejected(callID: start.callID, reason: "user_not_in_token_scope", spent: nil, limit: nil), connection)
@@ -82,6 +117,7 @@ final class IngressDelegate: WebSocketServerDelegate {
 
     func connectionClosed(_ connection: ConnectionID) {
         metrics.connections.decrement()
+        sessions.withLock { $0[connection] = nil }
         tokens.connectionClosed(connection)
         for shard in shards { shard.perform { $0.connectionClosed(connection) } }
     }

@@ -8,8 +8,11 @@ import WebSocketTransport
 public struct ServerConfiguration: Sendable {
     /// Where the database is.
     public var database: PostgresConnectionOptions
-    /// The listener: address, port (0 = any free port), TLS, path, subprotocol and ingress limits.
+    /// The listener: address, port (0 = any free port), TLS, path, subprotocol and its limits
+    /// (sizes, pieces, connections, timeouts).
     public var listener = WebSocketServerConfiguration()
+    /// What one connection may send: messages a second (set with `allowMessages`), refusals in a row.
+    public private(set) var ingress = IngressLimits()
     /// Ledger writers, each with its own connection; a call always uses the same one. Two use both
     /// cores of a small machine (PLATFORM: ~60,000 vs ~36,000 rows/s for one).
     public var writerConnections = 2
@@ -75,6 +78,19 @@ public struct ServerConfiguration: Sendable {
 }
 
 extension ServerConfiguration {
+    /// Message pieces (WebSocket fragments, partial reads) a connection may send for each message
+    /// it may send, when a message arrives in more than one.
+    public static let messagePiecesPerMessage = 16
+
+    /// Lets each connection send `perSecond` messages a second sustained after a burst of `burst`,
+    /// and as many message pieces as those messages may need (`messagePiecesPerMessage` each).
+    public mutating func allowMessages(perSecond: Int, burst: Int) {
+        ingress.messagesPerSecondPerConnection = perSecond
+        ingress.messagesBurstPerConnection = burst
+        listener.limits.messagePiecesPerSecondPerConnection = perSecond * Self.messagePiecesPerMessage
+        listener.limits.messagePiecesBurstPerConnection = burst * Self.messagePiecesPerMessage
+    }
+
     /// A server for local runs (simulator, demo, benchmarks): loopback only, any free port, and
     /// room for `connections` client connections from loopback.
     public static func loopback(database: PostgresConnectionOptions, connections: Int) -> ServerConfiguration {

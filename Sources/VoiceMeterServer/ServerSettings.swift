@@ -81,7 +81,7 @@ public struct ServerSettings: Sendable {
         Setting(key: "idle-timeout-seconds", environment: "VOICEMETER_IDLE_TIMEOUT_SECONDS", defaultValue: String(builtIn.listener.limits.idleTimeoutSeconds), help: "ping a silent connection after this long; drop it after as long again", kind: .integer(1...3_600)),
         Setting(key: "connections-max", environment: "VOICEMETER_CONNECTIONS_MAX", defaultValue: String(builtIn.listener.limits.connectionsMax), help: "open connections in all", kind: .integer(1...1_000_000)),
         Setting(key: "connections-per-peer-max", environment: "VOICEMETER_CONNECTIONS_PER_PEER_MAX", defaultValue: String(builtIn.listener.limits.connectionsPerPeerMax), help: "open connections from one address", kind: .integer(1...1_000_000)),
-        Setting(key: "messages-per-second", environment: "VOICEMETER_MESSAGES_PER_SECOND", defaultValue: String(builtIn.listener.limits.messagesPerSecondPerConnection), help: "sustained client messages per connection (burst: twice)", kind: .integer(1...1_000_000)),
+        Setting(key: "messages-per-second", environment: "VOICEMETER_MESSAGES_PER_SECOND", defaultValue: String(builtIn.ingress.messagesPerSecondPerConnection), help: "sustained client messages per connection (burst: twice)", kind: .integer(1...1_000_000)),
         Setting(key: "log-format", environment: "VOICEMETER_LOG_FORMAT", defaultValue: "text", help: "text or json (one object per line)", kind: .choice(["text", "json"])),
         Setting(key: "log-level", environment: "VOICEMETER_LOG_LEVEL", defaultValue: "info", help: "trace, debug, info, notice, warning, error or critical", kind: .choice(["trace", "debug", "info", "notice", "warning", "error", "critical"])),
     ]
@@ -288,7 +288,6 @@ public struct ServerSettings: Sendable {
         configuration.listener.limits.connectionsMax = try integer("connections-max")
         configuration.listener.limits.connectionsPerPeerMax = try integer("connections-per-peer-max")
         let rate = try integer("messages-per-second")
-        configuration.listener.limits.messagesPerSecondPerConnection = rate
-        configuration.listener.limits.messagesBurstPerConnection = rate * 2
+        configuration.allowMessages(perSecond: rate, burst: rate * 2)
     }
 }

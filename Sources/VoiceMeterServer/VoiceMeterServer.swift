@@ -25,6 +25,7 @@ public final class VoiceMeterServer: Sendable {
     private let tokens: TokenCache
     private let readiness: ReadinessMonitor
     private let ingress: WebSocketServer
+    private let delegate: IngressDelegate
     private let shards: [MeteringShard]
     private let budgetSettings: TableWatcher
     private let rollups: RollupFolder
@@ -36,7 +37,7 @@ public final class VoiceMeterServer: Sendable {
         server.tokens.start()
         server.readiness.start()
         server.services.writers.start()
-        try server.ingress.start()
+        try server.ingress.start(delegate: server.delegate)
         server.shards.forEach { $0.startTicking() }
         server.budgetSettings.start()
         server.rollups.start()
@@ -98,13 +99,13 @@ public final class VoiceMeterServer: Sendable {
         self.services = services
         let shards = (0..<configuration.meteringShards).map { MeteringShard(index: $0, environment: services, logger: logger) }
         self.shards = shards
-        ingress = WebSocketServer(configuration: configuration.listener,
-                                  delegate: IngressDelegate(tokens: tokens, readiness: readiness, shards: shards, router: router, writers: writers,
-                                                            finance: FinanceAPI(tokenKind: { [tokens] in tokens.kind(of: $0) }, options: configuration.database,
-                                                                                now: { [clock = configuration.clock] in clock.now }),
-                                                            metrics: services.metrics) { message, connection in
-                                      ingressReference.value.send(message, to: connection)
-                                  })
+        ingress = WebSocketServer(configuration: configuration.listener)
+        delegate = IngressDelegate(tokens: tokens, readiness: readiness, shards: shards, router: router, writers: writers,
+                                   finance: FinanceAPI(tokenKind: { [tokens] in tokens.kind(of: $0) }, options: configuration.database,
+                                                       now: { [clock = configuration.clock] in clock.now }),
+                                   metrics: services.metrics, ingressLimits: configuration.ingress) { [ingress] message, connection in
+            ingress.send(message, to: connection)
+        }
         shardsReference.bind(shards)
         budgetSettings = TableWatcher(options: configuration.database, channel: "user_budget_settings", logger: logger) { _ in
             for shard in shards { shard.perform { $0.budgetSettingsChanged() } }

@@ -1,11 +1,21 @@
 import DequeModule
 import Synchronization
 
+/// How an outbound message may move in its connection's queue.
+public enum OutboundOrder: Sendable {
+    /// Keeps its place.
+    case inOrder
+    /// May be overtaken by an urgent message (a cumulative acknowledgement loses nothing by waiting).
+    case overtakable
+    /// Goes ahead of every overtakable message already queued.
+    case urgent
+}
+
 /// Per-connection bounded queues of outbound messages, shared between any thread that sends and
 /// the service thread that writes, plus the commands other threads leave for the service thread.
 ///
 /// Other threads only append here and wake the service loop (`lws_cancel_service`, the one
-/// thread-safe lws call); wakes are coalesced so a burst of sends costs one syscall.
+/// thread-safe lws call, through `ServiceWake`); wakes are coalesced so a burst of sends costs one syscall.
 final class Outboxes: Sendable {
     enum Command: Sendable {
         case resumeAllPaused
@@ -13,16 +23,6 @@ final class Outboxes: Sendable {
         /// The answer to a plain HTTP request (the connection's id).
         case httpAnswered(Int, HTTPResponse)
         case close(Int, code: UInt16, reason: String)
-    }
-
-    /// How a message may move in its queue.
-    enum Order: Sendable {
-        /// Keeps its place.
-        case inOrder
-        /// May be overtaken by an urgent message (a cumulative acknowledgement loses nothing by waiting).
-        case overtakable
-        /// Goes ahead of every overtakable message already queued.
-        case urgent
     }
 
     fileprivate struct Outbound {
@@ -58,12 +58,12 @@ final class Outboxes: Sendable {
 
     /// Queues a message; returns whether the service loop must be woken, or `nil` when the
     /// connection is gone. A full outbox closes the connection (the peer does not read).
-    func enqueue(_ payload: [UInt8], for id: Int, order: Order = .inOrder) -> Bool? {
+    func enqueue(_ payload: [UInt8], for id: Int, order: OutboundOrder = .inOrder) -> Bool? {
         enqueue(CollectionOfOne(payload), for: id, order: order)
     }
 
     /// Queues messages in their order, under one lock; otherwise as `enqueue(_:for:order:)`.
-    func enqueue(_ payloads: some Collection<[UInt8]>, for id: Int, order: Order = .inOrder) -> Bool? {
+    func enqueue(_ payloads: some Collection<[UInt8]>, for id: Int, order: OutboundOrder = .inOrder) -> Bool? {
         let capacity = capacity
         return state.withLock { state in
             // One lookup: the queue is changed in place through the dictionary.
@@ -124,7 +124,7 @@ final class Outboxes: Sendable {
 private extension Deque<Outboxes.Outbound> {
     /// Appends `payloads` (an urgent one ahead of every overtakable one) until `capacity`: how
     /// many went in, and whether some did not fit.
-    mutating func append(contentsOf payloads: some Collection<[UInt8]>, order: Outboxes.Order, capacity: Int) -> (queued: Int, full: Bool) {
+    mutating func append(contentsOf payloads: some Collection<[UInt8]>, order: OutboundOrder, capacity: Int) -> (queued: Int, full: Bool) {
         var queued = 0
         for payload in payloads {
             guard count < capacity else { return (queued, true) }

@@ -35,13 +35,14 @@ public struct ClientEndpoint: Sendable {
 }
 
 /// A libwebsockets client context with its own service thread, carrying any number of
-/// connections. The same threading rules as the server: only `lws_cancel_service` crosses threads.
+/// connections. The same threading rules as the server: only `ServiceWake` crosses threads.
 public final class WebSocketClient: Sendable {
     private let onEvent: @Sendable (ClientConnectionID, ClientEvent) -> Void
     private let outboxes: Outboxes
     private let pending = Mutex<[(Int, ClientEndpoint)]>([])
     private let nextID = Atomic<Int>(0)
     let loop: ClientLoop
+    private let serviceWake = ServiceWake()
     private let finished = DispatchSemaphore(value: 0)
     private let startupFailed = Atomic<Bool>(false)
 
@@ -93,48 +94,27 @@ public final class WebSocketClient: Sendable {
         finished.wait()
     }
 
-    private func wake() {
-        loop.context.withLock { address in
-            if let context = OpaquePointer(bitPattern: address) { lws_cancel_service(context) }
-        }
-    }
+    private func wake() { serviceWake.wake() }
 
     private func run(certificateAuthorityPath: String?, ready: DispatchSemaphore) {
         LWS.quietLogging()
-        let protocols = UnsafeMutablePointer<lws_protocols>.allocate(capacity: 2)
-        protocols.initialize(repeating: lws_protocols(), count: 2)
-        let name = strdup("voicemeter-client")!
-        protocols[0].name = UnsafePointer(name)
-        protocols[0].callback = clientCallback
-        let authority = certificateAuthorityPath.map { strdup($0)! }
-        defer {
-            free(name)
-            authority.map { free($0) }
-            protocols.deallocate()
-        }
-        var info = lws_context_creation_info()
-        info.port = -1  // CONTEXT_PORT_NO_LISTEN: a client only
-        info.protocols = UnsafePointer(protocols)
-        info.gid = -1
-        info.uid = -1
-        info.user = Unmanaged.passUnretained(self).toOpaque()
-        info.options |= UInt64(LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT)
-        if let authority { info.client_ssl_ca_filepath = UnsafePointer(authority) }
-        let (created, eventLoop) = LWS.createContext(&info)
-        loop.eventLoop = eventLoop
-        guard let context = created else {
-            startupFailed.store(true, ordering: .releasing)
+        let settings = ContextSettings(protocolName: "voicemeter-client", callback: clientCallback, port: nil, interface: nil,
+                                       owner: Unmanaged.passUnretained(self).toOpaque(), headerTimeoutSeconds: nil,
+                                       certificateAuthorityPath: certificateAuthorityPath)
+        LWS.withContext(settings) { context in
+            guard let context else {
+                startupFailed.store(true, ordering: .releasing)
+                ready.signal()
+                return
+            }
+            loop.eventLoop = context.eventLoop
+            serviceWake.bind(context)
             ready.signal()
-            finished.signal()
-            return
+            let heartbeat = LWS.startHeartbeat { [serviceWake] in serviceWake.wake() }
+            context.serve { outboxes.isStopping }
+            heartbeat.cancel()
+            serviceWake.unbind()
         }
-        loop.context.withLock { $0 = Int(bitPattern: context) }
-        ready.signal()
-        let heartbeat = LWS.startHeartbeat { [weak self] in self?.wake() }
-        LWS.serve(context, on: eventLoop) { outboxes.isStopping }
-        heartbeat.cancel()
-        loop.context.withLock { $0 = 0 }
-        lws_context_destroy(context)
         loop.eventLoop = nil
         for (_, connection) in loop.connections { connection.strings.forEach { free($0) } }
         finished.signal()
@@ -152,14 +132,14 @@ public final class WebSocketClient: Sendable {
             let cursor = input.assumingMemoryBound(to: UnsafeMutablePointer<UInt8>?.self)
             let end = cursor.pointee! + length
             let value = "Bearer \(token)"
-            if lws_add_http_header_by_name(wsi, "authorization:", value, Int32(value.utf8.count), cursor, end) != 0 { return -1 }
+            if !LWS.appendHandshakeHeader(wsi, name: "authorization:", value: value, cursor: cursor, end: end) { return -1 }
         case LWS_CALLBACK_CLIENT_ESTABLISHED:
             onEvent(ClientConnectionID(rawValue: id), .connected)
-            lws_callback_on_writable(wsi)
+            LWS.requestWritable(wsi)
         case LWS_CALLBACK_CLIENT_RECEIVE:
             guard loop.connections[id] != nil else { return -1 }
             if let input { loop.connections[id]!.received.append(contentsOf: UnsafeRawBufferPointer(start: input, count: length)) }
-            if lws_is_final_fragment(wsi) != 0 && lws_remaining_packet_payload(wsi) == 0 {
+            if LWS.endsMessage(wsi) {
                 let text = String(decoding: loop.connections[id]!.received, as: UTF8.self)
                 loop.connections[id]!.received.removeAll(keepingCapacity: true)
                 onEvent(ClientConnectionID(rawValue: id), .message(text))
@@ -167,7 +147,7 @@ public final class WebSocketClient: Sendable {
         case LWS_CALLBACK_CLIENT_WRITEABLE:
             guard let burst = LWS.writeBurst(wsi, next: { outboxes.next(for: id) }) else { return -1 }
             if burst.written > 0 || burst.more {
-                if burst.more || loop.connections[id]?.closing == true { lws_callback_on_writable(wsi) }
+                if burst.more || loop.connections[id]?.closing == true { LWS.requestWritable(wsi) }
             } else if loop.connections[id]?.closing == true {
                 LWS.setCloseReason(wsi, code: 1000, reason: "client done")
                 return -1
@@ -204,14 +184,14 @@ public final class WebSocketClient: Sendable {
             return
         }
         let starting = pending.withLock { list in defer { list.removeAll() }; return list }
-        for (id, endpoint) in starting { open(id, endpoint, context: lws_get_context(vhostWSI)) }
+        for (id, endpoint) in starting { open(id, endpoint, context: LWS.context(of: vhostWSI)) }
         for id in ready {
-            if let wsi = loop.connections[id]?.wsi { lws_callback_on_writable(wsi) }
+            if let wsi = loop.connections[id]?.wsi { LWS.requestWritable(wsi) }
         }
         for case .close(let id, _, _) in commands {
             guard let wsi = loop.connections[id]?.wsi else { continue }
             loop.connections[id]!.closing = true
-            lws_callback_on_writable(wsi)
+            LWS.requestWritable(wsi)
         }
     }
 
@@ -233,7 +213,7 @@ public final class WebSocketClient: Sendable {
         info.opaque_user_data = UnsafeMutableRawPointer(bitPattern: id)
         // Registered before connecting: the handshake-header callback runs inside the connect call.
         loop.connections[id] = ClientLoop.Connection(wsi: nil, endpoint: endpoint, strings: [address, path, host] + (subprotocol.map { [$0] } ?? []))
-        guard let wsi = lws_client_connect_via_info(&info) else {
+        guard let wsi = LWS.connect(&info) else {
             forget(id)
             onEvent(ClientConnectionID(rawValue: id), .connectFailed("lws could not start the connection"))
             return
@@ -244,9 +224,8 @@ public final class WebSocketClient: Sendable {
 
 /// The client's service-thread state.
 ///
-/// `@unchecked Sendable` is safe for the same reason as `ServiceLoop`: `connections` is touched
-/// only by the client's service thread (inside lws callbacks); other threads use only the
-/// mutex-guarded `context`.
+/// `@unchecked Sendable` is safe for the same reason as `ServiceLoop`: its properties are touched
+/// only by the client's service thread (inside lws callbacks and its run loop).
 final class ClientLoop: @unchecked Sendable {
     struct Connection {
         var wsi: OpaquePointer?
@@ -257,7 +236,6 @@ final class ClientLoop: @unchecked Sendable {
         var closing = false
     }
 
-    let context = Mutex<Int>(0)
     var connections: [Int: Connection] = [:]
     /// The epoll loop the context runs on (`nil`: lws's poll() loop).
     var eventLoop: EventLoop?
@@ -267,6 +245,6 @@ func clientCallback(
     _ wsi: OpaquePointer?, _ reason: lws_callback_reasons, _ user: UnsafeMutableRawPointer?,
     _ input: UnsafeMutableRawPointer?, _ length: Int
 ) -> Int32 {
-    guard let wsi, let context = lws_get_context(wsi), let owner = lws_context_user(context) else { return 0 }
-    return Unmanaged<WebSocketClient>.fromOpaque(owner).takeUnretainedValue().handle(wsi, reason, input, length)
+    guard let wsi, let client = LWS.owner(of: wsi, as: WebSocketClient.self) else { return 0 }
+    return client.handle(wsi, reason, input, length)
 }

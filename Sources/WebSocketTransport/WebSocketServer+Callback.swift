@@ -1,5 +1,4 @@
 import CLibWebSockets
-import CVoiceMeterShims
 import Dispatch
 import VoiceMeterDomain
 
@@ -9,12 +8,14 @@ func serverCallback(
     _ wsi: OpaquePointer?, _ reason: lws_callback_reasons, _ user: UnsafeMutableRawPointer?,
     _ input: UnsafeMutableRawPointer?, _ length: Int
 ) -> Int32 {
-    guard let wsi, let context = lws_get_context(wsi), let owner = lws_context_user(context) else { return 0 }
-    let server = Unmanaged<WebSocketServer>.fromOpaque(owner).takeUnretainedValue()
+    guard let wsi, let server = LWS.owner(of: wsi, as: WebSocketServer.self) else { return 0 }
     return server.handle(wsi, reason, user, input, length)
 }
 
 extension WebSocketServer {
+    /// Set by `start` before any callback runs.
+    private var delegate: any WebSocketServerDelegate { loop.delegate! }
+
     /// Runs on the service thread only; this is the one place lws events become actions.
     func handle(_ wsi: OpaquePointer, _ reason: lws_callback_reasons, _ user: UnsafeMutableRawPointer?,
                 _ input: UnsafeMutableRawPointer?, _ length: Int) -> Int32 {
@@ -44,7 +45,7 @@ extension WebSocketServer {
             loop.httpConnections[id] = nil
         case LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS:
             // `user` is the vhost's SSL_CTX: TLS 1.2 and newer only, no compression.
-            if let user, CVoiceMeterShims_harden_tls_context(OpaquePointer(user)) != 1 { return 1 }
+            if let user, !LWS.hardenTLS(user) { return 1 }
         default:
             break
         }
@@ -88,7 +89,7 @@ extension WebSocketServer {
         let id = loop.allocateID()
         LWS.setConnectionID(id, on: wsi)
         let peer = LWS.peerAddress(wsi)
-        loop.connections[id] = ServiceLoop.Connection(wsi: wsi, peer: peer, session: IngressSession(limits: configuration.limits, nowNanoseconds: Self.now),
+        loop.connections[id] = ServiceLoop.Connection(wsi: wsi, peer: peer, assembler: MessageAssembler(limits: configuration.limits, nowNanoseconds: Self.now),
                                                       lastHeardNanoseconds: Self.now)
         loop.connectionsPerPeer[peer, default: 0] += 1
         outboxes.open(id)
@@ -104,26 +105,28 @@ extension WebSocketServer {
         guard loop.connections[id]!.pendingClose == nil else { return 0 }
         let now = Self.now
         let chunk = UnsafeRawBufferPointer(start: input, count: input == nil ? 0 : length)
-        let endsMessage = lws_is_final_fragment(wsi) != 0 && lws_remaining_packet_payload(wsi) == 0
         loop.connections[id]!.noteHeard(at: now)
-        let actions = loop.connections[id]!.session.receive(chunk, endsMessage: endsMessage, isBinary: lws_frame_is_binary(wsi) != 0,
-                                                            nowNanoseconds: now)
-        for action in actions {
-            switch action {
-            case .deliver(let message):
-                if !delegate.received(message, from: ConnectionID(rawValue: id)), loop.connections[id]?.paused == false {
-                    // Takes effect at once: lws holds back what it already read until resumed.
-                    loop.connections[id]!.paused = true
-                    loop.pausedCount.add(1, ordering: .relaxed)
-                    lws_rx_flow_control(wsi, 0)
-                }
-            case .reply(let error):
-                // Through `send`, like every other thread: it keeps the wake flag consistent.
-                if !delegate.rejected(error, from: ConnectionID(rawValue: id)) { send(.error(error), to: ConnectionID(rawValue: id)) }
-            case .close(let code, let reason):
-                LWS.setCloseReason(wsi, code: code, reason: reason)
-                return -1
-            }
+        let message: InboundMessage
+        switch loop.connections[id]!.assembler.receive(chunk, endsMessage: LWS.endsMessage(wsi), isBinary: LWS.isBinary(wsi), nowNanoseconds: now) {
+        case .incomplete: return 0
+        case .complete(let bytes, let isBinary): message = .message(bytes, isBinary: isBinary)
+        case .tooLarge(let received): message = .tooLarge(receivedBytes: received, limitBytes: configuration.limits.messageBytesMax)
+        case .close(let code, let reason):
+            LWS.setCloseReason(wsi, code: code, reason: reason)
+            return -1
+        }
+        switch delegate.received(message, from: ConnectionID(rawValue: id)) {
+        case .keepReading:
+            break
+        case .pauseReading:
+            guard loop.connections[id]?.paused == false else { break }
+            // Takes effect at once: lws holds back what it already read until resumed.
+            loop.connections[id]!.paused = true
+            loop.pausedCount.add(1, ordering: .relaxed)
+            LWS.setReceiving(wsi, false)
+        case .close(let code, let reason):
+            LWS.setCloseReason(wsi, code: code, reason: reason)
+            return -1
         }
         return 0
     }
@@ -134,12 +137,12 @@ extension WebSocketServer {
         if connection.pingDue {
             loop.connections[id]!.pingDue = false
             guard LWS.writePing(wsi) else { return -1 }
-            lws_callback_on_writable(wsi)
+            LWS.requestWritable(wsi)
             return 0
         }
         guard let burst = LWS.writeBurst(wsi, next: { outboxes.next(for: id) }) else { return -1 }
         if burst.written > 0 || burst.more {
-            if burst.more || connection.pendingClose != nil { lws_callback_on_writable(wsi) }
+            if burst.more || connection.pendingClose != nil { LWS.requestWritable(wsi) }
             return 0
         }
         if let close = connection.pendingClose {
@@ -163,7 +166,7 @@ extension WebSocketServer {
     private func woken() {
         let (ready, commands, stopping) = outboxes.drainWake()
         for id in ready {
-            if let wsi = loop.connections[id]?.wsi { lws_callback_on_writable(wsi) }
+            if let wsi = loop.connections[id]?.wsi { LWS.requestWritable(wsi) }
         }
         for command in commands {
             switch command {
@@ -175,17 +178,17 @@ extension WebSocketServer {
                     loop.connections[id]!.paused = false
                     loop.connections[id]!.noteHeard(at: now)  // it was not read while paused: its idle time starts now
                     loop.pausedCount.subtract(1, ordering: .relaxed)
-                    lws_rx_flow_control(connection.wsi, 1)
+                    LWS.setReceiving(connection.wsi, true)
                 }
             case .httpAnswered(let id, let response):
                 guard let wsi = loop.httpConnections[id] else { continue }
                 loop.pendingHTTP[id] = response
-                lws_callback_on_writable(wsi)
+                LWS.requestWritable(wsi)
             case .stopReceivingAll:
                 for (id, connection) in loop.connections where !connection.paused {
                     loop.connections[id]!.paused = true
                     loop.pausedCount.add(1, ordering: .relaxed)
-                    lws_rx_flow_control(connection.wsi, 0)
+                    LWS.setReceiving(connection.wsi, false)
                 }
                 loop.receivingStopped.signal()
             case .close(let id, let code, let reason):
@@ -214,11 +217,11 @@ extension WebSocketServer {
         let timeout = UInt64(configuration.limits.idleTimeoutSeconds) * 1_000_000_000
         for (id, connection) in loop.connections where !connection.paused {
             if let sent = connection.pingSentNanoseconds {
-                if now - sent >= timeout { lws_set_timeout(connection.wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC) }
+                if now - sent >= timeout { LWS.dropSoon(connection.wsi) }
             } else if now - connection.lastHeardNanoseconds >= timeout {
                 loop.connections[id]!.pingDue = true
                 loop.connections[id]!.pingSentNanoseconds = now
-                lws_callback_on_writable(connection.wsi)
+                LWS.requestWritable(connection.wsi)
             }
         }
     }
@@ -227,8 +230,8 @@ extension WebSocketServer {
         guard loop.connections[id] != nil, loop.connections[id]!.pendingClose == nil else { return }
         loop.connections[id]!.pendingClose = (code, reason)
         // A peer that stops reading never lets the close frame out: drop it after the idle timeout.
-        lws_set_timeout(loop.connections[id]!.wsi, PENDING_TIMEOUT_CLOSE_SEND, Int32(configuration.limits.idleTimeoutSeconds))
-        lws_callback_on_writable(loop.connections[id]!.wsi)
+        LWS.closeWithin(loop.connections[id]!.wsi, seconds: configuration.limits.idleTimeoutSeconds)
+        LWS.requestWritable(loop.connections[id]!.wsi)
     }
 
     private static func upgradeRequest(_ wsi: OpaquePointer, peer: String) -> UpgradeRequest {
@@ -255,9 +258,9 @@ extension WebSocketServer {
         LWS.setConnectionID(id, on: wsi)
         loop.httpConnections[id] = wsi
         // Bound the wait for an answer; lws closes the connection if it does not come.
-        lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, 30)
-        delegate.respond(to: request) { [self] response in
-            if outboxes.post(.httpAnswered(id, response)) { lws_cancel_service_if_running() }
+        LWS.awaitAnswer(wsi, seconds: 30)
+        delegate.respond(to: request) { [outboxes, serviceWake] response in
+            if outboxes.post(.httpAnswered(id, response)) { serviceWake.wake() }
         }
         return 0
     }
@@ -266,44 +269,12 @@ extension WebSocketServer {
         let id = LWS.connectionID(of: wsi)
         guard let response = loop.pendingHTTP.removeValue(forKey: id) else { return 0 }
         loop.httpConnections[id] = nil
-        lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0)
-        guard writeHTTPHeaders(wsi, response), writeHTTPBody(wsi, response) else { return -1 }
-        return lws_http_transaction_completed(wsi) != 0 ? -1 : 0
+        return LWS.writeHTTPResponse(wsi, response) ? 0 : -1
     }
 
     /// A refused upgrade, head and body in one write of our own (lws would write `HTTP/1.0` at
     /// this point, before it has taken the request's version); lws closes the connection after.
     private func writeRefusal(_ wsi: OpaquePointer, _ response: HTTPResponse, extraHeaders: [(name: String, value: String)]) {
-        _ = writeFinalHTTP(wsi, Array((response.head(extraHeaders: extraHeaders) + response.body).utf8))
-    }
-
-    private func writeHTTPHeaders(_ wsi: OpaquePointer, _ response: HTTPResponse) -> Bool {
-        var buffer = [UInt8](repeating: 0, count: LWS.pre + 2_048)
-        return buffer.withUnsafeMutableBufferPointer { storage -> Bool in
-            let start = storage.baseAddress! + LWS.pre
-            let end = storage.baseAddress! + storage.count - 1
-            var cursor: UnsafeMutablePointer<UInt8>? = start
-            guard lws_add_http_common_headers(wsi, UInt32(response.status), response.contentType,
-                                              UInt64(response.body.utf8.count), &cursor, end) == 0 else { return false }
-            for header in response.headers {
-                let name = Array((header.name.lowercased() + ":").utf8) + [0]  // lws reads the name as a C string
-                let value = Array(header.value.utf8)
-                guard lws_add_http_header_by_name(wsi, name, value, Int32(value.count), &cursor, end) == 0 else { return false }
-            }
-            return lws_finalize_write_http_header(wsi, start, &cursor, end) == 0
-        }
-    }
-
-    private func writeHTTPBody(_ wsi: OpaquePointer, _ response: HTTPResponse) -> Bool {
-        writeFinalHTTP(wsi, Array(response.body.utf8))
-    }
-
-    /// The last bytes of an HTTP answer, behind the headroom lws_write needs.
-    private func writeFinalHTTP(_ wsi: OpaquePointer, _ bytes: [UInt8]) -> Bool {
-        var buffer = [UInt8](repeating: 0, count: LWS.pre)
-        buffer += bytes
-        return buffer.withUnsafeMutableBufferPointer { storage in
-            lws_write(wsi, storage.baseAddress! + LWS.pre, bytes.count, LWS_WRITE_HTTP_FINAL) >= 0
-        }
+        _ = LWS.writeFinalHTTP(wsi, Array((response.head(extraHeaders: extraHeaders) + response.body).utf8))
     }
 }

@@ -1,5 +1,6 @@
 // libFuzzer targets for the parsers a client or an operator's file reaches. deploy/fuzz.sh
-// compiles this file into the VoiceMeterDomain module's sources (swiftc -sanitize=fuzzer,address)
+// compiles this file into the VoiceMeterDomain module's sources, with the listener's pure
+// MessageAssembler and its limits (swiftc -sanitize=fuzzer,address -D VOICEMETER_FUZZ)
 // and runs each target from its corpus in Tests/Fuzz/corpus/<target>; VOICEMETER_FUZZ_TARGET
 // picks the target. No input may crash, and what parses must survive its own round trip.
 import Glibc
@@ -57,16 +58,21 @@ private func fuzzDecimal(_ text: String) {
 }
 
 /// The first byte seeds the cuts: the rest arrives as pieces of pseudo-random lengths, the last
-/// ending a message.
+/// ending a message; the listener's assembler joins them and each whole message goes to the
+/// connection's session, as on the server.
 private func fuzzIngressSession(_ bytes: [UInt8]) {
     guard let seed = bytes.first else { return }
+    var assembler = MessageAssembler(limits: WebSocketLimits(), nowNanoseconds: 0)
     var session = IngressSession(limits: IngressLimits(), nowNanoseconds: 0)
     var random = SeededRandom(seed: UInt64(seed))
     var start = 1
     while start < bytes.count {
         let end = min(bytes.count, start + 1 + Int(random.next() % 64))
-        _ = session.receive(bytes[start..<end], endsMessage: end == bytes.count || random.next() % 4 == 0, isBinary: false,
-                            nowNanoseconds: UInt64(start) * 1_000)
+        let now = UInt64(start) * 1_000
+        if case .complete(let message, let isBinary) = assembler.receive(bytes[start..<end], endsMessage: end == bytes.count || random.next() % 4 == 0,
+                                                                         isBinary: false, nowNanoseconds: now) {
+            _ = session.receive(message, isBinary: isBinary, nowNanoseconds: now)
+        }
         start = end
     }
 }

@@ -146,57 +146,6 @@ struct ProtocolCodecTests {
         #expect(summary.json == #"{"type":"call.summary","call_id":"CA0001","cost":"0.4045","by_service":{"twilio":"0.07","deepgram":"0.0295","cerebras":"0.005","elevenlabs":"0.3"},"revenue":"4.99","payment_fee":"0.46966","margin":"4.11584"}"#)
     }
 
-    @Test("a message split at every byte boundary, or one byte at a time, reassembles to the same frame")
-    func reassembly() {
-        let bytes = Array(usageExample.utf8)
-        var reference = session()
-        let whole = reference.receiveAll([bytes], now: now)
-        #expect(whole.count == 1)
-        for cut in 1..<bytes.count {
-            var split = session()
-            #expect(split.receiveAll([Array(bytes[..<cut]), Array(bytes[cut...])], now: now) == whole)
-        }
-        var trickle = session()
-        #expect(trickle.receiveAll(bytes.map { [$0] }, now: now) == whole)
-    }
-
-    @Test("a 65 KiB message gets frame_too_large, and the next message still works")
-    func oversizedThenFine() {
-        var connection = session()
-        let big = Array(repeating: UInt8(ascii: " "), count: 65 * 1024)
-        let first = connection.receiveAll([Array(big[..<40_000]), Array(big[40_000...])], now: now)
-        guard case .reply(let error) = first.first else { Issue.record("expected an error"); return }
-        #expect(error.code == .frameTooLarge)
-        guard case .deliver = connection.receiveAll([Array(usageExample.utf8)], now: now).first else { Issue.record("not delivered after"); return }
-    }
-
-    @Test("a message may arrive in up to 1,024 pieces; more close the connection with 1008 before it is complete")
-    func piecesPerMessageBounded() {
-        let padded = Array(usageExample.utf8) + Array(repeating: UInt8(ascii: " "), count: 2_048 - usageExample.utf8.count)
-        var patient = session()
-        let inPieces = stride(from: 0, to: padded.count, by: 2).map { Array(padded[$0..<$0 + 2]) }
-        guard case .deliver = patient.receiveAll(inPieces, now: now).first else { Issue.record("1,024 pieces not delivered"); return }
-        var trickle = session()
-        let actions = trickle.receiveAll(padded.map { [$0] }, now: now)
-        #expect(actions == [.close(code: 1008, reason: "a message arrived in more than 1024 pieces")])
-    }
-
-    @Test("pieces count against the rate: a connection sending more pieces a second than its messages allow is closed with 1008")
-    func piecesAreRateLimited() {
-        var limits = IngressLimits()
-        limits.messagesPerSecondPerConnection = 10
-        limits.messagesBurstPerConnection = 10
-        var connection = session(limits)
-        // 160 pieces (16 for each of the 10 messages a second) are allowed; the 161st is not.
-        let bytes = Array(usageExample.utf8)
-        var actions: [IngressAction] = []
-        for index in 0..<200 { actions += connection.receive(bytes[index...index], endsMessage: false, isBinary: false, nowNanoseconds: now) }
-        #expect(actions == [.close(code: 1008, reason: "more than 160 message pieces a second")])
-        // Whole messages in one piece use message tokens only.
-        var whole = session(limits)
-        for _ in 0..<10 { guard case .deliver = whole.receiveAll([bytes], now: now).first else { Issue.record("refused"); return } }
-    }
-
     @Test("revenue must be what calls.revenue stores exactly: more than 4 decimal places or 10^10 is invalid_amount naming the call")
     func revenueFitsItsColumn() {
         func start(revenue: String) -> Result<ClientMessage, ProtocolError> {
@@ -212,15 +161,6 @@ struct ProtocolCodecTests {
         }
     }
 
-    @Test("a peer that keeps sending oversized messages is closed with 1009")
-    func oversizedRepeatedly() {
-        var connection = session()
-        let big = Array(repeating: UInt8(ascii: " "), count: 70_000)
-        var actions: [IngressAction] = []
-        for _ in 0..<3 { actions = connection.receiveAll([big], now: now) }
-        #expect(actions == [.close(code: 1009, reason: "messages keep exceeding 65536 bytes")])
-    }
-
     @Test("a flood gets rate_limited beyond the burst, recovers with time, and is closed if it persists")
     func rateLimit() {
         var limits = IngressLimits()
@@ -229,36 +169,25 @@ struct ProtocolCodecTests {
         limits.rateLimitedMessagesBeforeCloseMax = 4
         var connection = session(limits)
         let message = Array(usageExample.utf8)
-        for _ in 0..<5 { guard case .deliver = connection.receiveAll([message], now: now).first else { Issue.record("burst refused"); return } }
-        guard case .reply(let limited) = connection.receiveAll([message], now: now).first else { Issue.record("not limited"); return }
+        for _ in 0..<5 { guard case .deliver = connection.receive(message, isBinary: false, nowNanoseconds: now) else { Issue.record("burst refused"); return } }
+        guard case .reply(let limited) = connection.receive(message, isBinary: false, nowNanoseconds: now) else { Issue.record("not limited"); return }
         #expect(limited.code == .rateLimited)
         // It names the frame, so the sender keeps exactly that one and metering holds acks below it.
         #expect(limited.callID == "CA0001" && limited.seq == 1)
         // 100 ms later one token has been earned.
-        guard case .deliver = connection.receiveAll([message], now: now + 100_000_000).first else { Issue.record("no refill"); return }
-        var last: [IngressAction] = []
-        for _ in 0..<4 { last = connection.receiveAll([message], now: now + 100_000_000) }
-        #expect(last == [.close(code: 1008, reason: "rate limit exceeded persistently")])
+        guard case .deliver = connection.receive(message, isBinary: false, nowNanoseconds: now + 100_000_000) else { Issue.record("no refill"); return }
+        var last: IngressAction?
+        for _ in 0..<4 { last = connection.receive(message, isBinary: false, nowNanoseconds: now + 100_000_000) }
+        #expect(last == .close(code: 1008, reason: "rate limit exceeded persistently"))
     }
 
     @Test("binary frames and invalid UTF-8 are refused as invalid_json")
     func binaryAndUTF8() {
         var connection = session()
-        guard case .reply(let binary) = connection.receive(Array(usageExample.utf8), endsMessage: true, isBinary: true, nowNanoseconds: now).first,
-              case .reply(let invalid) = connection.receive([0x7B, 0x22, 0xC3, 0x28, 0x22, 0x7D], endsMessage: true, isBinary: false, nowNanoseconds: now).first
+        guard case .reply(let binary) = connection.receive(Array(usageExample.utf8), isBinary: true, nowNanoseconds: now),
+              case .reply(let invalid) = connection.receive([0x7B, 0x22, 0xC3, 0x28, 0x22, 0x7D], isBinary: false, nowNanoseconds: now)
         else { Issue.record("accepted"); return }
         #expect(binary.code == .invalidJSON)
         #expect(invalid.code == .invalidJSON)
-    }
-}
-
-extension IngressSession {
-    /// Feeds `chunks` as one message (the last chunk ends it) and returns the actions.
-    mutating func receiveAll(_ chunks: [[UInt8]], now: UInt64) -> [IngressAction] {
-        var actions: [IngressAction] = []
-        for (index, chunk) in chunks.enumerated() {
-            actions += receive(chunk, endsMessage: index == chunks.count - 1, isBinary: false, nowNanoseconds: now)
-        }
-        return actions
     }
 }

@@ -50,8 +50,7 @@ struct RunningServer {
     /// burst of `burst`.
     static func rateLimited(messagesPerSecond: Int, burst: Int) throws -> RunningServer {
         try RunningServer(configure: {
-            $0.listener.limits.messagesPerSecondPerConnection = messagesPerSecond
-            $0.listener.limits.messagesBurstPerConnection = burst
+            $0.allowMessages(perSecond: messagesPerSecond, burst: burst)
         })
     }
 

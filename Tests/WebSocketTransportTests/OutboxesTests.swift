@@ -10,7 +10,7 @@ struct OutboxesTests {
     }
 
     /// The order `messages`, queued in turn on one connection, leave it in.
-    private func sent(_ messages: [(String, Outboxes.Order)]) -> [String] {
+    private func sent(_ messages: [(String, OutboundOrder)]) -> [String] {
         let outboxes = Outboxes(capacityPerConnection: 16)
         outboxes.open(1)
         for (text, order) in messages { _ = outboxes.enqueue(Array(text.utf8), for: 1, order: order) }

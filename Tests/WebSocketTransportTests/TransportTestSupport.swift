@@ -4,8 +4,9 @@ import VoiceMeterDomain
 import VoiceMeterTestSupport
 import WebSocketTransport
 
-/// A delegate that accepts the token "good-token", answers every usage frame with an ack, and
-/// serves /healthz.
+/// A delegate that accepts the token "good-token", answers every usage frame with an ack and a
+/// message too large with `frame_too_large`, closes a connection that sends `close-me` with 4000,
+/// and serves /healthz.
 final class AckingDelegate: WebSocketServerDelegate {
     let server = Mutex<WebSocketServer?>(nil)
     let opened = Atomic<Int>(0)
@@ -24,10 +25,19 @@ final class AckingDelegate: WebSocketServerDelegate {
     }
     func connectionClosed(_ connection: ConnectionID) { closed.add(1, ordering: .relaxed) }
 
-    func received(_ message: ClientMessage, from connection: ConnectionID) -> Bool {
-        guard case .usage(let frame) = message else { return true }
-        server.withLock { $0?.send(.ack(callID: frame.callID, seq: frame.seq), to: connection) }
-        return true
+    func received(_ message: InboundMessage, from connection: ConnectionID) -> ReceiveDisposition {
+        switch message {
+        case .message(let bytes, _):
+            if bytes == Array("close-me".utf8) { return .close(code: 4000, reason: "asked to") }
+            if case .success(.usage(let frame)) = ClientMessageDecoder.decode(bytes) { send(.ack(callID: frame.callID, seq: frame.seq), to: connection) }
+        case .tooLarge(let received, let limit):
+            send(.error(IngressSession.tooLarge(receivedBytes: received, limitBytes: limit)), to: connection)
+        }
+        return .keepReading
+    }
+
+    private func send(_ message: ServerMessage, to connection: ConnectionID) {
+        server.withLock { $0?.send(Array(message.json.utf8), to: connection) }
     }
 
     func respond(to request: HTTPRequest, reply: @escaping @Sendable (HTTPResponse) -> Void) {
@@ -39,9 +49,9 @@ final class AckingDelegate: WebSocketServerDelegate {
         configuration.port = 0
         configure(&configuration)
         let delegate = AckingDelegate()
-        let server = WebSocketServer(configuration: configuration, delegate: delegate)
+        let server = WebSocketServer(configuration: configuration)
         delegate.server.withLock { $0 = server }
-        try server.start()
+        try server.start(delegate: delegate)
         return (server, delegate)
     }
 }

@@ -62,14 +62,18 @@ struct WebSocketServerTests {
         #expect(session.messages == (1...6).map { #"{"type":"ack","call_id":"CA1","seq":\#($0)}"# })
     }
 
-    @Test("a flood gets rate_limited errors")
-    func flood() throws {
-        let session = try AckingSession { $0.limits.messagesBurstPerConnection = 50; $0.limits.messagesPerSecondPerConnection = 10 }
+    @Test("a connection the delegate closes gets its close code at once; another connection is served meanwhile")
+    func delegateCloses() throws {
+        let session = try AckingSession()
         defer { session.shutdown() }
-        for seq in 1...80 { session.send(usageFrame(seq: seq)) }
-        #expect(session.waitForMessages(80))
-        let limited = session.messages.filter { $0.contains(#""code":"rate_limited""#) }
-        #expect(limited.count >= 25)
+        let other = session.client.connect(to: ClientEndpoint(host: "127.0.0.1", port: session.server.port, bearerToken: "good-token"))
+        session.send("close-me")
+        session.send(usageFrame(seq: 1))
+        session.client.send(usageFrame(seq: 7), on: other)
+        #expect(session.recorder.wait { session.recorder.events(of: session.connection).contains(.closeReceived(code: 4000)) })
+        #expect(session.recorder.wait { session.recorder.messages(of: other) == [#"{"type":"ack","call_id":"CA1","seq":7}"#] })
+        // Nothing after the close was read: the frame sent behind it was never acknowledged.
+        #expect(session.messages.isEmpty)
     }
 
     @Test("1,000 concurrent connections are each served")

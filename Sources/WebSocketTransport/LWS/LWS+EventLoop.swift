@@ -63,14 +63,4 @@ extension LWS {
         heartbeat.resume()
         return heartbeat
     }
-
-    /// Serves `context` until `shouldStop` holds: on the epoll loop, until a callback stops it;
-    /// on poll(), checking after every service round.
-    static func serve(_ context: OpaquePointer, on loop: EventLoop?, until shouldStop: () -> Bool) {
-        if let loop {
-            loop.run()
-        } else {
-            while lws_service(context, 0) >= 0 && !shouldStop() {}
-        }
-    }
 }

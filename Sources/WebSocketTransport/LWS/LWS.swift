@@ -2,7 +2,9 @@ import CLibWebSockets
 import CVoiceMeterShims
 import Glibc
 
-/// Small helpers over the libwebsockets C API, used only on a service thread.
+/// The one wrapper over the libwebsockets C API: every lws call of the transport is made here
+/// (this file and its extensions in LWS/). All of it runs on a context's service thread, except
+/// `ServiceWake.wake`, the one call lws allows from other threads.
 enum LWS {
     /// Bytes of headroom lws_write needs before every payload.
     static let pre = CVoiceMeterShims_LWS_PRE()
@@ -110,5 +112,57 @@ enum LWS {
 
     static func setConnectionID(_ id: Int, on wsi: OpaquePointer) {
         lws_set_opaque_user_data(wsi, UnsafeMutableRawPointer(bitPattern: id))
+    }
+
+    /// Asks for a writable callback on the connection.
+    static func requestWritable(_ wsi: OpaquePointer) {
+        lws_callback_on_writable(wsi)
+    }
+
+    /// Stops or resumes reading the connection's socket; lws holds back what it already read.
+    static func setReceiving(_ wsi: OpaquePointer, _ receiving: Bool) {
+        lws_rx_flow_control(wsi, receiving ? 1 : 0)
+    }
+
+    /// Whether the bytes of this receive callback end a message (its last fragment, all of it read).
+    static func endsMessage(_ wsi: OpaquePointer) -> Bool {
+        lws_is_final_fragment(wsi) != 0 && lws_remaining_packet_payload(wsi) == 0
+    }
+
+    /// Whether the message being received was sent as binary.
+    static func isBinary(_ wsi: OpaquePointer) -> Bool {
+        lws_frame_is_binary(wsi) != 0
+    }
+
+    /// Drops the connection if its close frame is not out within `seconds`.
+    static func closeWithin(_ wsi: OpaquePointer, seconds: Int) {
+        lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, Int32(seconds))
+    }
+
+    /// Drops the connection at the next service round, without a close handshake.
+    static func dropSoon(_ wsi: OpaquePointer) {
+        lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC)
+    }
+
+    /// The object registered as the context's user (`info.user`) of this connection's context.
+    static func owner<Owner: AnyObject>(of wsi: OpaquePointer, as _: Owner.Type) -> Owner? {
+        guard let context = lws_get_context(wsi), let owner = lws_context_user(context) else { return nil }
+        return Unmanaged<Owner>.fromOpaque(owner).takeUnretainedValue()
+    }
+
+    /// The context a connection belongs to.
+    static func context(of wsi: OpaquePointer) -> OpaquePointer? {
+        lws_get_context(wsi)
+    }
+
+    /// Adds a request header while lws builds a client handshake (`cursor` and `end` as lws gave them).
+    static func appendHandshakeHeader(_ wsi: OpaquePointer, name: String, value: String,
+                                      cursor: UnsafeMutablePointer<UnsafeMutablePointer<UInt8>?>, end: UnsafeMutablePointer<UInt8>) -> Bool {
+        lws_add_http_header_by_name(wsi, name, value, Int32(value.utf8.count), cursor, end) == 0
+    }
+
+    /// Starts a client connection; `nil` when lws cannot start it.
+    static func connect(_ info: inout lws_client_connect_info) -> OpaquePointer? {
+        lws_client_connect_via_info(&info)
     }
 }
