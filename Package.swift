@@ -9,11 +9,13 @@
 //   EmbeddedPostgres      a private PostgreSQL cluster started with initdb/pg_ctl
 //   VoiceMeterDatabase    which database a command uses: the URL given, else the embedded cluster
 //   VoiceMeterStore       the schema's tables as Swift: migrations, tokens, prices
-//   WebSocketTransport    libwebsockets server and client on their own service threads
+//   WebSocketTransport    libwebsockets server and client on their own service threads; carries bytes
 //   VoiceMeterLedger      the ledger writers (batched COPY commits, acks after commit) and the rollup folder
 //   VoiceMeterMetering    the metering shards (MeteringCore's executors), call routing and registry, the clock
+//   VoiceMeterIngress     the protocol over the listener: tokens, each connection's session, messages to metering
 //   VoiceMeterFinanceAPI  the finance read API and dashboard over HTTP
-//   VoiceMeterServer      the composition root: ingress, tokens, readiness, settings; wires the above
+//   VoiceMeterServer      the composition root: builds and wires the above, runs them as one ServiceGroup;
+//                         settings, readiness, HTTP routes
 //   VoiceMeterClient      the protocol's client for Swift pipelines (reconnect, resend, events)
 //   VoiceMeterSimulation  simulated calls, scenarios, reports and verification (Simulators/)
 //   MeteringSimulation    deterministic simulation of metering cores over a simulated ledger (Simulators/)
@@ -38,6 +40,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
     ],
     targets: [
         // MARK: C libraries from Debian
@@ -139,7 +142,7 @@ let package = Package(
             dependencies: ["VoiceMeterDomain", "VoiceMeterStore", "PostgresClient", "WebSocketTransport"]
         ),
         .target(
-            name: "VoiceMeterServer",
+            name: "VoiceMeterIngress",
             dependencies: [
                 "MeteringCore",
                 "VoiceMeterDomain",
@@ -147,12 +150,27 @@ let package = Package(
                 "VoiceMeterCrypto",
                 "VoiceMeterLedger",
                 "VoiceMeterMetering",
+                "PostgresClient",
+                "WebSocketTransport",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "VoiceMeterServer",
+            dependencies: [
+                "MeteringCore",
+                "VoiceMeterDomain",
+                "VoiceMeterStore",
+                "VoiceMeterLedger",
+                "VoiceMeterMetering",
+                "VoiceMeterIngress",
                 "VoiceMeterFinanceAPI",
                 "PostgresClient",
                 "WebSocketTransport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .target(

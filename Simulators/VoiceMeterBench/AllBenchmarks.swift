@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 
 /// Every benchmark in one run, each figure with its target and PASS/MISS.
-struct AllBenchmarks: ParsableCommand {
+struct AllBenchmarks: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "all",
         abstract: "Run every benchmark and print each figure with its target and PASS/MISS (--quick: under 2 minutes).",
@@ -15,21 +15,21 @@ struct AllBenchmarks: ParsableCommand {
 
     @Flag(help: "Smaller scale for regression checks (every ratio still printed).") var quick = false
 
-    func run() throws {
+    func run() async throws {
         let started = ContinuousClock.now
         var sections: [(String, [BenchmarkFigure])] = []
-        func section(_ title: String, _ measure: () throws -> [BenchmarkFigure]) throws {
+        func section(_ title: String, _ measure: () async throws -> [BenchmarkFigure]) async throws {
             print("== \(title)")
-            let figures = try measure()
+            let figures = try await measure()
             print(BenchmarkFigure.render(figures))
             sections.append((title, figures))
         }
-        try section("codec and pricing (one core)") { try PricingBenchmark.measure(frames: quick ? 400_000 : 2_000_000, rounds: quick ? 3 : 5) }
+        try await section("codec and pricing (one core)") { try PricingBenchmark.measure(frames: quick ? 400_000 : 2_000_000, rounds: quick ? 3 : 5) }
         // The latency runs come before the throughput run: in the minute after it (both cores
         // saturated, ~1.5 M rows written) the live-call tail measured heavier (BENCHMARKS.md).
-        try section("many live calls") { try LiveCallsBenchmark.measure(quick ? .quick : LiveCallsBenchmark.Scale()) }
-        try section("cutoff latency") { try CutoffBenchmark.measure(calls: 1_000, connections: 50, roundMilliseconds: 1_000, flushMilliseconds: 100) }
-        try section("end-to-end throughput") { try ThroughputBenchmark.measure(quick ? .quick : ThroughputBenchmark.Scale()) }
+        try await section("many live calls") { try LiveCallsBenchmark.measure(quick ? .quick : LiveCallsBenchmark.Scale()) }
+        try await section("cutoff latency") { try await CutoffBenchmark.measure(calls: 1_000, connections: 50, roundMilliseconds: 1_000, flushMilliseconds: 100) }
+        try await section("end-to-end throughput") { try ThroughputBenchmark.measure(quick ? .quick : ThroughputBenchmark.Scale()) }
         let judged = sections.flatMap(\.1).filter { $0.passed != nil }
         print("== summary (\(quick ? "quick" : "full") run, \(String(format: "%.0f", (ContinuousClock.now - started).seconds)) s, \(ProcessInfo.processInfo.activeProcessorCount) cores)")
         print(BenchmarkFigure.render(judged))

@@ -49,7 +49,7 @@ final class BenchmarkServer {
 }
 
 /// The child side: starts a server with benchmark limits, prints `PORT n`, stops on SIGTERM.
-struct ServeChild: ParsableCommand {
+struct ServeChild: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "serve-child", abstract: "(internal) the server of a benchmark run.",
                                                     shouldDisplay: false)
 
@@ -59,7 +59,7 @@ struct ServeChild: ParsableCommand {
     @Option var messagesPerSecond: Int?
     @Option(name: .customLong("flush-ms")) var flushMilliseconds: Int?
 
-    func run() throws {
+    func run() async throws {
         setOpenFileLimit(forConnections: connections)
         guard let database = ProcessInfo.processInfo.environment[Self.databaseVariable] else {
             throw ValidationError("serve-child is started by the benchmarks, which pass the database in \(Self.databaseVariable)")
@@ -72,15 +72,9 @@ struct ServeChild: ParsableCommand {
         if let flushMilliseconds { configuration.writerFlushIntervalMilliseconds = flushMilliseconds }
         // Load, not budgets, is measured: calls stream far longer than a real call.
         configuration.defaultBudget = BudgetPolicy(callLimit: ExactDecimal(1_000_000), dayLimit: nil, monthLimit: ExactDecimal(1_000_000_000))
-        let server = try VoiceMeterServer.start(configuration: configuration, migrations: try MigrationSet.bundled(),
-                                                logger: Logger(label: "bench-server") { _ in SwiftLogNoOpLogHandler() })
+        let server = try await VoiceMeterServer.start(configuration: configuration, migrations: try MigrationSet.bundled(),
+                                                      logger: Logger(label: "bench-server") { _ in SwiftLogNoOpLogHandler() }, stopsOnSignals: true)
         FileHandle.standardOutput.write(Data("PORT \(server.port)\n".utf8))
-        let stop = DispatchSemaphore(value: 0)
-        signal(SIGTERM, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: SIGTERM, queue: .global())
-        source.setEventHandler { stop.signal() }
-        source.resume()
-        stop.wait()
-        server.shutdown()
+        try await server.stopped()
     }
 }

@@ -13,7 +13,7 @@ import WebSocketTransport
 
 /// Time from sending the frame that crosses a per-call limit to receiving `budget.cutoff`, with
 /// many live calls streaming at once through a real server and real PostgreSQL.
-struct CutoffBenchmark: ParsableCommand {
+struct CutoffBenchmark: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cutoff",
         abstract: "Cutoff latency (crossing frame sent → budget.cutoff received) with many live calls; target p99 < 50 ms.",
@@ -27,12 +27,12 @@ struct CutoffBenchmark: ParsableCommand {
 
     static let targetMilliseconds = 50.0
 
-    func run() throws {
-        print(BenchmarkFigure.render(try Self.measure(calls: calls, connections: connections, roundMilliseconds: roundMilliseconds,
+    func run() async throws {
+        print(BenchmarkFigure.render(try await Self.measure(calls: calls, connections: connections, roundMilliseconds: roundMilliseconds,
                                                       flushMilliseconds: flushMilliseconds)))
     }
 
-    static func measure(calls: Int, connections: Int, roundMilliseconds: Int, flushMilliseconds: Int) throws -> [BenchmarkFigure] {
+    static func measure(calls: Int, connections: Int, roundMilliseconds: Int, flushMilliseconds: Int) async throws -> [BenchmarkFigure] {
         let scratch = try BenchmarkDatabase.create()
         defer { scratch.drop() }
         let database = try PostgresConnection(scratch.options)
@@ -41,11 +41,16 @@ struct CutoffBenchmark: ParsableCommand {
         configuration.writerFlushIntervalMilliseconds = flushMilliseconds
         // $0.10 per call: ElevenLabs frames of 100 characters ($0.015) cross it with the 7th frame.
         configuration.defaultBudget = BudgetPolicy(callLimit: ExactDecimal("0.10")!, dayLimit: nil, monthLimit: ExactDecimal(1_000_000))
-        let server = try VoiceMeterServer.start(configuration: configuration,
-                                                migrations: try MigrationSet.bundled(),
-                                                logger: Logger(label: "bench") { _ in SwiftLogNoOpLogHandler() })
-        defer { server.shutdown() }
+        let server = try await VoiceMeterServer.start(configuration: configuration, migrations: try MigrationSet.bundled(),
+                                                      logger: Logger(label: "bench") { _ in SwiftLogNoOpLogHandler() })
+        return try await server.serving {
+            try stream(to: ClientEndpoint(host: "127.0.0.1", port: server.port, bearerToken: token), calls: calls, connections: connections,
+                       roundMilliseconds: roundMilliseconds)
+        }
+    }
 
+    /// Streams the calls' frames in rounds until each crosses its limit, and times its cutoff.
+    private static func stream(to endpoint: ClientEndpoint, calls: Int, connections: Int, roundMilliseconds: Int) throws -> [BenchmarkFigure] {
         let cutoffs = Mutex<[String: UInt64]>([:])
         let accepted = Atomic<Int>(0)
         let client = try WebSocketClient { _, event in
@@ -58,7 +63,7 @@ struct CutoffBenchmark: ParsableCommand {
             }
         }
         defer { client.shutdown() }
-        let links = (0..<connections).map { _ in client.connect(to: ClientEndpoint(host: "127.0.0.1", port: server.port, bearerToken: token)) }
+        let links = (0..<connections).map { _ in client.connect(to: endpoint) }
         for call in 0..<calls {
             client.send(#"{"type":"call.start","call_id":"BENCH\#(call)","user_id":"user-\#(call)"}"#, on: links[call % connections])
         }

@@ -51,10 +51,10 @@ struct LedgerBenchmark: ParsableCommand {
         let done = DispatchSemaphore(value: 0)
         let total = events.count
         let pool = LedgerWriters(count: count, options: options, batchEventsMax: batch, flushIntervalMilliseconds: 100,
-                                 queueEventsMax: total + 1, logger: Logger(label: "bench")) { result in
+                                 queueEventsMax: total + 1, logger: Logger(label: "bench"))
+        pool.start(reporting: LedgerReports { result in
             if committed.add(result.events.count, ordering: .relaxed).newValue == total { done.signal() }
-        }
-        pool.start()
+        })
         let started = ContinuousClock.now
         for event in events { _ = pool.writer(for: event.key.callID).submit(event) }
         done.wait()

@@ -1,7 +1,7 @@
 import ArgumentParser
 
 @main
-struct VoiceMeterBench: ParsableCommand {
+struct VoiceMeterBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "voicemeter-bench",
         abstract: "Measure VoiceMeter's throughput; build with -c release for meaningful numbers.",

@@ -9,7 +9,7 @@ import VoiceMeterServer
 import VoiceMeterSimulation
 
 @main
-struct VoiceMeterSim: ParsableCommand {
+struct VoiceMeterSim: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "voicemeter-sim",
         abstract: "Play voice-AI calls against a real server (play, the default), or explore the metering core by deterministic simulation (simulate).",
@@ -19,7 +19,7 @@ struct VoiceMeterSim: ParsableCommand {
 }
 
 /// Plays calls against a real server and database.
-struct Play: ParsableCommand {
+struct Play: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "play",
         abstract: "Replay 5-minute voice-AI calls against a VoiceMeter server and check every call against the database.",
@@ -98,7 +98,7 @@ struct Play: ParsableCommand {
 
     private var resolvedToken: String? { token ?? ProcessInfo.processInfo.environment["VOICEMETER_TOKEN"].flatMap { $0.isEmpty ? nil : $0 } }
 
-    func run() throws {
+    func run() async throws {
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = .warning
@@ -132,7 +132,7 @@ struct Play: ParsableCommand {
         let endpoint = try server.map { try Self.endpoint($0, token: resolvedToken!) }
         let database = noVerify ? nil : try DatabaseSelection.connect(url: DatabaseSelection.url(flag: databaseURL), notice: { Self.notice($0) })
         let printer = ProgressPrinter()
-        let report = try SimulationSession.run(options: options, database: database, server: endpoint,
+        let report = try await SimulationSession.run(options: options, database: database, server: endpoint,
                                                logger: Logger(label: "voicemeter-sim"), progress: printer.show)
         printer.finish()
         print(json ? report.json : report.text)

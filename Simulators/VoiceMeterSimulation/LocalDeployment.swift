@@ -16,18 +16,18 @@ public final class LocalDeployment {
     /// - Parameters:
     ///   - database: a migrated database.
     ///   - connections: client connections the server must take from loopback.
-    public init(database options: PostgresConnectionOptions, runID: String, connections: Int, logger: Logger) throws {
+    public init(database options: PostgresConnectionOptions, runID: String, connections: Int, logger: Logger) async throws {
         database = try PostgresConnection(options)
         tokenName = "sim-\(runID)"
         let token = try TokenStore(connection: database).create(name: tokenName, kind: .ingest)
-        server = try VoiceMeterServer.start(configuration: .loopback(database: options, connections: connections), migrations: try MigrationSet.bundled(),
-                                            logger: logger)
+        server = try await VoiceMeterServer.start(configuration: .loopback(database: options, connections: connections),
+                                                  migrations: try MigrationSet.bundled(), logger: logger)
         endpoint = VoiceMeterEndpoint(host: "127.0.0.1", port: server.port, bearerToken: token)
     }
 
     /// Stops the server gracefully and revokes the run's token.
-    public func stop() {
-        server.shutdown()
+    public func stop() async {
+        await server.shutdown()
         try? TokenStore(connection: database).revoke(name: tokenName)
     }
 }

@@ -10,19 +10,22 @@ public enum SimulationSession {
     ///   - database: the server's database; needed to start a local server, prepare budgets and verify.
     ///   - server: a running server to use; `nil` starts one in this process on loopback.
     public static func run(options: SimulationOptions, database: PostgresConnection?, server: VoiceMeterEndpoint?,
-                           logger: Logger, progress: (SimulationProgress) -> Void) throws -> SimulationReport {
+                           logger: Logger, progress: (SimulationProgress) -> Void) async throws -> SimulationReport {
         if let database { try options.scenario.prepareUsers(options.userIDs, database: database) }
-        var deployment: LocalDeployment?
-        defer { deployment?.stop() }
-        let endpoint: VoiceMeterEndpoint
+        let result: SimulationResult
         if let server {
-            endpoint = server
+            result = try SimulationRunner(options: options, endpoint: server).run(progress: progress)
         } else {
             guard let database else { preconditionFailure("a local server needs the database") }
-            deployment = try LocalDeployment(database: database.options, runID: options.runID, connections: options.connectionCount, logger: logger)
-            endpoint = deployment!.endpoint
+            let deployment = try await LocalDeployment(database: database.options, runID: options.runID, connections: options.connectionCount, logger: logger)
+            do {
+                result = try SimulationRunner(options: options, endpoint: deployment.endpoint).run(progress: progress)
+            } catch {
+                await deployment.stop()
+                throw error
+            }
+            await deployment.stop()
         }
-        let result = try SimulationRunner(options: options, endpoint: endpoint).run(progress: progress)
         // A fresh session: the database may have restarted or failed over during the run, and a
         // multi-host URL finds the current primary.
         return SimulationReport(result: result, verification: try database.map { try Verification(result: result, database: PostgresConnection($0.options)) })

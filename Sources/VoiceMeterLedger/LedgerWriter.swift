@@ -11,15 +11,15 @@ public struct CommittedBatch: Sendable {
     public var events: [UsageEvent]
     public var result: EventCommitResult
     public var endings: [EndedCall]
-    /// The writer's queue was at or below its low watermark after this commit: paused sockets may resume.
-    public var queueBelowLowWatermark: Bool
+    /// Events left in the writer's queue after this commit (flow control resumes sockets by it).
+    public var queuedEventsAfter: Int
 
     /// The batch split by the shard of each event's and ending's user.
     package func split(by shardOfUser: (String) -> Int, shardCount: Int) -> [(Int, CommittedBatch)] {
         guard shardCount > 1 else { return [(0, self)] }
         // Appended in place through the subscript: a copy taken out and written back would copy
         // the whole part on every append (quadratic in the batch size).
-        var parts = Array(repeating: CommittedBatch(events: [], result: result, endings: [], queueBelowLowWatermark: queueBelowLowWatermark),
+        var parts = Array(repeating: CommittedBatch(events: [], result: result, endings: [], queuedEventsAfter: queuedEventsAfter),
                           count: shardCount)
         var used = Array(repeating: false, count: shardCount)
         for event in events {
@@ -36,12 +36,25 @@ public struct CommittedBatch: Sendable {
     }
 }
 
+/// Where a writer reports, on its thread: each commit, and each event the database refused
+/// outright (a data error, not an outage; the rest of its batch is committed without it).
+public struct LedgerReports: Sendable {
+    public var committed: @Sendable (CommittedBatch) -> Void
+    public var refused: @Sendable (UsageEvent, String) -> Void
+
+    public init(committed: @escaping @Sendable (CommittedBatch) -> Void, refused: @escaping @Sendable (UsageEvent, String) -> Void = { _, _ in }) {
+        self.committed = committed
+        self.refused = refused
+    }
+}
+
 /// Commits priced events in batches on a thread of its own with its own connection: flush at
 /// `batchEventsMax` events or when the oldest has waited `flushIntervalMilliseconds`.
 ///
 /// Nothing is reported committed before its transaction commits. When PostgreSQL is down or slow
 /// the batch is retried with backoff, never dropped; the queue is bounded, and `submit` refuses
-/// new events when it is full so backpressure reaches the sockets.
+/// new events when it is full (`IngressBackpressure` stops reading sockets well before).
+/// It queues from construction; it commits once started, and reports to what `start` is given.
 public final class LedgerWriter: Sendable {
     private enum Item: Sendable {
         case event(UsageEvent)
@@ -58,6 +71,8 @@ public final class LedgerWriter: Sendable {
     /// Events in the queue. Changed only under `state`'s lock (decisions stay consistent with the
     /// queue); an atomic so flow control can read it per frame without taking the lock.
     private let queuedEvents = Atomic<Int>(0)
+    /// Its place among the writers (flow control counts per writer).
+    package let index: Int
 
     private let state = Mutex(State())
     private let wakeUp = DispatchSemaphore(value: 0)
@@ -67,8 +82,6 @@ public final class LedgerWriter: Sendable {
     private let flushIntervalNanoseconds: UInt64
     private let queueEventsMax: Int
     private let logger: Logger
-    private let onCommit: @Sendable (CommittedBatch) -> Void
-    private let onRefused: @Sendable (UsageEvent, String) -> Void
     private let metrics: LedgerMetrics
     private let inOutage = Atomic<Bool>(false)
 
@@ -76,25 +89,20 @@ public final class LedgerWriter: Sendable {
     /// says why).
     public var isInOutage: Bool { inOutage.load(ordering: .relaxed) }
 
-    /// - Parameters:
-    ///   - onCommit: called on the writer thread after each commit.
-    ///   - onRefused: called for an event the database refuses outright (a data error, not an
-    ///     outage); the rest of its batch is committed without it.
-    public init(options: PostgresConnectionOptions, batchEventsMax: Int, flushIntervalMilliseconds: Int, queueEventsMax: Int,
-                logger: Logger, metrics: LedgerMetrics = LedgerMetrics(), onCommit: @escaping @Sendable (CommittedBatch) -> Void,
-                onRefused: @escaping @Sendable (UsageEvent, String) -> Void = { _, _ in }) {
+    public init(index: Int = 0, options: PostgresConnectionOptions, batchEventsMax: Int, flushIntervalMilliseconds: Int, queueEventsMax: Int,
+                logger: Logger, metrics: LedgerMetrics = LedgerMetrics()) {
+        self.index = index
         self.metrics = metrics
         self.options = options
         self.batchEventsMax = batchEventsMax
         self.flushIntervalNanoseconds = UInt64(flushIntervalMilliseconds) * 1_000_000
         self.queueEventsMax = queueEventsMax
         self.logger = logger
-        self.onCommit = onCommit
-        self.onRefused = onRefused
     }
 
-    public func start() {
-        let thread = Thread { [self] in self.run() }
+    /// Starts committing on a thread of its own, reporting to `reports`.
+    public func start(reporting reports: LedgerReports) {
+        let thread = Thread { [self] in self.run(reporting: reports) }
         thread.name = "voicemeter.writer"
         thread.start()
     }
@@ -121,20 +129,8 @@ public final class LedgerWriter: Sendable {
         wakeUp.signal()
     }
 
-    /// Usage frames read from sockets and on their way to `submit` (metering works asynchronously),
-    /// counted so flow control sees them before they reach the queue.
-    private let incoming = Atomic<Int>(0)
-
-    /// A usage frame was read and handed to metering.
-    package func noteIncoming() { incoming.add(1, ordering: .relaxed) }
-    /// Metering is done with a usage frame (submitted, refused or answered without the writer).
-    package func noteHandled() { incoming.subtract(1, ordering: .relaxed) }
-
-    /// Half the queue is waiting or on its way: stop reading sockets (flow control) before
-    /// `submit` must refuse.
-    package var isAboveHighWatermark: Bool { queuedEvents.load(ordering: .relaxed) + incoming.load(ordering: .relaxed) >= queueEventsMax / 2 }
-    /// A quarter or less is waiting: sockets may be read again.
-    package var isBelowLowWatermark: Bool { queuedEvents.load(ordering: .relaxed) <= queueEventsMax / 4 }
+    /// Events waiting in the queue.
+    package var queuedEventCount: Int { queuedEvents.load(ordering: .relaxed) }
 
     /// Commits what is queued, then stops; returns when done or after `timeoutSeconds`.
     public func drainAndStop(timeoutSeconds: Double) {
@@ -145,7 +141,7 @@ public final class LedgerWriter: Sendable {
 
     // MARK: The writer thread
 
-    private func run() {
+    private func run(reporting reports: LedgerReports) {
         var connection: PostgresConnection?
         var lostConnection = false
         var backoffMilliseconds: UInt32 = 50
@@ -170,7 +166,7 @@ public final class LedgerWriter: Sendable {
                 metrics.batchEvents.record(batch.events.count)
                 metrics.eventsCommitted.increment(by: committed.result.inserted.count)
                 if let oldest = batch.oldestEnqueued { metrics.ackLatency.recordNanoseconds(now - min(oldest, now)) }
-                onCommit(committed)
+                reports.committed(committed)
                 backoffMilliseconds = 50
                 if isInOutage { enterOutage(false) }
             } catch let error as PostgresError where error.isDataError {
@@ -186,7 +182,7 @@ public final class LedgerWriter: Sendable {
                     logger.error("the database refused an event; it is answered with an error, not stored", metadata: [
                         "call.id": "\(event.key.callID)", "seq": "\(event.key.seq)", "error": "\(error)",
                     ])
-                    onRefused(event, "\(error)")
+                    reports.refused(event, "\(error)")
                 } else {
                     logger.error("the database refused closing calls; they stay open", metadata: ["error": "\(error)"])
                 }
@@ -254,6 +250,6 @@ public final class LedgerWriter: Sendable {
         let result = try EventStore(connection: connection).commit(batch.events) { connection in
             ended = try batch.endings.map { try CallStore.end($0, on: connection) }
         }
-        return CommittedBatch(events: batch.events, result: result, endings: ended, queueBelowLowWatermark: isBelowLowWatermark)
+        return CommittedBatch(events: batch.events, result: result, endings: ended, queuedEventsAfter: queuedEventCount)
     }
 }

@@ -1,8 +1,9 @@
 // VoiceMeterLedger: the writers that commit usage events and call endings to PostgreSQL in
 // batches (an acknowledgement follows a commit, never precedes it) and the rollup folder that
-// folds the journal into cost_summaries. It owns its database connections and queues; it knows
-// nothing of WebSockets or of metering's decisions: commits and refusals are reported through the
-// callbacks its owner gives it.
+// folds the journal into cost_summaries, and the flow control from the writers' queues back to the
+// sockets. It owns its database connections and queues; it knows nothing of WebSockets or of
+// metering's decisions: commits and refusals are reported to what its owner gives `start`, and
+// paused sockets are resumed through the function its owner gives the backpressure.
 
 import Dispatch
 import Logging
@@ -16,13 +17,16 @@ import VoiceMeterDomain
 public final class LedgerWriters: Sendable {
     public let writers: [LedgerWriter]
 
+    /// Events waiting for one writer before `submit` refuses.
+    public let queueEventsMax: Int
+
     public init(count: Int, options: PostgresConnectionOptions, batchEventsMax: Int, flushIntervalMilliseconds: Int,
-                queueEventsMax: Int, logger: Logger, onCommit: @escaping @Sendable (CommittedBatch) -> Void,
-                onRefused: @escaping @Sendable (UsageEvent, String) -> Void = { _, _ in }) {
+                queueEventsMax: Int, logger: Logger) {
         precondition(count >= 1, "at least one ledger writer")
-        writers = (0..<count).map { _ in
-            LedgerWriter(options: options, batchEventsMax: batchEventsMax, flushIntervalMilliseconds: flushIntervalMilliseconds,
-                         queueEventsMax: queueEventsMax, logger: logger, onCommit: onCommit, onRefused: onRefused)
+        self.queueEventsMax = queueEventsMax
+        writers = (0..<count).map { index in
+            LedgerWriter(index: index, options: options, batchEventsMax: batchEventsMax, flushIntervalMilliseconds: flushIntervalMilliseconds,
+                         queueEventsMax: queueEventsMax, logger: logger)
         }
     }
 
@@ -31,7 +35,8 @@ public final class LedgerWriters: Sendable {
         writers[stableIndex(of: callID, count: writers.count)]
     }
 
-    public func start() { writers.forEach { $0.start() } }
+    /// Starts every writer's thread; each reports to `reports`.
+    public func start(reporting reports: LedgerReports) { writers.forEach { $0.start(reporting: reports) } }
 
     /// Whether a writer cannot commit right now.
     public var isInOutage: Bool { writers.contains(where: \.isInOutage) }

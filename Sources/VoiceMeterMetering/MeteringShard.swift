@@ -18,6 +18,8 @@ import WebSocketTransport
 package protocol MeteringEnvironment: Sendable {
     var prices: PriceBookWatcher { get }
     var writers: LedgerWriters { get }
+    /// Told when metering is done with a usage frame the ingress counted.
+    var backpressure: IngressBackpressure { get }
     var registry: CallRegistry { get }
     var router: CallRouter { get }
     var metering: MeteringSettings { get }
@@ -151,7 +153,7 @@ package actor MeteringShard {
             let done = core.handleUsage(frame, hash: PayloadHash(sha256Of: canonicalContent), from: client, at: environment.clock.now,
                                         prices: environment.prices.book, into: &actions)
             performActions()
-            if done { writer.noteHandled() }
+            if done { environment.backpressure.frameHandled(for: writer) }
         case .callEnd(let end): run(.callEnd(end, from: client))
         }
     }
@@ -231,7 +233,7 @@ package actor MeteringShard {
         case .evaluateQuotas(let asOf): environment.registry.evaluateQuotas(at: asOf)
         case .pinRoute(let callID): environment.router.pin(callID, to: index)
         case .forgetRoute(let callID): environment.router.forget(callID)
-        case .frameHandled(let callID): writer(for: callID).noteHandled()
+        case .frameHandled(let callID): environment.backpressure.frameHandled(for: writer(for: callID))
         case .count(.unpricedEvent): environment.metrics.unpricedEvents.increment()
         case .count(.budgetCutoff): environment.metrics.budgetCutoffs.increment()
         case .count(.callRefusedForConnectionLimit): environment.metrics.callsRefusedForConnectionLimit.increment()

@@ -1,4 +1,5 @@
 import Foundation
+import MeteringCore
 import PostgresClient
 import VoiceMeterDomain
 import VoiceMeterMetering
@@ -89,6 +90,15 @@ extension ServerConfiguration {
         ingress.messagesBurstPerConnection = burst
         listener.limits.messagePiecesPerSecondPerConnection = perSecond * Self.messagePiecesPerMessage
         listener.limits.messagePiecesBurstPerConnection = burst * Self.messagePiecesPerMessage
+    }
+
+    /// What metering decides with, from these settings.
+    var meteringSettings: MeteringSettings {
+        MeteringSettings(defaults: defaultBudget, defaultCallCostEstimate: defaultCallCostEstimate, tickSeconds: budgetTickSeconds,
+                         abandonAfterSeconds: Int64(abandonCallAfterSeconds), callStartPastSeconds: Int64(callStartPastSeconds),
+                         clockSkewSeconds: Int64(clockSkewSeconds), callsPerConnectionMax: callsPerConnectionMax,
+                         unknownCallRecordsPerSecond: unknownCallRecordsPerSecond,
+                         grantSeconds: budgetGrantSeconds, grantLeaseSeconds: Int64(budgetGrantLeaseSeconds))
     }
 
     /// A server for local runs (simulator, demo, benchmarks): loopback only, any free port, and

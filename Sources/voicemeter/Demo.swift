@@ -6,7 +6,7 @@ import VoiceMeterServer
 import VoiceMeterSimulation
 import VoiceMeterStore
 
-struct Demo: ParsableCommand {
+struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "See the product work end to end: a server, simulated 5-minute calls, verification and the margin report.",
         discussion: """
@@ -30,7 +30,7 @@ struct Demo: ParsableCommand {
         guard speed > 0, speed <= 100_000 else { throw ValidationError("--speed must be above 0 (60 plays a 5-minute call in 5 s)") }
     }
 
-    func run() throws {
+    func run() async throws {
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = .warning
@@ -45,7 +45,7 @@ struct Demo: ParsableCommand {
         options.runID = "demo-" + SimulationSession.freshRunID()
         printNotice("Playing \(calls) five-minute calls at \(String(format: "%g", speed))× through a server on loopback…")
         let printer = ProgressPrinter()
-        let report = try SimulationSession.run(options: options, database: connection, server: nil,
+        let report = try await SimulationSession.run(options: options, database: connection, server: nil,
                                                logger: Logger(label: "voicemeter"), progress: printer.show)
         printer.finish()
         print(report.text)

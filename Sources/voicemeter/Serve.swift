@@ -8,7 +8,7 @@ import VoiceMeterServer
 import VoiceMeterStore
 import WebSocketTransport
 
-struct Serve: ParsableCommand {
+struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the metering server: WebSocket ingress at /v1/stream, /healthz, /readyz and /metrics.",
         discussion: """
@@ -63,7 +63,7 @@ struct Serve: ParsableCommand {
         _ = try settings()
     }
 
-    func run() throws {
+    func run() async throws {
         var (settings, configuration) = try settings()
         if printConfig {
             print(settings.printed)
@@ -82,28 +82,10 @@ struct Serve: ParsableCommand {
         let logger = Logger(label: "voicemeter")
         setOpenFileLimit(forConnections: configuration.listener.limits.connectionsMax)
         configuration.database = try DatabaseSelection.connect(url: settings["database-url"], notice: printNotice).options
-        let server = try VoiceMeterServer.start(
-            configuration: configuration,
-            migrations: try MigrationSet.bundled(), logger: logger
-        )
+        let server = try await VoiceMeterServer.start(configuration: configuration, migrations: try MigrationSet.bundled(), logger: logger,
+                                                      stopsOnSignals: true)
         let scheme = configuration.listener.tlsCertificatePath == nil ? "ws" : "wss"
         printNotice("VoiceMeter is listening on \(scheme)://\(configuration.listener.host):\(server.port)/v1/stream (health: /healthz, /readyz; metrics: /metrics). Stop with Ctrl-C.")
-        waitForTerminationSignal()
-        printNotice("Stopping: committing in-flight frames and closing connections…")
-        server.shutdown()
+        try await server.stopped()
     }
-}
-
-/// Blocks until SIGTERM or SIGINT.
-func waitForTerminationSignal() {
-    let received = DispatchSemaphore(value: 0)
-    let sources = [SIGTERM, SIGINT].map { signalNumber in
-        signal(signalNumber, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-        source.setEventHandler { received.signal() }
-        source.resume()
-        return source
-    }
-    received.wait()
-    sources.forEach { $0.cancel() }
 }

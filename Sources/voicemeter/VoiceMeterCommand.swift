@@ -1,7 +1,7 @@
 import ArgumentParser
 
 @main
-struct VoiceMeterCommand: ParsableCommand {
+struct VoiceMeterCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "voicemeter",
         abstract: "Real-time cost metering for live voice-AI calls.",

@@ -71,61 +71,63 @@ final class FakeClock: MeteringClock {
 @Suite("The budget tick on a fake clock", .serialized)
 struct FakeClockTests {
     @Test("the tick fires every 30 s of fake time: a cut-off call that keeps streaming is told again on each tick")
-    func tickEveryThirtySeconds() throws {
+    func tickEveryThirtySeconds() async throws {
         let clock = FakeClock(now: TestTime.start)
-        let running = try RunningServer(prepare: setBudget(BudgetSettings(callLimit: ExactDecimal("0.02"))), configure: { $0.clock = clock })
-        defer { running.server.shutdown() }
-        let client = try StreamingClient(running.endpoint)
-        let messages = running.canonicalCallMessages("CACLOCK")
-        client.send(messages[0...12])
-        func cutoffs() -> Int { client.messages.filter { $0.contains(#""type":"budget.cutoff""#) }.count }
-        #expect(client.wait { _ in cutoffs() == 1 })
+        let running = try await RunningServer(prepare: setBudget(BudgetSettings(callLimit: ExactDecimal("0.02"))), configure: { $0.clock = clock })
+        try await running.serving {
+            let client = try StreamingClient(running.endpoint)
+            let messages = running.canonicalCallMessages("CACLOCK")
+            client.send(messages[0...12])
+            func cutoffs() -> Int { client.messages.filter { $0.contains(#""type":"budget.cutoff""#) }.count }
+            #expect(client.wait { _ in cutoffs() == 1 })
 
-        client.send([messages[13]])
-        #expect(client.wait { $0.contains(#"{"type":"ack","call_id":"CACLOCK","seq":13}"#) })
-        clock.advance(seconds: 29)
-        usleep(200_000)
-        #expect(cutoffs() == 1)
-        clock.advance(seconds: 1)
-        #expect(client.wait { _ in cutoffs() == 2 })
+            client.send([messages[13]])
+            #expect(client.wait { $0.contains(#"{"type":"ack","call_id":"CACLOCK","seq":13}"#) })
+            clock.advance(seconds: 29)
+            usleep(200_000)
+            #expect(cutoffs() == 1)
+            clock.advance(seconds: 1)
+            #expect(client.wait { _ in cutoffs() == 2 })
 
-        client.send([messages[14]])
-        #expect(client.wait { $0.contains(#"{"type":"ack","call_id":"CACLOCK","seq":14}"#) })
-        clock.advance(seconds: 30)
-        #expect(client.wait { _ in cutoffs() == 3 })
-        // Nothing streamed since: the next tick stays quiet.
-        clock.advance(seconds: 30)
-        usleep(200_000)
-        #expect(cutoffs() == 3)
+            client.send([messages[14]])
+            #expect(client.wait { $0.contains(#"{"type":"ack","call_id":"CACLOCK","seq":14}"#) })
+            clock.advance(seconds: 30)
+            #expect(client.wait { _ in cutoffs() == 3 })
+            // Nothing streamed since: the next tick stays quiet.
+            clock.advance(seconds: 30)
+            usleep(200_000)
+            #expect(cutoffs() == 3)
+        }
     }
 
     @Test("a stopped server's budget tick is cancelled: every shard's timer, and nothing of it left running")
-    func tickStopsWithTheServer() throws {
+    func tickStopsWithTheServer() async throws {
         let clock = FakeClock(now: TestTime.start)
-        let running = try RunningServer(configure: { $0.clock = clock; $0.meteringShards = 2 })
+        let running = try await RunningServer(configure: { $0.clock = clock; $0.meteringShards = 2 })
         // Each shard starts its tick on its own queue.
         let deadline = Date().addingTimeInterval(5)
         while clock.activeTimers < 2, Date() < deadline { usleep(10_000) }
         #expect(clock.activeTimers == 2)
-        running.server.shutdown()
+        await running.server.shutdown()
         #expect(clock.activeTimers == 0)
     }
 
     @Test("a call silent for ten minutes of fake time is closed as abandoned and summarized")
-    func abandonedCall() throws {
+    func abandonedCall() async throws {
         let clock = FakeClock(now: TestTime.start)
-        let running = try RunningServer(configure: { $0.clock = clock })
-        defer { running.server.shutdown() }
-        let client = try StreamingClient(running.endpoint)
-        client.send(running.canonicalCallMessages("CAQUIET").prefix(3))
-        #expect(client.wait { $0.contains(#"{"type":"ack","call_id":"CAQUIET","seq":2}"#) })
-        clock.advance(seconds: 570)
-        usleep(200_000)
-        #expect(!client.messages.contains { $0.contains("call.summary") })
-        clock.advance(seconds: 30)
-        #expect(client.waitForSummary())
-        #expect(client.wait { _ in
-            (try? running.database.query("SELECT status FROM calls WHERE call_id = 'CAQUIET'").single().decode("status", as: String.self)) == "abandoned"
-        })
+        let running = try await RunningServer(configure: { $0.clock = clock })
+        try await running.serving {
+            let client = try StreamingClient(running.endpoint)
+            client.send(running.canonicalCallMessages("CAQUIET").prefix(3))
+            #expect(client.wait { $0.contains(#"{"type":"ack","call_id":"CAQUIET","seq":2}"#) })
+            clock.advance(seconds: 570)
+            usleep(200_000)
+            #expect(!client.messages.contains { $0.contains("call.summary") })
+            clock.advance(seconds: 30)
+            #expect(client.waitForSummary())
+            #expect(client.wait { _ in
+                (try? running.database.query("SELECT status FROM calls WHERE call_id = 'CAQUIET'").single().decode("status", as: String.self)) == "abandoned"
+            })
+        }
     }
 }

@@ -39,27 +39,28 @@ func expectCanonicalLedger(_ database: PostgresConnection, call: String, sourceL
 @Suite("Outages: nothing acknowledged is lost, nothing is counted twice", .serialized)
 struct OutageTests {
     @Test("PostgreSQL crashes and restarts mid-stream: the server recovers by itself and the ledger reconciles")
-    func databaseCrashMidStream() throws {
+    func databaseCrashMidStream() async throws {
         let cluster = try TestPostgres.privateCluster()
         defer { try? cluster.destroy() }
-        let running = try RunningServer(options: try cluster.start())
-        defer { running.server.shutdown() }
-        let client = try StreamingClient(running.endpoint)
-        let messages = running.canonicalCallMessages("CAOUT")
-        client.send(messages[0...30])
-        #expect(client.wait { _ in client.highestAck(call: "CAOUT") == 30 })
+        let running = try await RunningServer(options: try cluster.start())
+        try await running.serving {
+            let client = try StreamingClient(running.endpoint)
+            let messages = running.canonicalCallMessages("CAOUT")
+            client.send(messages[0...30])
+            #expect(client.wait { _ in client.highestAck(call: "CAOUT") == 30 })
 
-        try cluster.stop(immediately: true)
-        client.send(messages[31...60])
-        usleep(1_500_000)
-        let ackedDuringOutage = client.highestAck(call: "CAOUT")
-        _ = try cluster.start()
-        client.send(messages[61...])
+            try cluster.stop(immediately: true)
+            client.send(messages[31...60])
+            usleep(1_500_000)
+            let ackedDuringOutage = client.highestAck(call: "CAOUT")
+            _ = try cluster.start()
+            client.send(messages[61...])
 
-        #expect(ackedDuringOutage == 30)
-        #expect(client.waitForSummary())
-        #expect(client.messages.last?.contains(#""cost":"0.4045""#) == true)
-        try expectCanonicalLedger(PostgresConnection(running.options), call: "CAOUT")
+            #expect(ackedDuringOutage == 30)
+            #expect(client.waitForSummary())
+            #expect(client.messages.last?.contains(#""cost":"0.4045""#) == true)
+            try expectCanonicalLedger(PostgresConnection(running.options), call: "CAOUT")
+        }
     }
 
     @Test("the server is killed with SIGKILL mid-call; the client resends what was not acknowledged to a new server")
@@ -141,79 +142,81 @@ enum ServerProcessError: Error {
 @Suite("Backpressure", .serialized)
 struct BackpressureTests {
     @Test("while PostgreSQL is away the writer's queue stays bounded: sockets stop being read, nothing is refused or lost")
-    func flowControlDuringOutage() throws {
+    func flowControlDuringOutage() async throws {
         let cluster = try TestPostgres.privateCluster()
         defer { try? cluster.destroy() }
-        let running = try RunningServer(options: try cluster.start(), configure: { $0.writerQueueEventsMax = 40 })
-        defer { running.server.shutdown() }
-        let client = try StreamingClient(running.endpoint)
-        let messages = running.canonicalCallMessages("CAFLOW")
-        client.send([messages[0]])
-        #expect(client.wait { $0.first?.contains("call.accepted") == true })
+        let running = try await RunningServer(options: try cluster.start(), configure: { $0.writerQueueEventsMax = 40 })
+        try await running.serving {
+            let client = try StreamingClient(running.endpoint)
+            let messages = running.canonicalCallMessages("CAFLOW")
+            client.send([messages[0]])
+            #expect(client.wait { $0.first?.contains("call.accepted") == true })
 
-        try cluster.stop(immediately: true)
-        client.send(messages[1...])
-        usleep(1_000_000)
-        _ = try cluster.start()
+            try cluster.stop(immediately: true)
+            client.send(messages[1...])
+            usleep(1_000_000)
+            _ = try cluster.start()
 
-        #expect(client.waitForSummary())
-        #expect(!client.messages.contains { $0.contains(#""code":"overloaded""#) })
-        #expect(client.messages.last?.contains(#""cost":"0.4045""#) == true)
-        try expectCanonicalLedger(PostgresConnection(running.options), call: "CAFLOW")
+            #expect(client.waitForSummary())
+            #expect(!client.messages.contains { $0.contains(#""code":"overloaded""#) })
+            #expect(client.messages.last?.contains(#""cost":"0.4045""#) == true)
+            try expectCanonicalLedger(PostgresConnection(running.options), call: "CAFLOW")
+        }
     }
 }
 
 extension BackpressureTests {
     @Test("a frame answered overloaded is never covered by an ack, even after a later frame commits; sent again, it is stored")
-    func overloadedFramesAreNotAcknowledged() throws {
+    func overloadedFramesAreNotAcknowledged() async throws {
         let cluster = try TestPostgres.privateCluster()
         defer { try? cluster.destroy() }
-        let running = try RunningServer(options: try cluster.start(), configure: {
+        let running = try await RunningServer(options: try cluster.start(), configure: {
             $0.writerQueueEventsMax = 4
             $0.writerConnections = 1
         })
-        defer { running.server.shutdown() }
-        // Twelve calls, each on its connection: flow control pauses each connection only after
-        // its own frame, so while PostgreSQL is away the writer's queue fills and refuses the rest.
-        let recorder = ClientRecorder()
-        let client = try WebSocketClient { recorder.record($0, $1) }
-        defer { client.shutdown() }
-        let calls = (0..<12).map { index in
-            (link: client.connect(to: running.endpoint), messages: running.canonicalCallMessages("CAOVER\(index)", user: "over-user-\(index)"))
-        }
-        for call in calls { client.send(call.messages[0], on: call.link) }
-        #expect(recorder.wait { calls.allSatisfy { call in recorder.messages(of: call.link).contains { $0.contains("call.accepted") } } })
-        func overloaded() -> [Int] {
-            calls.indices.filter { recorder.messages(of: calls[$0].link).contains { $0.contains(#""code":"overloaded""#) } }
-        }
+        try await running.serving {
+            // Twelve calls, each on its connection: flow control pauses each connection only after
+            // its own frame, so while PostgreSQL is away the writer's queue fills and refuses the rest.
+            let recorder = ClientRecorder()
+            let client = try WebSocketClient { recorder.record($0, $1) }
+            defer { client.shutdown() }
+            let calls = (0..<12).map { index in
+                (link: client.connect(to: running.endpoint), messages: running.canonicalCallMessages("CAOVER\(index)", user: "over-user-\(index)"))
+            }
+            for call in calls { client.send(call.messages[0], on: call.link) }
+            #expect(recorder.wait { calls.allSatisfy { call in recorder.messages(of: call.link).contains { $0.contains("call.accepted") } } })
+            func overloaded() -> [Int] {
+                calls.indices.filter { recorder.messages(of: calls[$0].link).contains { $0.contains(#""code":"overloaded""#) } }
+            }
 
-        try cluster.stop(immediately: true)
-        for call in calls { client.send(call.messages[1], on: call.link) }
-        #expect(recorder.wait { !overloaded().isEmpty })
-        // Later frames may still be on their way to a refusal: settle once nothing new came for 0.5 s.
-        var refused = overloaded()
-        for _ in 0..<40 {
-            usleep(500_000)
-            let latest = overloaded()
-            if latest == refused { break }
-            refused = latest
+            try cluster.stop(immediately: true)
+            for call in calls { client.send(call.messages[1], on: call.link) }
+            #expect(recorder.wait { !overloaded().isEmpty })
+            // Later frames may still be on their way to a refusal: settle once nothing new came for 0.5 s.
+            var refused = overloaded()
+            for _ in 0..<40 {
+                usleep(500_000)
+                let latest = overloaded()
+                if latest == refused { break }
+                refused = latest
+            }
+            let refusedCall = try #require(refused.first)
+
+            _ = try cluster.start()
+            let database = try PostgresConnection(running.options)
+            func stored() -> Int { (try? database.query("SELECT count(*) AS n FROM api_call_events").single().decode("n", as: Int.self)) ?? -1 }
+            #expect(recorder.wait(seconds: 20) { stored() == 12 - refused.count })
+            // A later frame of a refused call commits while its seq 1 is still missing: no ack covers seq 1.
+            let call = calls[refusedCall]
+            client.send(call.messages[2], on: call.link)
+            #expect(recorder.wait(seconds: 20) { stored() == 13 - refused.count })
+            usleep(300_000)
+            #expect(highestAck(recorder.messages(of: call.link), call: "CAOVER\(refusedCall)") == 0)
+
+            client.send(call.messages[1], on: call.link)
+            #expect(recorder.wait(seconds: 20) { highestAck(recorder.messages(of: call.link), call: "CAOVER\(refusedCall)") == 2 })
+            #expect(stored() == 14 - refused.count)
         }
-        let refusedCall = try #require(refused.first)
-
-        _ = try cluster.start()
-        let database = try PostgresConnection(running.options)
-        func stored() -> Int { (try? database.query("SELECT count(*) AS n FROM api_call_events").single().decode("n", as: Int.self)) ?? -1 }
-        #expect(recorder.wait(seconds: 20) { stored() == 12 - refused.count })
-        // A later frame of a refused call commits while its seq 1 is still missing: no ack covers seq 1.
-        let call = calls[refusedCall]
-        client.send(call.messages[2], on: call.link)
-        #expect(recorder.wait(seconds: 20) { stored() == 13 - refused.count })
-        usleep(300_000)
-        #expect(highestAck(recorder.messages(of: call.link), call: "CAOVER\(refusedCall)") == 0)
-
-        client.send(call.messages[1], on: call.link)
-        #expect(recorder.wait(seconds: 20) { highestAck(recorder.messages(of: call.link), call: "CAOVER\(refusedCall)") == 2 })
-        #expect(stored() == 14 - refused.count)
     }
 }
 
@@ -290,33 +293,35 @@ extension ServerProcess {
 @Suite("A frame the database refuses", .serialized)
 struct PoisonFrameTests {
     @Test("is answered with an error alone; the rest of its batch and its call are committed and acknowledged")
-    func refusedFrameIsIsolated() throws {
+    func refusedFrameIsIsolated() async throws {
         // A constraint only this test has makes the database refuse seq 13 (a data error, not an outage).
-        let running = try RunningServer(prepare: { try $0.runScript("ALTER TABLE api_call_events ADD CONSTRAINT refuse_13 CHECK (seq <> 13)") })
-        defer { running.server.shutdown() }
-        let client = try StreamingClient(running.endpoint)
-        client.send(running.canonicalCallMessages("CAPOISON"))
-        #expect(client.waitForSummary())
-        #expect(client.messages.contains { $0.contains(#""code":"internal""#) && $0.contains(#""seq":13"#) })
-        #expect(client.messages.contains(#"{"type":"ack","call_id":"CAPOISON","seq":70}"#))
-        let stored = try running.database.query("SELECT count(*) AS n FROM api_call_events").single().decode("n", as: Int.self)
-        #expect(stored == 69)
+        let running = try await RunningServer(prepare: { try $0.runScript("ALTER TABLE api_call_events ADD CONSTRAINT refuse_13 CHECK (seq <> 13)") })
+        try await running.serving {
+            let client = try StreamingClient(running.endpoint)
+            client.send(running.canonicalCallMessages("CAPOISON"))
+            #expect(client.waitForSummary())
+            #expect(client.messages.contains { $0.contains(#""code":"internal""#) && $0.contains(#""seq":13"#) })
+            #expect(client.messages.contains(#"{"type":"ack","call_id":"CAPOISON","seq":70}"#))
+            let stored = try running.database.query("SELECT count(*) AS n FROM api_call_events").single().decode("n", as: Int.self)
+            #expect(stored == 69)
+        }
     }
 
     @Test("is never one blamed for a call ending the database refuses: every frame is stored and acknowledged")
-    func refusedEndingBlamesNoFrame() throws {
+    func refusedEndingBlamesNoFrame() async throws {
         // A constraint only this test has makes the database refuse the call's ending (a data error in the ending).
-        let running = try RunningServer(prepare: { try $0.runScript("ALTER TABLE calls ADD CONSTRAINT refuse_completed CHECK (status <> 'completed')") })
-        defer { running.server.shutdown() }
-        let client = try StreamingClient(running.endpoint)
-        let messages = running.canonicalCallMessages("CAENDING")
-        // The end goes with the last frames, into one batch with them.
-        client.send(messages)
-        #expect(client.wait { $0.contains(#"{"type":"ack","call_id":"CAENDING","seq":70}"#) })
-        #expect(!client.messages.contains { $0.contains(#""type":"error""#) })
-        #expect(try running.storedEvents(call: "CAENDING") == 70)
-        let ended = try running.database.query("SELECT ended_at IS NOT NULL AS ended FROM calls WHERE call_id = 'CAENDING'").single()
-        #expect(try ended.decode("ended", as: Bool.self) == false, "the refused ending leaves the call open")
+        let running = try await RunningServer(prepare: { try $0.runScript("ALTER TABLE calls ADD CONSTRAINT refuse_completed CHECK (status <> 'completed')") })
+        try await running.serving {
+            let client = try StreamingClient(running.endpoint)
+            let messages = running.canonicalCallMessages("CAENDING")
+            // The end goes with the last frames, into one batch with them.
+            client.send(messages)
+            #expect(client.wait { $0.contains(#"{"type":"ack","call_id":"CAENDING","seq":70}"#) })
+            #expect(!client.messages.contains { $0.contains(#""type":"error""#) })
+            #expect(try running.storedEvents(call: "CAENDING") == 70)
+            let ended = try running.database.query("SELECT ended_at IS NOT NULL AS ended FROM calls WHERE call_id = 'CAENDING'").single()
+            #expect(try ended.decode("ended", as: Bool.self) == false, "the refused ending leaves the call open")
+        }
     }
 }
 
@@ -330,26 +335,27 @@ struct ReadOnlyDatabaseTests {
     }
 
     @Test("/readyz with the database down says database_unreachable, and nothing of the database's message (hosts, users)")
-    func readinessLeaksNothing() throws {
+    func readinessLeaksNothing() async throws {
         let cluster = try TestPostgres.privateCluster()
         defer { try? cluster.destroy() }
-        let running = try RunningServer(options: try cluster.start(), configure: { $0.readinessCheckIntervalMilliseconds = 100 })
-        defer { running.server.shutdown() }
-        #expect(readiness(running).hasPrefix("HTTP/1.1 200"))
-        try cluster.stop(immediately: true)
-        var answer = ""
-        #expect(ClientRecorder().wait(seconds: 10) {
-            answer = readiness(running)
-            return answer.hasPrefix("HTTP/1.1 503")
-        })
-        #expect(answer.hasSuffix(#"{"status":"not_ready","reason":"database_unreachable"}"# + "\n"), "\(answer)")
+        let running = try await RunningServer(options: try cluster.start(), configure: { $0.readinessCheckIntervalMilliseconds = 100 })
+        try await running.serving {
+            #expect(readiness(running).hasPrefix("HTTP/1.1 200"))
+            try cluster.stop(immediately: true)
+            var answer = ""
+            #expect(ClientRecorder().wait(seconds: 10) {
+                answer = readiness(running)
+                return answer.hasPrefix("HTTP/1.1 503")
+            })
+            #expect(answer.hasSuffix(#"{"status":"not_ready","reason":"database_unreachable"}"# + "\n"), "\(answer)")
+        }
     }
 
     @Test("is an outage, not bad data: no frame is refused, and every frame is stored once writes are accepted again")
-    func readOnlyIsAnOutage() throws {
+    func readOnlyIsAnOutage() async throws {
         // What a server sees while its primary is demoted: every insert fails with 25006. A
         // sequence counts the refused attempts (it is not rolled back with them).
-        let running = try RunningServer(prepare: { database in
+        let running = try await RunningServer(prepare: { database in
             try database.runScript("""
                 CREATE SEQUENCE refused_writes;
                 CREATE TABLE read_only_switch (on_now boolean NOT NULL);
@@ -365,27 +371,28 @@ struct ReadOnlyDatabaseTests {
                 CREATE TRIGGER read_only BEFORE INSERT ON api_call_events FOR EACH ROW EXECUTE FUNCTION refuse_while_read_only();
                 """)
         })
-        defer { running.server.shutdown() }
-        let client = try StreamingClient(running.endpoint)
-        client.send(running.canonicalCallMessages("CAREADONLY"))
-        func refusedWrites() -> Int {
-            (try? running.database.query("SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS n FROM refused_writes")
-                .single().decode("n", as: Int.self)) ?? 0
-        }
-        // Read-only for ten refused attempts: more than halving the call's batch down to one frame
-        // takes (what a writer that took the refusal for bad data did, refusing frame after frame).
-        let deadline = ContinuousClock.now + .seconds(30)
-        while refusedWrites() < 10 && ContinuousClock.now < deadline { usleep(20_000) }
-        #expect(refusedWrites() >= 10)
-        let notReady = readiness(running)
-        #expect(notReady.hasPrefix("HTTP/1.1 503"), "\(notReady)")
-        #expect(notReady.hasSuffix(#"{"status":"not_ready","reason":"ledger_cannot_commit"}"# + "\n"), "\(notReady)")
-        try running.database.query("UPDATE read_only_switch SET on_now = false")
+        try await running.serving {
+            let client = try StreamingClient(running.endpoint)
+            client.send(running.canonicalCallMessages("CAREADONLY"))
+            func refusedWrites() -> Int {
+                (try? running.database.query("SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS n FROM refused_writes")
+                    .single().decode("n", as: Int.self)) ?? 0
+            }
+            // Read-only for ten refused attempts: more than halving the call's batch down to one frame
+            // takes (what a writer that took the refusal for bad data did, refusing frame after frame).
+            let deadline = ContinuousClock.now + .seconds(30)
+            while refusedWrites() < 10 && ContinuousClock.now < deadline { usleep(20_000) }
+            #expect(refusedWrites() >= 10)
+            let notReady = readiness(running)
+            #expect(notReady.hasPrefix("HTTP/1.1 503"), "\(notReady)")
+            #expect(notReady.hasSuffix(#"{"status":"not_ready","reason":"ledger_cannot_commit"}"# + "\n"), "\(notReady)")
+            try running.database.query("UPDATE read_only_switch SET on_now = false")
 
-        #expect(client.waitForSummary())
-        #expect(readiness(running).hasPrefix("HTTP/1.1 200"))
-        #expect(!client.messages.contains { $0.contains(#""type":"error""#) })
-        #expect(client.messages.contains(#"{"type":"ack","call_id":"CAREADONLY","seq":70}"#))
-        #expect(try running.storedEvents(call: "CAREADONLY") == 70)
+            #expect(client.waitForSummary())
+            #expect(readiness(running).hasPrefix("HTTP/1.1 200"))
+            #expect(!client.messages.contains { $0.contains(#""type":"error""#) })
+            #expect(client.messages.contains(#"{"type":"ack","call_id":"CAREADONLY","seq":70}"#))
+            #expect(try running.storedEvents(call: "CAREADONLY") == 70)
+        }
     }
 }

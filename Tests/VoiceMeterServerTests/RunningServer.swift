@@ -25,7 +25,7 @@ struct RunningServer {
     ///   - prepare: runs on the database before the server starts (roles, budgets…).
     ///   - configure: adjusts the server's configuration (its database user, queue sizes…).
     init(options given: PostgresConnectionOptions? = nil, prepare: (PostgresConnection) throws -> Void = { _ in },
-         configure: (inout ServerConfiguration) -> Void = { _ in }) throws {
+         configure: (inout ServerConfiguration) -> Void = { _ in }) async throws {
         options = try given ?? TestPostgres.migratedDatabase()
         database = try PostgresConnection(options)
         if given != nil { try Migrator(connection: database, migrations: try TestPostgres.migrations()).migrate() }
@@ -40,16 +40,21 @@ struct RunningServer {
         configuration.callStartPastSeconds = 2 * 86_400
         configure(&configuration)
         clock = configuration.clock
-        server = try VoiceMeterServer.start(configuration: configuration, migrations: try TestPostgres.migrations(),
-                                            logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
+        server = try await VoiceMeterServer.start(configuration: configuration, migrations: try TestPostgres.migrations(),
+                                                  logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
+    }
+
+    /// Runs `body`, then stops the server, whether `body` returned or threw.
+    func serving<T>(_ body: () async throws -> T) async throws -> T {
+        try await server.serving(body)
     }
 
     var endpoint: ClientEndpoint { ClientEndpoint(host: "127.0.0.1", port: server.port, bearerToken: token) }
 
     /// A running server whose connections may send `messagesPerSecond` messages a second after a
     /// burst of `burst`.
-    static func rateLimited(messagesPerSecond: Int, burst: Int) throws -> RunningServer {
-        try RunningServer(configure: {
+    static func rateLimited(messagesPerSecond: Int, burst: Int) async throws -> RunningServer {
+        try await RunningServer(configure: {
             $0.allowMessages(perSecond: messagesPerSecond, burst: burst)
         })
     }
@@ -60,9 +65,9 @@ struct RunningServer {
     }
 
     /// A running server and a finance token on its database.
-    static func withFinanceToken() throws -> (running: RunningServer, financeToken: String) {
+    static func withFinanceToken() async throws -> (running: RunningServer, financeToken: String) {
         let token = Locked<String>("")
-        let running = try RunningServer(prepare: { database in
+        let running = try await RunningServer(prepare: { database in
             let secret = try TokenStore(connection: database).create(name: "finance-bi", kind: .finance)
             token.withLock { $0 = secret }
         })

@@ -9,7 +9,7 @@ import VoiceMeterTestSupport
 @Suite("voicemeter-sim scenarios end to end", .serialized)
 struct ScenarioTests {
     private func run(_ scenario: Scenario, calls: Int = 3, canonical: Bool = false,
-                     adjust: (inout SimulationOptions) -> Void = { _ in }) throws -> (SimulationReport, PostgresConnection) {
+                     adjust: (inout SimulationOptions) -> Void = { _ in }) async throws -> (SimulationReport, PostgresConnection) {
         let database = try PostgresConnection(TestPostgres.migratedDatabase())
         var options = SimulationOptions()
         options.calls = calls
@@ -20,14 +20,14 @@ struct ScenarioTests {
         options.runID = "t\(scenario.rawValue)"
         options.shape.jitter = !canonical
         adjust(&options)
-        let report = try SimulationSession.run(options: options, database: database, server: nil,
+        let report = try await SimulationSession.run(options: options, database: database, server: nil,
                                                logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }, progress: { _ in })
         return (report, database)
     }
 
     @Test("normal: the canonical call's summary is exactly $0.4045 of API cost and equals the database")
-    func normalCanonical() throws {
-        let (report, database) = try run(.normal, canonical: true)
+    func normalCanonical() async throws {
+        let (report, database) = try await run(.normal, canonical: true)
         #expect(report.passed, "\(report.text)")
         #expect(report.result.calls.allSatisfy { $0.summary?.cost == ExactDecimal("0.4045") && $0.framesSent == 70 })
         #expect(report.verification?.mismatches == [])
@@ -36,8 +36,8 @@ struct ScenarioTests {
     }
 
     @Test("budget-cutoff: each call is cut off mid-call, hangs up, and the usage reported after the cutoff is recorded")
-    func budgetCutoff() throws {
-        let (report, database) = try run(.budgetCutoff, canonical: true)
+    func budgetCutoff() async throws {
+        let (report, database) = try await run(.budgetCutoff, canonical: true)
         #expect(report.passed, "\(report.text)")
         for call in report.result.calls {
             #expect(call.outcome == .cutOff && call.cutoffScope == .call)
@@ -53,8 +53,8 @@ struct ScenarioTests {
     }
 
     @Test("month-exhausted: admission refuses every call and nothing is billed")
-    func monthExhausted() throws {
-        let (report, database) = try run(.monthExhausted)
+    func monthExhausted() async throws {
+        let (report, database) = try await run(.monthExhausted)
         #expect(report.passed, "\(report.text)")
         #expect(report.result.count(.rejected) == 3)
         #expect(report.result.calls.allSatisfy { $0.detail == "month_budget_exhausted" })
@@ -62,16 +62,16 @@ struct ScenarioTests {
     }
 
     @Test("reconnect: calls survive a dropped connection; resent frames are charged once")
-    func reconnect() throws {
-        let (report, _) = try run(.reconnect)
+    func reconnect() async throws {
+        let (report, _) = try await run(.reconnect)
         #expect(report.passed, "\(report.text)")
         #expect(report.result.reconnects >= 3)
         #expect(report.result.count(.completed) == 3)
     }
 
     @Test("duplicates: frames sent twice are acknowledged and stored once")
-    func duplicates() throws {
-        let (report, database) = try run(.duplicates)
+    func duplicates() async throws {
+        let (report, database) = try await run(.duplicates)
         #expect(report.passed, "\(report.text)")
         #expect(report.result.duplicatesSent > 0)
         let stored = try database.query("SELECT count(*) AS n FROM api_call_events").single().decode("n", as: Int.self)
@@ -79,8 +79,8 @@ struct ScenarioTests {
     }
 
     @Test("bad-input: each malformed frame gets its documented error and the calls complete unharmed")
-    func badInput() throws {
-        let (report, _) = try run(.badInput)
+    func badInput() async throws {
+        let (report, _) = try await run(.badInput)
         #expect(report.passed, "\(report.text)")
         for code in ["invalid_json", "unknown_type", "missing_field", "invalid_amount", "invalid_unit", "invalid_timestamp"] {
             #expect(report.result.errorsByCode[code] == 3, "\(code)")
@@ -88,13 +88,13 @@ struct ScenarioTests {
     }
 
     @Test("a replayed session plays as recorded; the JSON report carries the figures")
-    func replayAndJSON() throws {
+    func replayAndJSON() async throws {
         let script = try ReplayFile.parse("""
             {"offset":"10","service":"deepgram","operation":"stt_streaming","model":"nova-2","unit":"seconds","amount":"10"}
             {"offset":"30","service":"twilio","operation":"voice_outbound","unit":"seconds","amount":"30"}
             {"offset":"31","service":"elevenlabs","operation":"tts_generation","model":"eleven_turbo_v2_5","unit":"characters","amount":"1000"}
             """, revenue: ExactDecimal("4.99")!)
-        let (report, _) = try run(.normal, calls: 2) { $0.replay = script }
+        let (report, _) = try await run(.normal, calls: 2) { $0.replay = script }
         #expect(report.passed, "\(report.text)")
         // Deepgram 10 s at $0.0059/min, Twilio's first minute $0.014, 1,000 characters at $0.15/1k.
         #expect(report.result.calls.allSatisfy { $0.summary?.cost == ExactDecimal("0.1649833333") })

@@ -8,7 +8,7 @@ import WebSocketTransport
 /// for the database, and the token each stream connection opened with. Reloaded on
 /// `NOTIFY ingest_tokens` and every few seconds: a revoked token (or one whose kind changed) is
 /// refused from then on, and its open connections are handed to `onRevoked` to be closed.
-final class TokenCache: Sendable {
+package final class TokenCache: Sendable {
     private let digests: Locked<[[UInt8]: TokenGrant]>
     /// The digest of the token each open stream connection was accepted with.
     private let holders = Locked<[ConnectionID: [UInt8]]>([:])
@@ -17,7 +17,7 @@ final class TokenCache: Sendable {
 
     /// - Parameter onRevoked: called on the watcher's thread with the connections whose token is
     ///   no longer an active ingest token (they are forgotten here).
-    init(options: PostgresConnectionOptions, refreshMilliseconds: Int, logger: Logger,
+    package init(options: PostgresConnectionOptions, refreshMilliseconds: Int, logger: Logger,
          onRevoked: @escaping @Sendable ([ConnectionID]) -> Void) throws {
         let digests = Locked(try TokenStore(connection: PostgresConnection(options)).activeDigests())
         self.digests = digests
@@ -39,13 +39,13 @@ final class TokenCache: Sendable {
     /// Lookup is by the SHA-256 of the presented secret: any timing difference of the table lookup
     /// depends on digest bits an attacker cannot steer towards a stored digest (that would need a
     /// preimage), so it reveals nothing about stored tokens.
-    func kind(of secret: String) -> TokenKind? {
+    package func kind(of secret: String) -> TokenKind? {
         let digest = SHA256.digest(secret)
         return digests.withLock { $0[digest]?.kind }
     }
 
     /// Whether the token `connection` was opened with may open (or resume) a call for `userID`.
-    func connection(_ connection: ConnectionID, mayActFor userID: String) -> Bool {
+    package func connection(_ connection: ConnectionID, mayActFor userID: String) -> Bool {
         guard let digest = holders.withLock({ $0[connection] }) else { return false }
         return digests.withLock { $0[digest] }?.mayActFor(userID) ?? false
     }
@@ -53,7 +53,7 @@ final class TokenCache: Sendable {
     /// A stream connection was accepted with this token. If the token was revoked meanwhile it
     /// goes to `onRevoked` at once (a reload updates the table before it looks at the holders, so
     /// one of the two sees the other).
-    func connectionOpened(_ connection: ConnectionID, token: String) {
+    package func connectionOpened(_ connection: ConnectionID, token: String) {
         let digest = SHA256.digest(token)
         holders.withLock { $0[connection] = digest }
         if digests.withLock({ $0[digest] })?.kind != .ingest {
@@ -62,10 +62,10 @@ final class TokenCache: Sendable {
         }
     }
 
-    func connectionClosed(_ connection: ConnectionID) {
+    package func connectionClosed(_ connection: ConnectionID) {
         holders.withLock { $0[connection] = nil }
     }
 
-    func start() { watcher.start() }
-    func stop() { watcher.stop() }
+    package func start() { watcher.start() }
+    package func stop() { watcher.stop() }
 }
