@@ -104,11 +104,12 @@ struct FakeClockTests {
     func tickStopsWithTheServer() async throws {
         let clock = FakeClock(now: TestTime.start)
         let running = try await RunningServer(configure: { $0.clock = clock; $0.meteringShards = 2 })
-        // Each shard starts its tick on its own queue.
-        let deadline = Date().addingTimeInterval(5)
-        while clock.activeTimers < 2, Date() < deadline { usleep(10_000) }
-        #expect(clock.activeTimers == 2)
-        await running.server.shutdown()
+        try await running.serving {
+            // Each shard starts its tick on its own queue.
+            let deadline = Date().addingTimeInterval(5)
+            while clock.activeTimers < 2, Date() < deadline { usleep(10_000) }
+            #expect(clock.activeTimers == 2)
+        }
         #expect(clock.activeTimers == 0)
     }
 

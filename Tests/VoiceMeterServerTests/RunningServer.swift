@@ -26,6 +26,17 @@ struct RunningServer {
     ///   - configure: adjusts the server's configuration (its database user, queue sizes…).
     init(options given: PostgresConnectionOptions? = nil, prepare: (PostgresConnection) throws -> Void = { _ in },
          configure: (inout ServerConfiguration) -> Void = { _ in }) async throws {
+        await ServerSlots.shared.take()
+        do {
+            try await self.init(starting: given, prepare: prepare, configure: configure)
+        } catch {
+            await ServerSlots.shared.give()
+            throw error
+        }
+    }
+
+    private init(starting given: PostgresConnectionOptions?, prepare: (PostgresConnection) throws -> Void,
+                 configure: (inout ServerConfiguration) -> Void) async throws {
         options = try given ?? TestPostgres.migratedDatabase()
         database = try PostgresConnection(options)
         if given != nil { try Migrator(connection: database, migrations: try TestPostgres.migrations()).migrate() }
@@ -46,7 +57,20 @@ struct RunningServer {
 
     /// Runs `body`, then stops the server, whether `body` returned or threw.
     func serving<T>(_ body: () async throws -> T) async throws -> T {
-        try await server.serving(body)
+        do {
+            let result = try await body()
+            await stop()
+            return result
+        } catch {
+            await stop()
+            throw error
+        }
+    }
+
+    /// Stops the server gracefully and lets another test start one.
+    func stop() async {
+        await server.shutdown()
+        await ServerSlots.shared.give()
     }
 
     var endpoint: ClientEndpoint { ClientEndpoint(host: "127.0.0.1", port: server.port, bearerToken: token) }
@@ -88,6 +112,29 @@ struct RunningServer {
         let span = 300 + (count - 1) * spacingSeconds
         if (end - span) / 86_400 != end / 86_400 { end = end / 86_400 * 86_400 - 1 }
         return (0..<count).map { end - span + $0 * spacingSeconds }
+    }
+}
+
+/// How many test servers run at once in the test process. Each holds about ten database sessions,
+/// and async tests, suspended while they wait, run many more at once than the cooperative pool
+/// has threads: unbounded, they ran the test PostgreSQL out of connections (max_connections 100).
+actor ServerSlots {
+    static let shared = ServerSlots(count: 3)
+    private var free: Int
+    private var waiting: [CheckedContinuation<Void, Never>] = []
+
+    init(count: Int) { free = count }
+
+    func take() async {
+        guard free == 0 else {
+            free -= 1
+            return
+        }
+        await withCheckedContinuation { waiting.append($0) }
+    }
+
+    func give() {
+        if waiting.isEmpty { free += 1 } else { waiting.removeFirst().resume() }
     }
 }
 

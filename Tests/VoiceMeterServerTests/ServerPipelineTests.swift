@@ -61,22 +61,24 @@ struct ServerPipelineTests {
         let expected = ["platform_day 0.4045", "user_day 0.4045", "user_month 0.4045"]
         // Folding every second: the rows appear without a shutdown.
         let folding = try await RunningServer(configure: { $0.rollupFoldSeconds = 1 })
-        let first = try StreamingClient(folding.endpoint)
-        first.send(folding.canonicalCallMessages("CAFOLD1"))
-        #expect(first.waitForSummary())
-        #expect(try periodCosts(folding.database, from: "period_rollups") == expected)
-        let deadline = Date().addingTimeInterval(5)
-        while try periodCosts(folding.database, from: "cost_summaries") != expected, Date() < deadline { usleep(100_000) }
-        #expect(try periodCosts(folding.database, from: "cost_summaries") == expected)
-        await folding.server.shutdown()
+        try await folding.serving {
+            let first = try StreamingClient(folding.endpoint)
+            first.send(folding.canonicalCallMessages("CAFOLD1"))
+            #expect(first.waitForSummary())
+            #expect(try periodCosts(folding.database, from: "period_rollups") == expected)
+            let deadline = Date().addingTimeInterval(5)
+            while try periodCosts(folding.database, from: "cost_summaries") != expected, Date() < deadline { usleep(100_000) }
+            #expect(try periodCosts(folding.database, from: "cost_summaries") == expected)
+        }
 
         // Stopping at once, whatever the sweep reached: after the stop everything is folded.
         let stopping = try await RunningServer(configure: { $0.rollupFoldSeconds = 3_600 })
-        let second = try StreamingClient(stopping.endpoint)
-        second.send(stopping.canonicalCallMessages("CAFOLD2"))
-        #expect(second.waitForSummary())
-        #expect(try periodCosts(stopping.database, from: "period_rollups") == expected)
-        await stopping.server.shutdown()
+        try await stopping.serving {
+            let second = try StreamingClient(stopping.endpoint)
+            second.send(stopping.canonicalCallMessages("CAFOLD2"))
+            #expect(second.waitForSummary())
+            #expect(try periodCosts(stopping.database, from: "period_rollups") == expected)
+        }
         #expect(try periodCosts(stopping.database, from: "cost_summaries") == expected)
         #expect(try stopping.database.query("SELECT 1 FROM rollup_journal").isEmpty)
     }

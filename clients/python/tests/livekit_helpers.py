@@ -1,14 +1,17 @@
 """Test scaffolding for a real LiveKit `AgentSession` without a room: a scripted microphone
 (`ScriptedAudioInput`) and a loudspeaker that plays instantly (`PlaybackSink`), set through the
-session's public `input.audio` / `output.audio`."""
+session's public `input.audio` / `output.audio`; and metrics reports as LiveKit makes them."""
 
 from __future__ import annotations
 
 import asyncio
 import math
 import struct
+from datetime import datetime, timezone
 
 from livekit import rtc
+from livekit.agents.metrics import LLMMetrics, STTMetrics, TTSMetrics, VADMetrics
+from livekit.agents.metrics.base import Metadata
 from livekit.agents.voice import io
 
 SAMPLE_RATE = 16_000
@@ -105,3 +108,47 @@ class ScriptedAudioInput(io.AudioInput):
         self.bytes_sent += len(chunk)
         await asyncio.sleep(0)
         return rtc.AudioFrame(chunk, self._rate, 1, len(chunk) // 2)
+
+
+LLM_MODEL, STT_MODEL, TTS_MODEL = "gpt-4.1-mini", "nova-3", "tts-1"
+#: When the reports were made: now, so no test depends on a date.
+NOW = datetime.now(timezone.utc).timestamp()
+
+
+def llm_metrics(
+    prompt: int, cached: int, completion: int, *, label: str = "livekit.plugins.openai.llm.LLM",
+    provider: str = "api.openai.com", model: str = LLM_MODEL, request_id: str = "chatcmpl-1",
+) -> LLMMetrics:
+    return LLMMetrics(
+        label=label, request_id=request_id, timestamp=NOW, duration=0.5, ttft=0.1, cancelled=False,
+        completion_tokens=completion, prompt_tokens=prompt, prompt_cached_tokens=cached,
+        total_tokens=prompt + completion, tokens_per_second=30.0,
+        metadata=Metadata(model_name=model, model_provider=provider),
+    )
+
+
+def stt_metrics(
+    audio: float, *, request_id: str = "dg-1", timestamp: float = 0.0, streamed: bool = True,
+    label: str = "livekit.plugins.deepgram.stt.STT", provider: str = "Deepgram", model: str = STT_MODEL,
+    input_tokens: int = 0, output_tokens: int = 0,
+) -> STTMetrics:
+    return STTMetrics(
+        label=label, request_id=request_id, timestamp=NOW + timestamp, duration=0.0, audio_duration=audio,
+        streamed=streamed, input_tokens=input_tokens, output_tokens=output_tokens,
+        metadata=Metadata(model_name=model, model_provider=provider),
+    )
+
+
+def tts_metrics(
+    characters: int, *, label: str = "livekit.plugins.elevenlabs.tts.TTS", provider: str = "ElevenLabs",
+    model: str = "eleven_turbo_v2_5", input_tokens: int = 0, output_tokens: int = 0,
+) -> TTSMetrics:
+    return TTSMetrics(
+        label=label, request_id="tts-1", timestamp=NOW, ttfb=0.1, duration=0.3, audio_duration=1.5,
+        cancelled=False, characters_count=characters, input_tokens=input_tokens, output_tokens=output_tokens,
+        streamed=True, segment_id="seg-1", metadata=Metadata(model_name=model, model_provider=provider),
+    )
+
+
+def vad_metrics() -> VADMetrics:
+    return VADMetrics(label="vad", timestamp=NOW, idle_time=0.0, inference_duration_total=0.1, inference_count=3)

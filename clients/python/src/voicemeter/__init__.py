@@ -13,7 +13,8 @@ Integrations: `voicemeter.pipecat`, `voicemeter.livekit`, `voicemeter.twilio`; b
 """
 
 from ._amounts import UNITS, usage_amount
-from ._client import Call, VoiceMeter
+from ._call import Call
+from ._client import VoiceMeter
 from ._events import (
     AuthenticationFailed,
     BudgetCutoff,

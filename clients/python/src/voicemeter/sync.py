@@ -21,7 +21,9 @@ from datetime import datetime
 from typing import Any, TypeVar, Unpack
 
 from ._amounts import Amount
-from ._client import Call, CallDetails, Callback, VoiceMeter
+from ._call import Call, Callback
+from ._client import VoiceMeter
+from ._messages import CallDetails
 from ._events import BudgetCutoff, BudgetWarning, CallSummary, FrameRefused
 
 T = TypeVar("T")

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
-from ._client import Call
+from ._call import Call
+from ._messages import usage_message
 
 #: The service the server prices Twilio voice under.
 SERVICE = "twilio"
@@ -63,7 +64,8 @@ class TelephonyUsage:
     async def send(self, call: Call) -> int:
         """Report it as the call's usage; returns the frame's seq. Raises `ValueError` when the
         call streams telephony seconds itself (never both)."""
-        frame = call._frame(
+        frame = usage_message(
+            call.call_id,
             SERVICE,
             self.operation,
             "seconds",
