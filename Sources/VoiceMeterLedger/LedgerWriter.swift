@@ -89,8 +89,9 @@ public final class LedgerWriter: Sendable {
     /// says why).
     public var isInOutage: Bool { inOutage.load(ordering: .relaxed) }
 
-    public init(index: Int = 0, options: PostgresConnectionOptions, batchEventsMax: Int, flushIntervalMilliseconds: Int, queueEventsMax: Int,
-                logger: Logger, metrics: LedgerMetrics = LedgerMetrics()) {
+    /// - Parameter index: its place among `LedgerWriters.writers` (flow control counts by it).
+    package init(index: Int, options: PostgresConnectionOptions, batchEventsMax: Int, flushIntervalMilliseconds: Int, queueEventsMax: Int,
+                 logger: Logger, metrics: LedgerMetrics = LedgerMetrics()) {
         self.index = index
         self.metrics = metrics
         self.options = options

@@ -16,9 +16,9 @@ import VoiceMeterMetering
 import VoiceMeterStore
 import WebSocketTransport
 
-/// The metering server. `init` builds it (prices and tokens loaded, nothing running); `run` runs
-/// it until a graceful shutdown. `start` runs it in the background and returns once it listens;
-/// `shutdown` stops it.
+/// The metering server: `start` builds it (prices and tokens loaded), runs its parts in the
+/// background and returns once it listens; `shutdown` stops it, `stopped` waits for a stop that
+/// SIGTERM or SIGINT began.
 public final class VoiceMeterServer: Sendable {
     public let configuration: ServerConfiguration
     private let logger: Logger
@@ -33,7 +33,7 @@ public final class VoiceMeterServer: Sendable {
     /// Builds every part: connects to the database, loads prices and tokens. Nothing runs yet.
     /// - Parameter stopsOnSignals: SIGTERM and SIGINT stop the server gracefully (the command line;
     ///   not in tests).
-    public init(configuration given: ServerConfiguration, migrations: MigrationSet, logger: Logger, stopsOnSignals: Bool = false) throws {
+    private init(configuration given: ServerConfiguration, migrations: MigrationSet, logger: Logger, stopsOnSignals: Bool = false) throws {
         _ = MetricsExport.registry  // metrics handles made before the bootstrap would count nowhere
         // Every session of the server gives up on a database that does not answer.
         let configuration = {
@@ -80,10 +80,12 @@ public final class VoiceMeterServer: Sendable {
         let budgetSettings = TableWatcher(options: database, channel: "user_budget_settings", logger: logger) { _ in metering.budgetSettingsChanged() }
         let rollups = RollupFolder(options: database, foldSeconds: configuration.rollupFoldSeconds, logger: logger)
 
-        // The parts start together and stop one at a time, from the last to the first: stop
-        // reading, hand what was read to the writers, commit it, return the budget grants, close
+        // The parts start in this order (prices and tokens are already loaded; a writer queues
+        // before its thread runs) and stop one at a time from the last to the first: stop reading,
+        // hand what was read to the writers, commit it, return the budget grants, close
         // connections once their acknowledgements are written, fold the rollup journal, then the
-        // watchers. What was not committed is not acknowledged: clients resend it.
+        // watchers. What was not committed is not acknowledged: clients resend it. A part that
+        // fails to start (the port in use) stops the others the same way.
         let listening = self.listening.continuation
         let parts = [
             ServerPart("readiness", start: readiness.start, stop: readiness.stop),
@@ -125,13 +127,14 @@ public final class VoiceMeterServer: Sendable {
             },
         ]
         group = ServiceGroup(configuration: ServiceGroupConfiguration(
-            services: parts.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
+            services: parts.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0, failureTerminationBehavior: .gracefullyShutdownGroup) },
             gracefulShutdownSignals: stopsOnSignals ? [.sigterm, .sigint] : [], logger: logger))
     }
 
-    /// Runs every part until a graceful shutdown (SIGTERM or SIGINT if `init` was told, or `shutdown`), on the
-    /// server's own lifecycle thread; rethrows what stopped it otherwise (the port in use).
-    public func run() async throws {
+    /// Runs every part until a graceful shutdown (SIGTERM or SIGINT if `init` was told, or
+    /// `shutdown`), on the server's own lifecycle thread; rethrows what stopped it otherwise (the
+    /// port in use).
+    private func run() async throws {
         try await withTaskExecutorPreference(lifecycle) {
             try await group.run()
         }
@@ -151,9 +154,17 @@ public final class VoiceMeterServer: Sendable {
             try await server.run()
         }
         server.background.withLock { $0 = run }
-        for await _ in server.listening.stream { return server }
+        // A caller cancelled while waiting stops the server it will not get.
+        let listens = await withTaskCancellationHandler {
+            for await _ in server.listening.stream { return true }
+            return false
+        } onCancel: {
+            Task(executorPreference: server.lifecycle) { await server.group.triggerGracefulShutdown() }
+        }
+        if listens, !Task.isCancelled { return server }
+        if listens { await server.shutdown() }
         try await run.value
-        throw CancellationError()  // the run ended without listening and without an error: it was cancelled
+        throw CancellationError()  // the run ended without listening and without an error: it was stopped
     }
 
     /// Stops a server `start` started, gracefully (`init`'s parts in reverse), and returns when it

@@ -105,8 +105,11 @@ public final class WebSocketServer: Sendable {
     /// Creates the context on a new service thread and returns once it listens (or failed to);
     /// from then on `delegate` gets every event. Called once.
     public func start(delegate: any WebSocketServerDelegate) throws {
-        precondition(!startup.withLock { $0.started }, "a WebSocketServer starts once")
-        startup.withLock { $0.started = true }
+        let startedBefore = startup.withLock { startup in
+            defer { startup.started = true }
+            return startup.started
+        }
+        precondition(!startedBefore, "a WebSocketServer starts once")
         // Set before the service thread exists, read only on it.
         loop.delegate = delegate
         let ready = DispatchSemaphore(value: 0)

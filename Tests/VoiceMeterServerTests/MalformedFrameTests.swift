@@ -30,4 +30,22 @@ struct MalformedFrameTests {
             #expect(try running.storedEvents(call: "CAMALFORMED") == messages.count - 3)
         }
     }
+
+    @Test("a message over 64 KiB is answered frame_too_large and dropped unread; the connection and its call go on")
+    func oversizedMessageKeepsTheConnection() async throws {
+        let running = try await RunningServer()
+        try await running.serving {
+            let client = try StreamingClient(running.endpoint)
+            let messages = running.canonicalCallMessages("CABIG")
+            let oversized = messages[2].replacingOccurrences(of: #""unit":"seconds""#,
+                                                             with: #""unit":"seconds","metadata":{"pad":"\#(String(repeating: "x", count: 65 * 1024))"}"#)
+            client.send([messages[0], messages[1], oversized])
+            #expect(client.wait { $0.contains { $0.contains(#""code":"frame_too_large""#) } })
+            // Nothing of it was read: seq 2 is still owed, so the acks stop at 1 until it comes.
+            #expect(client.wait { _ in client.highestAck(call: "CABIG") == 1 })
+            client.send(Array(messages[2...]))
+            #expect(client.waitForSummary())
+            #expect(try running.storedEvents(call: "CABIG") == messages.count - 2)
+        }
+    }
 }

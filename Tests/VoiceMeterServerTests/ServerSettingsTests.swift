@@ -15,6 +15,22 @@ struct ServerSettingsTests {
         log-format = "json"   # for the log shipper
         """)
 
+    @Test("messages-per-second sets each connection's message rate, its burst (twice) and the message pieces the listener allows with them (16 each)")
+    func messageRateCarriesItsPieces() throws {
+        var configuration = ServerConfiguration(database: .init(connectionString: ""))
+        try ServerSettings(flags: ["messages-per-second": "40"], environment: [:], file: nil).apply(to: &configuration)
+        #expect(configuration.ingress.messagesPerSecondPerConnection == 40)
+        #expect(configuration.ingress.messagesBurstPerConnection == 80)
+        #expect(configuration.listener.limits.messagePiecesPerSecondPerConnection == 640)
+        #expect(configuration.listener.limits.messagePiecesBurstPerConnection == 1_280)
+        // The defaults agree with the rule.
+        let defaults = ServerConfiguration(database: .init(connectionString: ""))
+        #expect(defaults.listener.limits.messagePiecesPerSecondPerConnection
+                == defaults.ingress.messagesPerSecondPerConnection * ServerConfiguration.messagePiecesPerMessage)
+        #expect(defaults.listener.limits.messagePiecesBurstPerConnection
+                == defaults.ingress.messagesBurstPerConnection * ServerConfiguration.messagePiecesPerMessage)
+    }
+
     @Test("a flag beats the environment, the environment beats the file, the file beats the default")
     func precedence() throws {
         let settings = try ServerSettings(flags: ["flush-ms": "10"],
