@@ -154,17 +154,12 @@ public final class VoiceMeterServer: Sendable {
             try await server.run()
         }
         server.background.withLock { $0 = run }
-        // A caller cancelled while waiting stops the server it will not get.
-        let listens = await withTaskCancellationHandler {
-            for await _ in server.listening.stream { return true }
-            return false
-        } onCancel: {
-            Task(executorPreference: server.lifecycle) { await server.group.triggerGracefulShutdown() }
-        }
-        if listens, !Task.isCancelled { return server }
-        if listens { await server.shutdown() }
+        // The wait ends when the listener listens, the run ends, or this caller is cancelled.
+        for await _ in server.listening.stream where !Task.isCancelled { return server }
+        // Not handed out: stopped (a no-op when the run already ended), and its error rethrown.
+        await server.shutdown()
         try await run.value
-        throw CancellationError()  // the run ended without listening and without an error: it was stopped
+        throw CancellationError()
     }
 
     /// Stops a server `start` started, gracefully (`init`'s parts in reverse), and returns when it

@@ -294,6 +294,18 @@ struct ServerPipelineTests {
         }
     }
 
+    @Test("a caller cancelled while the server starts gets CancellationError, and start returns only once that server has stopped")
+    func cancelledStart() async throws {
+        var configuration = ServerConfiguration(database: try TestPostgres.migratedDatabase())
+        configuration.listener.port = 0
+        let outcome = await Task { () async throws -> VoiceMeterServer in
+            withUnsafeCurrentTask { $0?.cancel() }
+            return try await VoiceMeterServer.start(configuration: configuration, migrations: try TestPostgres.migrations(),
+                                                    logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
+        }.result
+        #expect(throws: CancellationError.self) { try outcome.get() }
+    }
+
     @Test("/healthz and /readyz answer on the listener")
     func health() async throws {
         let running = try await RunningServer()
