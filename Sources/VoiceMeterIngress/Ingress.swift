@@ -62,11 +62,10 @@ package final class Ingress: WebSocketServerDelegate {
 
     /// A whole message (or one dropped for its size): decoded by the connection's session, then
     /// handed to metering or refused.
-    package func received(_ message: InboundMessage, from connection: ConnectionID) -> ReceiveDisposition {
+    package func received(_ message: InboundMessage, from connection: ConnectionID, at now: UInt64) -> ReceiveDisposition {
         let action: IngressAction
         switch message {
         case .message(let bytes, let isBinary):
-            let now = DispatchTime.now().uptimeNanoseconds
             guard let decided = sessions.withLock({ $0[connection]?.receive(bytes, isBinary: isBinary, nowNanoseconds: now) }) else {
                 return .close(code: IngressSession.closeCodePolicyViolation, reason: "connection not open")
             }

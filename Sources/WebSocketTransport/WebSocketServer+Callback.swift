@@ -115,7 +115,7 @@ extension WebSocketServer {
             LWS.setCloseReason(wsi, code: code, reason: reason)
             return -1
         }
-        switch delegate.received(message, from: ConnectionID(rawValue: id)) {
+        switch delegate.received(message, from: ConnectionID(rawValue: id), at: now) {
         case .keepReading:
             break
         case .pauseReading:

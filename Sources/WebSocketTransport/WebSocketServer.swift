@@ -49,7 +49,8 @@ public protocol WebSocketServerDelegate: AnyObject, Sendable {
     func authorize(_ request: UpgradeRequest) -> UpgradeDecision
     /// A connection `authorize` accepted is open; `request` is what it was accepted on.
     func connectionOpened(_ connection: ConnectionID, request: UpgradeRequest)
-    func received(_ message: InboundMessage, from connection: ConnectionID) -> ReceiveDisposition
+    /// `uptimeNanoseconds` is when it arrived (the monotonic clock the listener's own limits read).
+    func received(_ message: InboundMessage, from connection: ConnectionID, at uptimeNanoseconds: UInt64) -> ReceiveDisposition
     func connectionClosed(_ connection: ConnectionID)
     /// Answers a plain HTTP request by calling `reply` once, at once or later from any thread
     /// (a database query must not block the service thread).

@@ -25,7 +25,7 @@ final class AckingDelegate: WebSocketServerDelegate {
     }
     func connectionClosed(_ connection: ConnectionID) { closed.add(1, ordering: .relaxed) }
 
-    func received(_ message: InboundMessage, from connection: ConnectionID) -> ReceiveDisposition {
+    func received(_ message: InboundMessage, from connection: ConnectionID, at _: UInt64) -> ReceiveDisposition {
         switch message {
         case .message(let bytes, _):
             if bytes == Array("close-me".utf8) { return .close(code: 4000, reason: "asked to") }
