@@ -33,7 +33,7 @@ public final class VoiceMeterServer: Sendable {
     /// Builds every part: connects to the database, loads prices and tokens. Nothing runs yet.
     /// - Parameter stopsOnSignals: SIGTERM and SIGINT stop the server gracefully (the command line;
     ///   not in tests).
-    private init(configuration given: ServerConfiguration, migrations: MigrationSet, logger: Logger, stopsOnSignals: Bool = false) throws {
+    private init(configuration given: ServerConfiguration, migrations: MigrationSet, logger: Logger, stopsOnSignals: Bool) throws {
         _ = MetricsExport.registry  // metrics handles made before the bootstrap would count nowhere
         // Every session of the server gives up on a database that does not answer.
         let configuration = {
@@ -131,16 +131,6 @@ public final class VoiceMeterServer: Sendable {
             gracefulShutdownSignals: stopsOnSignals ? [.sigterm, .sigint] : [], logger: logger))
     }
 
-    /// Runs every part until a graceful shutdown (SIGTERM or SIGINT if `init` was told, or
-    /// `shutdown`), on the server's own lifecycle thread; rethrows what stopped it otherwise (the
-    /// port in use).
-    private func run() async throws {
-        try await withTaskExecutorPreference(lifecycle) {
-            try await group.run()
-        }
-        logger.info("stopped")
-    }
-
     /// The port the server listens on.
     public var port: Int { listener.port }
 
@@ -149,9 +139,12 @@ public final class VoiceMeterServer: Sendable {
     public static func start(configuration: ServerConfiguration, migrations: MigrationSet, logger: Logger,
                              stopsOnSignals: Bool = false) async throws -> VoiceMeterServer {
         let server = try VoiceMeterServer(configuration: configuration, migrations: migrations, logger: logger, stopsOnSignals: stopsOnSignals)
+        // Every part runs until a graceful shutdown (SIGTERM or SIGINT when asked, or `shutdown`),
+        // on the server's own lifecycle thread; the run rethrows what stopped it otherwise.
         let run = Task(executorPreference: server.lifecycle) {
             defer { server.listening.continuation.finish() }
-            try await server.run()
+            try await server.group.run()
+            server.logger.info("stopped")
         }
         server.background.withLock { $0 = run }
         // The wait ends when the listener listens, the run ends, or this caller is cancelled.
