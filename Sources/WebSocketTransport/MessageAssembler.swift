@@ -2,14 +2,20 @@
 import VoiceMeterDomain
 #endif
 
+/// One message a connection sent, as the listener assembled it.
+public enum InboundMessage: Sendable, Hashable {
+    /// A whole message: its bytes, and whether it was sent as binary.
+    case message([UInt8], isBinary: Bool)
+    /// A message past `WebSocketLimits.messageBytesMax` (`limitBytes`); its bytes were dropped unread.
+    case tooLarge(receivedBytes: Int, limitBytes: Int)
+}
+
 /// What one receive callback's bytes amount to.
-public enum AssembledMessage: Sendable, Hashable {
+enum AssembledMessage: Sendable, Hashable {
     /// Part of a message: nothing to do yet.
     case incomplete
-    /// A whole message, and whether it was sent as binary.
-    case complete([UInt8], isBinary: Bool)
-    /// A message past `messageBytesMax` ended; its bytes were dropped unread.
-    case tooLarge(receivedBytes: Int)
+    /// A message for the delegate: whole, or dropped for its size.
+    case ready(InboundMessage)
     /// Close the connection with this WebSocket close code and reason (the peer is abusive).
     case close(code: UInt16, reason: String)
 }
@@ -72,7 +78,7 @@ struct MessageAssembler: Sendable {
             oversizedInARow = 0
             // Not keeping the capacity: an idle connection holds no message-sized buffer.
             defer { buffer = [] }
-            return .complete(buffer, isBinary: isBinary)
+            return .ready(.message(buffer, isBinary: isBinary))
         case .discarding(let received):
             state = .discarding(receivedBytes: received + chunk.count)
             return endsMessage ? finishOversized() : .incomplete
@@ -95,6 +101,6 @@ struct MessageAssembler: Sendable {
             state = .closed
             return .close(code: Self.closeCodeMessageTooBig, reason: "messages keep exceeding \(limits.messageBytesMax) bytes")
         }
-        return .tooLarge(receivedBytes: received)
+        return .ready(.tooLarge(receivedBytes: received, limitBytes: limits.messageBytesMax))
     }
 }

@@ -109,8 +109,7 @@ extension WebSocketServer {
         let message: InboundMessage
         switch loop.connections[id]!.assembler.receive(chunk, endsMessage: LWS.endsMessage(wsi), isBinary: LWS.isBinary(wsi), nowNanoseconds: now) {
         case .incomplete: return 0
-        case .complete(let bytes, let isBinary): message = .message(bytes, isBinary: isBinary)
-        case .tooLarge(let received): message = .tooLarge(receivedBytes: received, limitBytes: configuration.limits.messageBytesMax)
+        case .ready(let assembled): message = assembled
         case .close(let code, let reason):
             LWS.setCloseReason(wsi, code: code, reason: reason)
             return -1

@@ -25,14 +25,6 @@ public enum UpgradeDecision: Sendable, Equatable {
     case refuse(status: Int, reason: String)
 }
 
-/// One message a connection sent, as the listener assembled it.
-public enum InboundMessage: Sendable, Hashable {
-    /// A whole message: its bytes, and whether it was sent as binary.
-    case message([UInt8], isBinary: Bool)
-    /// A message past `WebSocketLimits.messageBytesMax` (`limitBytes`); its bytes were dropped unread.
-    case tooLarge(receivedBytes: Int, limitBytes: Int)
-}
-
 /// What the listener does with a connection after handing it a message.
 public enum ReceiveDisposition: Sendable, Hashable {
     case keepReading

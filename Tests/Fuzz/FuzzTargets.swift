@@ -69,7 +69,7 @@ private func fuzzIngressSession(_ bytes: [UInt8]) {
     while start < bytes.count {
         let end = min(bytes.count, start + 1 + Int(random.next() % 64))
         let now = UInt64(start) * 1_000
-        if case .complete(let message, let isBinary) = assembler.receive(bytes[start..<end], endsMessage: end == bytes.count || random.next() % 4 == 0,
+        if case .ready(.message(let message, let isBinary)) = assembler.receive(bytes[start..<end], endsMessage: end == bytes.count || random.next() % 4 == 0,
                                                                          isBinary: false, nowNanoseconds: now) {
             _ = session.receive(message, isBinary: isBinary, nowNanoseconds: now)
         }

@@ -14,18 +14,18 @@ struct MessageAssemblerTests {
     func reassembly() {
         for cut in 1..<message.count {
             var split = assembler()
-            #expect(split.receiveAll([Array(message[..<cut]), Array(message[cut...])], now: now) == [.incomplete, .complete(message, isBinary: false)])
+            #expect(split.receiveAll([Array(message[..<cut]), Array(message[cut...])], now: now) == [.incomplete, .ready(.message(message, isBinary: false))])
         }
         var trickle = assembler()
-        #expect(trickle.receiveAll(message.map { [$0] }, now: now).last == .complete(message, isBinary: false))
+        #expect(trickle.receiveAll(message.map { [$0] }, now: now).last == .ready(.message(message, isBinary: false)))
     }
 
     @Test("a 65 KiB message is reported too large with its size, and the next message still arrives")
     func oversizedThenFine() {
         var connection = assembler()
         let big = Array(repeating: UInt8(ascii: " "), count: 65 * 1024)
-        #expect(connection.receiveAll([Array(big[..<40_000]), Array(big[40_000...])], now: now).last == .tooLarge(receivedBytes: 65 * 1024))
-        #expect(connection.receiveAll([message], now: now) == [.complete(message, isBinary: false)])
+        #expect(connection.receiveAll([Array(big[..<40_000]), Array(big[40_000...])], now: now).last == .ready(.tooLarge(receivedBytes: 65 * 1024, limitBytes: 65_536)))
+        #expect(connection.receiveAll([message], now: now) == [.ready(.message(message, isBinary: false))])
     }
 
     @Test("a message may arrive in up to 1,024 pieces; more close the connection with 1008 before it is complete")
@@ -33,7 +33,7 @@ struct MessageAssemblerTests {
         let padded = message + Array(repeating: UInt8(ascii: " "), count: 2_048 - message.count)
         var patient = assembler()
         let inPieces = stride(from: 0, to: padded.count, by: 2).map { Array(padded[$0..<$0 + 2]) }
-        #expect(patient.receiveAll(inPieces, now: now).last == .complete(padded, isBinary: false))
+        #expect(patient.receiveAll(inPieces, now: now).last == .ready(.message(padded, isBinary: false)))
         var trickle = assembler()
         // Nothing more is read after the close.
         #expect(trickle.receiveAll(padded.map { [$0] }, now: now).filter { $0 != .incomplete }
@@ -51,7 +51,7 @@ struct MessageAssemblerTests {
         #expect(results.filter { $0 != .incomplete } == [.close(code: 1008, reason: "more than 160 message pieces a second")])
         // Whole messages in one piece use no piece tokens.
         var whole = assembler(limits)
-        for _ in 0..<500 { #expect(whole.receiveAll([message], now: now) == [.complete(message, isBinary: false)]) }
+        for _ in 0..<500 { #expect(whole.receiveAll([message], now: now) == [.ready(.message(message, isBinary: false))]) }
     }
 
     @Test("a peer that keeps sending oversized messages is closed with 1009")
@@ -60,14 +60,14 @@ struct MessageAssemblerTests {
         let big = Array(repeating: UInt8(ascii: " "), count: 70_000)
         var results: [AssembledMessage] = []
         for _ in 0..<3 { results += connection.receiveAll([big], now: now) }
-        #expect(results == [.tooLarge(receivedBytes: 70_000), .tooLarge(receivedBytes: 70_000),
+        #expect(results == [.ready(.tooLarge(receivedBytes: 70_000, limitBytes: 65_536)), .ready(.tooLarge(receivedBytes: 70_000, limitBytes: 65_536)),
                             .close(code: 1009, reason: "messages keep exceeding 65536 bytes")])
     }
 
     @Test("a binary message is handed over as binary")
     func binary() {
         var connection = assembler()
-        #expect(connection.receive([1, 2, 3], endsMessage: true, isBinary: true, nowNanoseconds: now) == .complete([1, 2, 3], isBinary: true))
+        #expect(connection.receive([1, 2, 3], endsMessage: true, isBinary: true, nowNanoseconds: now) == .ready(.message([1, 2, 3], isBinary: true)))
     }
 }
 
